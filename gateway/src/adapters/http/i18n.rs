@@ -1,0 +1,110 @@
+//! The languages of the pages: French by default, English on request (`ui_locales`, then
+//! `Accept-Language`).
+use actix_web::HttpRequest;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    Fr,
+    En,
+}
+
+impl Lang {
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::Fr => "fr",
+            Lang::En => "en",
+        }
+    }
+
+    /// First supported tag of a space- or comma-separated list.
+    fn from_list(list: &str) -> Option<Lang> {
+        list.split([' ', ','])
+            .map(|t| t.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .find_map(|t| {
+                if t == "fr" || t.starts_with("fr-") {
+                    Some(Lang::Fr)
+                } else if t == "en" || t.starts_with("en-") {
+                    Some(Lang::En)
+                } else {
+                    None
+                }
+            })
+    }
+
+    pub fn pick(ui_locales: Option<&str>, req: &HttpRequest) -> Lang {
+        ui_locales
+            .and_then(Lang::from_list)
+            .or_else(|| {
+                req.headers()
+                    .get("accept-language")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(Lang::from_list)
+            })
+            .unwrap_or(Lang::Fr)
+    }
+
+    pub fn text(self) -> &'static Texts {
+        match self {
+            Lang::Fr => &FR,
+            Lang::En => &EN,
+        }
+    }
+}
+
+/// Every string the pages show.
+pub struct Texts {
+    pub login_title: &'static str,
+    pub login_intro: &'static str,
+    pub username: &'static str,
+    pub password: &'static str,
+    pub submit: &'static str,
+    pub bad_credentials: &'static str,
+    pub error_title: &'static str,
+    pub error_intro: &'static str,
+    pub logged_out_title: &'static str,
+    pub logged_out_body: &'static str,
+    pub logout_confirm_title: &'static str,
+    pub logout_confirm_body: &'static str,
+    pub logout_button: &'static str,
+    pub home_title: &'static str,
+    pub home_body: &'static str,
+    pub not_found: &'static str,
+}
+
+static FR: Texts = Texts {
+    login_title: "Connexion",
+    login_intro: "Connectez-vous pour accéder à",
+    username: "Identifiant",
+    password: "Mot de passe",
+    submit: "Se connecter",
+    bad_credentials: "Identifiant ou mot de passe incorrect.",
+    error_title: "La connexion ne peut pas aboutir",
+    error_intro: "Revenez à l'application et recommencez. Si le problème persiste, contactez le support informatique en donnant ce message :",
+    logged_out_title: "Vous êtes déconnecté",
+    logged_out_body: "Votre session est terminée. Vous pouvez fermer cette fenêtre.",
+    logout_confirm_title: "Se déconnecter ?",
+    logout_confirm_body: "Une application demande la fin de votre session d'authentification.",
+    logout_button: "Se déconnecter",
+    home_title: "Relais",
+    home_body: "Passerelle d'identité de l'établissement. Accédez à vos applications depuis leur propre page.",
+    not_found: "Page introuvable",
+};
+
+static EN: Texts = Texts {
+    login_title: "Sign in",
+    login_intro: "Sign in to continue to",
+    username: "Username",
+    password: "Password",
+    submit: "Sign in",
+    bad_credentials: "Wrong username or password.",
+    error_title: "Sign-in cannot continue",
+    error_intro: "Go back to the application and start again. If the problem persists, contact IT support with this message:",
+    logged_out_title: "You are signed out",
+    logged_out_body: "Your session has ended. You may close this window.",
+    logout_confirm_title: "Sign out?",
+    logout_confirm_body: "An application asks to end your sign-in session.",
+    logout_button: "Sign out",
+    home_title: "Relais",
+    home_body: "The establishment's identity gateway. Open your applications from their own page.",
+    not_found: "Page not found",
+};

@@ -1,0 +1,52 @@
+//! The HTTP layer (actix-web): the only code that knows HTTP. Handlers turn requests into the
+//! domain's inputs and the domain's outcomes into responses; errors become HTTP in one place
+//! (`errors`).
+mod errors;
+mod extract;
+mod health;
+mod i18n;
+mod login;
+mod oidc;
+mod pages;
+
+use crate::domain::oidc::Provider;
+use crate::domain::ports::{SessionStore, Storage};
+use actix_web::web;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use extract::CookieSettings;
+
+/// Shared state of every handler.
+pub struct AppState {
+    pub provider: Arc<Provider>,
+    pub cookies: CookieSettings,
+    pub storage: Arc<dyn Storage>,
+    pub sessions: Arc<dyn SessionStore>,
+    /// Cut for the readiness probe's dependency checks.
+    pub probe_timeout: Duration,
+    /// Largest accepted form body.
+    pub max_body_bytes: usize,
+}
+
+/// Mounts every route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/.well-known/openid-configuration", web::get().to(oidc::discovery))
+        .route("/jwks", web::get().to(oidc::jwks))
+        .route("/authorize", web::get().to(oidc::authorize_get))
+        .route("/authorize", web::post().to(oidc::authorize_post))
+        .route("/token", web::post().to(oidc::token))
+        .route("/userinfo", web::get().to(oidc::userinfo_get))
+        .route("/userinfo", web::post().to(oidc::userinfo_post))
+        .route("/revoke", web::post().to(oidc::revoke))
+        .route("/introspect", web::post().to(oidc::introspect))
+        .route("/logout", web::get().to(oidc::logout_get))
+        .route("/logout", web::post().to(oidc::logout_post))
+        .route("/login", web::get().to(login::page))
+        .route("/login", web::post().to(login::submit))
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/", web::get().to(pages::home))
+        .service(web::scope("/admin").configure(relais_admin_ui::routes))
+        .default_service(web::to(pages::not_found));
+}

@@ -1,0 +1,40 @@
+//! The first factor for sites without a directory: local accounts with argon2id hashes.
+use crate::domain::account::{Account, PasswordPolicy, normalise_username};
+use crate::domain::ports::{PasswordChecker, Storage, StoreError};
+use async_trait::async_trait;
+use std::sync::Arc;
+
+pub struct LocalAccounts {
+    storage: Arc<dyn Storage>,
+    dummy_hash: String,
+}
+
+impl LocalAccounts {
+    pub fn new(storage: Arc<dyn Storage>, policy: &PasswordPolicy) -> Self {
+        Self {
+            storage,
+            dummy_hash: policy.dummy_hash(),
+        }
+    }
+}
+
+#[async_trait]
+impl PasswordChecker for LocalAccounts {
+    async fn check(&self, username: &str, password: &str) -> Result<Option<Account>, StoreError> {
+        let account = match normalise_username(username) {
+            Some(u) => self.storage.account_by_username(&u).await?,
+            None => None,
+        };
+        let hash = account
+            .as_ref()
+            .and_then(|a| a.password_hash.clone())
+            .unwrap_or_else(|| self.dummy_hash.clone());
+        let pw = password.to_owned();
+        // argon2 is deliberately slow: keep it off the async workers. The dummy hash is
+        // verified for unknown users too, so both cases take the same time.
+        let ok = tokio::task::spawn_blocking(move || PasswordPolicy::verify(&pw, &hash))
+            .await
+            .unwrap_or(false);
+        Ok(account.filter(|a| ok && a.password_hash.is_some() && !a.disabled))
+    }
+}

@@ -1,0 +1,132 @@
+//! The in-process session store: a map behind a mutex, expiry checked against the clock.
+use crate::domain::ports::{Clock, Namespace, SessionStore, SessionStoreError};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+struct Entry {
+    value: Vec<u8>,
+    expires_at_ms: i64,
+}
+
+pub struct MemorySessionStore {
+    map: Mutex<HashMap<(Namespace, String), Entry>>,
+    clock: Arc<dyn Clock>,
+    /// Above this many entries, a write first sweeps out expired ones.
+    sweep_above: usize,
+}
+
+impl MemorySessionStore {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+            clock,
+            sweep_above: 10_000,
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now().timestamp_millis()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Namespace, String), Entry>> {
+        // A panic while holding the lock cannot leave an entry half-written; keep serving.
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn live(&self, map: &mut HashMap<(Namespace, String), Entry>, k: &(Namespace, String), now: i64) -> bool {
+        match map.get(k) {
+            Some(e) if e.expires_at_ms > now => true,
+            Some(_) => {
+                map.remove(k);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn insert(&self, map: &mut HashMap<(Namespace, String), Entry>, k: (Namespace, String), value: Vec<u8>, ttl: Duration, now: i64) {
+        if map.len() > self.sweep_above {
+            map.retain(|_, e| e.expires_at_ms > now);
+        }
+        map.insert(
+            k,
+            Entry {
+                value,
+                expires_at_ms: now + ttl.as_millis() as i64,
+            },
+        );
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemorySessionStore {
+    async fn put(&self, ns: Namespace, key: &str, value: &[u8], ttl: Duration) -> Result<(), SessionStoreError> {
+        let now = self.now_ms();
+        let mut map = self.lock();
+        self.insert(&mut map, (ns, key.to_owned()), value.to_vec(), ttl, now);
+        Ok(())
+    }
+
+    async fn put_if_absent(&self, ns: Namespace, key: &str, value: &[u8], ttl: Duration) -> Result<bool, SessionStoreError> {
+        let now = self.now_ms();
+        let k = (ns, key.to_owned());
+        let mut map = self.lock();
+        if self.live(&mut map, &k, now) {
+            return Ok(false);
+        }
+        self.insert(&mut map, k, value.to_vec(), ttl, now);
+        Ok(true)
+    }
+
+    async fn get(&self, ns: Namespace, key: &str) -> Result<Option<Vec<u8>>, SessionStoreError> {
+        let now = self.now_ms();
+        let k = (ns, key.to_owned());
+        let mut map = self.lock();
+        Ok(if self.live(&mut map, &k, now) {
+            map.get(&k).map(|e| e.value.clone())
+        } else {
+            None
+        })
+    }
+
+    async fn take(&self, ns: Namespace, key: &str) -> Result<Option<Vec<u8>>, SessionStoreError> {
+        let now = self.now_ms();
+        let mut map = self.lock();
+        Ok(map.remove(&(ns, key.to_owned())).filter(|e| e.expires_at_ms > now).map(|e| e.value))
+    }
+
+    async fn delete(&self, ns: Namespace, key: &str) -> Result<(), SessionStoreError> {
+        self.lock().remove(&(ns, key.to_owned()));
+        Ok(())
+    }
+
+    async fn increment(&self, ns: Namespace, key: &str, ttl: Duration) -> Result<i64, SessionStoreError> {
+        let now = self.now_ms();
+        let k = (ns, key.to_owned());
+        let mut map = self.lock();
+        let current = if self.live(&mut map, &k, now) {
+            map.get(&k)
+                .and_then(|e| std::str::from_utf8(&e.value).ok()?.parse::<i64>().ok())
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        let next = current + 1;
+        self.insert(&mut map, k, next.to_string().into_bytes(), ttl, now);
+        Ok(next)
+    }
+
+    async fn ping(&self) -> Result<(), SessionStoreError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,121 @@
+//! The Redis session store: shared by every replica. Atomicity comes from Redis itself
+//! (`SET NX`, `GETDEL`), not from any one process.
+use crate::domain::ports::{Namespace, SessionStore, SessionStoreError};
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub url: String,
+    /// Prefix of every key, so several deployments (or test runs) can share one Redis.
+    pub key_prefix: String,
+    /// Cut for every command and for (re)connecting: a slow Redis must not hang logins.
+    pub timeout: Duration,
+}
+
+pub struct RedisSessionStore {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+fn down(e: redis::RedisError) -> SessionStoreError {
+    SessionStoreError::Unavailable(e.to_string())
+}
+
+impl RedisSessionStore {
+    pub async fn connect(s: &RedisSettings) -> Result<Self, SessionStoreError> {
+        let client = redis::Client::open(s.url.as_str()).map_err(down)?;
+        let cfg = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(s.timeout))
+            .set_connection_timeout(Some(s.timeout))
+            .set_number_of_retries(1);
+        let conn = tokio::time::timeout(s.timeout * 2, ConnectionManager::new_with_config(client, cfg))
+            .await
+            .map_err(|_| SessionStoreError::Unavailable("timed out connecting to Redis".into()))?
+            .map_err(down)?;
+        Ok(Self {
+            conn,
+            prefix: s.key_prefix.clone(),
+        })
+    }
+
+    fn key(&self, ns: Namespace, key: &str) -> String {
+        format!("{}:{}:{}", self.prefix, ns.prefix(), key)
+    }
+
+    fn ms(ttl: Duration) -> u64 {
+        (ttl.as_millis() as u64).max(1)
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisSessionStore {
+    async fn put(&self, ns: Namespace, key: &str, value: &[u8], ttl: Duration) -> Result<(), SessionStoreError> {
+        let mut c = self.conn.clone();
+        redis::cmd("SET")
+            .arg(self.key(ns, key))
+            .arg(value)
+            .arg("PX")
+            .arg(Self::ms(ttl))
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(down)
+    }
+
+    async fn put_if_absent(&self, ns: Namespace, key: &str, value: &[u8], ttl: Duration) -> Result<bool, SessionStoreError> {
+        let mut c = self.conn.clone();
+        let r: Option<String> = redis::cmd("SET")
+            .arg(self.key(ns, key))
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(Self::ms(ttl))
+            .query_async(&mut c)
+            .await
+            .map_err(down)?;
+        Ok(r.is_some())
+    }
+
+    async fn get(&self, ns: Namespace, key: &str) -> Result<Option<Vec<u8>>, SessionStoreError> {
+        let mut c = self.conn.clone();
+        redis::cmd("GET").arg(self.key(ns, key)).query_async(&mut c).await.map_err(down)
+    }
+
+    async fn take(&self, ns: Namespace, key: &str) -> Result<Option<Vec<u8>>, SessionStoreError> {
+        let mut c = self.conn.clone();
+        redis::cmd("GETDEL").arg(self.key(ns, key)).query_async(&mut c).await.map_err(down)
+    }
+
+    async fn delete(&self, ns: Namespace, key: &str) -> Result<(), SessionStoreError> {
+        let mut c = self.conn.clone();
+        redis::cmd("DEL")
+            .arg(self.key(ns, key))
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(down)
+    }
+
+    async fn increment(&self, ns: Namespace, key: &str, ttl: Duration) -> Result<i64, SessionStoreError> {
+        let mut c = self.conn.clone();
+        let k = self.key(ns, key);
+        let (n,): (i64,) = redis::pipe()
+            .atomic()
+            .incr(&k, 1)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&k)
+            .arg(Self::ms(ttl))
+            .ignore()
+            .get(&k)
+            .query_async(&mut c)
+            .await
+            .map_err(down)?;
+        Ok(n)
+    }
+
+    async fn ping(&self) -> Result<(), SessionStoreError> {
+        let mut c = self.conn.clone();
+        redis::cmd("PING").query_async::<()>(&mut c).await.map_err(down)
+    }
+}

@@ -1,0 +1,14 @@
+//! Schema migrations, run at start and by `relais migrate`. One file per migration: sea-orm
+//! names each migration after its module.
+use sea_orm_migration::prelude::*;
+
+mod m20261125_000001_initial;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261125_000001_initial::Migration)]
+    }
+}

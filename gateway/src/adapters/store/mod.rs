@@ -1,0 +1,435 @@
+//! Durable storage on SQL through sea-orm: SQLite (embedded default) or PostgreSQL, chosen by
+//! the URL. Implements the domain's `Storage` port.
+mod entities;
+pub mod migrations;
+
+use crate::domain::account::Account;
+use crate::domain::audit::{AuditRecord, RequestContextRecord};
+use crate::domain::client::{Client, ClientKind, TokenAuthMethod};
+use crate::domain::ports::{Storage, StoreError};
+use crate::domain::records::{RefreshConsume, RefreshTokenRecord, SigningAlg, StoredSigningKey};
+use crate::protocol::{ClientId, RedirectUri, Scopes};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use entities::{account, audit_event, client, refresh_token, signing_key};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    SqlErr,
+};
+use sea_orm_migration::MigratorTrait;
+use std::time::Duration;
+use uuid::Uuid;
+
+#[derive(Clone)]
+pub struct SqlStore {
+    db: DatabaseConnection,
+}
+
+/// How to reach the database.
+#[derive(Debug, Clone)]
+pub struct DbSettings {
+    pub url: String,
+    pub max_connections: u32,
+    pub connect_timeout: Duration,
+    /// PostgreSQL only: the schema to work in (tests give each run its own).
+    pub schema: Option<String>,
+}
+
+fn unavailable(e: DbErr) -> StoreError {
+    match e.sql_err() {
+        Some(SqlErr::UniqueConstraintViolation(m)) => StoreError::Conflict(m),
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+impl SqlStore {
+    pub async fn connect(s: &DbSettings) -> Result<Self, StoreError> {
+        let mut opt = ConnectOptions::new(s.url.clone());
+        opt.max_connections(s.max_connections)
+            .connect_timeout(s.connect_timeout)
+            .acquire_timeout(s.connect_timeout)
+            .sqlx_logging(false);
+        if let Some(schema) = &s.schema {
+            opt.set_schema_search_path(schema.clone());
+        }
+        let db = Database::connect(opt).await.map_err(unavailable)?;
+        if s.url.starts_with("sqlite:") {
+            // WAL lets readers proceed while a writer commits; a busy timeout instead of
+            // SQLITE_BUSY errors under concurrent logins.
+            for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=5000", "PRAGMA synchronous=NORMAL"] {
+                sea_orm::ConnectionTrait::execute_unprepared(&db, pragma)
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
+        Ok(Self { db })
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        migrations::Migrator::up(&self.db, None).await.map_err(unavailable)
+    }
+
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+}
+
+fn uris_to_json(u: &[RedirectUri]) -> String {
+    serde_json::to_string(&u.iter().map(|u| u.as_str()).collect::<Vec<_>>()).expect("strings serialise")
+}
+
+fn uris_from_json(s: &str) -> Result<Vec<RedirectUri>, StoreError> {
+    let raw: Vec<String> = serde_json::from_str(s).map_err(|e| corrupt("redirect uris", e))?;
+    raw.iter()
+        .map(|u| RedirectUri::parse(u).map_err(|e| corrupt("redirect uri", e)))
+        .collect()
+}
+
+fn client_from_row(m: client::Model) -> Result<Client, StoreError> {
+    Ok(Client {
+        id: ClientId::parse(&m.id).map_err(|e| corrupt("client id", e))?,
+        name: m.name,
+        kind: serde_json::from_value(serde_json::Value::String(m.kind)).map_err(|e| corrupt("client kind", e))?,
+        auth_method: TokenAuthMethod::parse(&m.auth_method).ok_or_else(|| corrupt("auth method", &m.auth_method))?,
+        secret_digest: m.secret_digest,
+        jwks: m
+            .jwks
+            .map(|j| serde_json::from_str(&j))
+            .transpose()
+            .map_err(|e| corrupt("jwks", e))?,
+        redirect_uris: uris_from_json(&m.redirect_uris)?,
+        post_logout_redirect_uris: uris_from_json(&m.post_logout_redirect_uris)?,
+        id_token_alg: SigningAlg::parse(&m.id_token_alg).ok_or_else(|| corrupt("alg", &m.id_token_alg))?,
+        userinfo_signed_alg: m
+            .userinfo_signed_alg
+            .map(|a| SigningAlg::parse(&a).ok_or_else(|| corrupt("alg", a)))
+            .transpose()?,
+        min_acr: m.min_acr,
+        max_auth_age: m.max_auth_age,
+        allow_refresh: m.allow_refresh,
+        may_introspect: m.may_introspect,
+        enabled: m.enabled,
+    })
+}
+
+fn client_to_row(c: &Client) -> client::ActiveModel {
+    let kind = match c.kind {
+        ClientKind::Local => "local",
+        ClientKind::Psc => "psc",
+    };
+    client::ActiveModel {
+        id: Set(c.id.to_string()),
+        name: Set(c.name.clone()),
+        kind: Set(kind.into()),
+        auth_method: Set(c.auth_method.as_str().into()),
+        secret_digest: Set(c.secret_digest.clone()),
+        jwks: Set(c.jwks.as_ref().map(|j| j.to_string())),
+        redirect_uris: Set(uris_to_json(&c.redirect_uris)),
+        post_logout_redirect_uris: Set(uris_to_json(&c.post_logout_redirect_uris)),
+        id_token_alg: Set(c.id_token_alg.as_str().into()),
+        userinfo_signed_alg: Set(c.userinfo_signed_alg.map(|a| a.as_str().into())),
+        min_acr: Set(c.min_acr.clone()),
+        max_auth_age: Set(c.max_auth_age),
+        allow_refresh: Set(c.allow_refresh),
+        may_introspect: Set(c.may_introspect),
+        enabled: Set(c.enabled),
+        created_at: Set(Utc::now()),
+    }
+}
+
+fn account_from_row(m: account::Model) -> Result<Account, StoreError> {
+    Ok(Account {
+        id: Uuid::parse_str(&m.id).map_err(|e| corrupt("account id", e))?,
+        username: m.username,
+        display_name: m.display_name,
+        given_name: m.given_name,
+        family_name: m.family_name,
+        email: m.email,
+        password_hash: m.password_hash,
+        disabled: m.disabled,
+    })
+}
+
+fn refresh_from_row(m: refresh_token::Model) -> Result<RefreshTokenRecord, StoreError> {
+    Ok(RefreshTokenRecord {
+        token_digest: m.token_digest,
+        family_id: Uuid::parse_str(&m.family_id).map_err(|e| corrupt("family id", e))?,
+        client_id: ClientId::parse(&m.client_id).map_err(|e| corrupt("client id", e))?,
+        account_id: Uuid::parse_str(&m.account_id).map_err(|e| corrupt("account id", e))?,
+        session_id: m.session_id,
+        scopes: Scopes::parse(&m.scopes).map_err(|e| corrupt("scopes", e))?,
+        auth_time: m.auth_time,
+        amr: serde_json::from_str(&m.amr).map_err(|e| corrupt("amr", e))?,
+        acr: m.acr,
+        created_at: m.created_at,
+        expires_at: m.expires_at,
+        used_at: m.used_at,
+        revoked_at: m.revoked_at,
+    })
+}
+
+fn key_from_row(m: signing_key::Model) -> Result<StoredSigningKey, StoreError> {
+    Ok(StoredSigningKey {
+        alg: SigningAlg::parse(&m.alg).ok_or_else(|| corrupt("alg", &m.alg))?,
+        kid: m.kid,
+        sealed_private_key: m.sealed_private_key,
+        created_at: m.created_at,
+        rotated_at: m.rotated_at,
+        retire_at: m.retire_at,
+    })
+}
+
+#[async_trait]
+impl Storage for SqlStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.db.ping().await.map_err(unavailable)
+    }
+
+    async fn client(&self, id: &ClientId) -> Result<Option<Client>, StoreError> {
+        client::Entity::find_by_id(id.to_string())
+            .one(&self.db)
+            .await
+            .map_err(unavailable)?
+            .map(client_from_row)
+            .transpose()
+    }
+
+    async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
+        client::Entity::find()
+            .order_by_asc(client::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .map(client_from_row)
+            .collect()
+    }
+
+    async fn insert_client(&self, c: &Client) -> Result<(), StoreError> {
+        client::Entity::insert(client_to_row(c)).exec(&self.db).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn update_client(&self, c: &Client) -> Result<(), StoreError> {
+        let mut row = client_to_row(c);
+        row.created_at = sea_orm::ActiveValue::NotSet;
+        client::Entity::update(row).exec(&self.db).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn account(&self, id: Uuid) -> Result<Option<Account>, StoreError> {
+        account::Entity::find_by_id(id.to_string())
+            .one(&self.db)
+            .await
+            .map_err(unavailable)?
+            .map(account_from_row)
+            .transpose()
+    }
+
+    async fn account_by_username(&self, username: &str) -> Result<Option<Account>, StoreError> {
+        account::Entity::find()
+            .filter(account::Column::Username.eq(username))
+            .one(&self.db)
+            .await
+            .map_err(unavailable)?
+            .map(account_from_row)
+            .transpose()
+    }
+
+    async fn insert_account(&self, a: &Account) -> Result<(), StoreError> {
+        let row = account::ActiveModel {
+            id: Set(a.id.to_string()),
+            username: Set(a.username.clone()),
+            display_name: Set(a.display_name.clone()),
+            given_name: Set(a.given_name.clone()),
+            family_name: Set(a.family_name.clone()),
+            email: Set(a.email.clone()),
+            password_hash: Set(a.password_hash.clone()),
+            disabled: Set(a.disabled),
+            created_at: Set(Utc::now()),
+        };
+        account::Entity::insert(row).exec(&self.db).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn set_account_password(&self, id: Uuid, password_hash: &str) -> Result<(), StoreError> {
+        account::Entity::update_many()
+            .col_expr(account::Column::PasswordHash, Expr::value(password_hash.to_owned()))
+            .filter(account::Column::Id.eq(id.to_string()))
+            .exec(&self.db)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn insert_refresh_token(&self, t: &RefreshTokenRecord) -> Result<(), StoreError> {
+        let row = refresh_token::ActiveModel {
+            token_digest: Set(t.token_digest.clone()),
+            family_id: Set(t.family_id.to_string()),
+            client_id: Set(t.client_id.to_string()),
+            account_id: Set(t.account_id.to_string()),
+            session_id: Set(t.session_id.clone()),
+            scopes: Set(t.scopes.to_string()),
+            auth_time: Set(t.auth_time),
+            amr: Set(serde_json::to_string(&t.amr).expect("strings serialise")),
+            acr: Set(t.acr.clone()),
+            created_at: Set(t.created_at),
+            expires_at: Set(t.expires_at),
+            used_at: Set(t.used_at),
+            revoked_at: Set(t.revoked_at),
+        };
+        refresh_token::Entity::insert(row).exec(&self.db).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn refresh_token(&self, digest: &str) -> Result<Option<RefreshTokenRecord>, StoreError> {
+        refresh_token::Entity::find_by_id(digest.to_owned())
+            .one(&self.db)
+            .await
+            .map_err(unavailable)?
+            .map(refresh_from_row)
+            .transpose()
+    }
+
+    async fn consume_refresh_token(&self, digest: &str, now: DateTime<Utc>) -> Result<RefreshConsume, StoreError> {
+        // One conditional UPDATE: the database decides the single winner across replicas.
+        let res = refresh_token::Entity::update_many()
+            .col_expr(refresh_token::Column::UsedAt, Expr::value(now))
+            .filter(refresh_token::Column::TokenDigest.eq(digest))
+            .filter(refresh_token::Column::UsedAt.is_null())
+            .filter(refresh_token::Column::RevokedAt.is_null())
+            .filter(refresh_token::Column::ExpiresAt.gt(now))
+            .exec(&self.db)
+            .await
+            .map_err(unavailable)?;
+        let Some(rec) = self.refresh_token(digest).await? else {
+            return Ok(RefreshConsume::NotFound);
+        };
+        Ok(if res.rows_affected == 1 {
+            RefreshConsume::Consumed(rec)
+        } else if rec.revoked_at.is_none() && rec.used_at.is_some() {
+            RefreshConsume::Reused(rec)
+        } else {
+            RefreshConsume::Invalid
+        })
+    }
+
+    async fn revoke_refresh_family(&self, family_id: Uuid, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let res = refresh_token::Entity::update_many()
+            .col_expr(refresh_token::Column::RevokedAt, Expr::value(now))
+            .filter(refresh_token::Column::FamilyId.eq(family_id.to_string()))
+            .filter(refresh_token::Column::RevokedAt.is_null())
+            .exec(&self.db)
+            .await
+            .map_err(unavailable)?;
+        Ok(res.rows_affected)
+    }
+
+    async fn revoke_refresh_for_session(&self, session_id: &str, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let res = refresh_token::Entity::update_many()
+            .col_expr(refresh_token::Column::RevokedAt, Expr::value(now))
+            .filter(refresh_token::Column::SessionId.eq(session_id))
+            .filter(refresh_token::Column::RevokedAt.is_null())
+            .exec(&self.db)
+            .await
+            .map_err(unavailable)?;
+        Ok(res.rows_affected)
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError> {
+        signing_key::Entity::find()
+            .order_by_asc(signing_key::Column::CreatedAt)
+            .all(&self.db)
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .map(key_from_row)
+            .collect()
+    }
+
+    async fn insert_signing_key(&self, k: &StoredSigningKey) -> Result<(), StoreError> {
+        let row = signing_key::ActiveModel {
+            kid: Set(k.kid.clone()),
+            alg: Set(k.alg.as_str().into()),
+            sealed_private_key: Set(k.sealed_private_key.clone()),
+            created_at: Set(k.created_at),
+            rotated_at: Set(k.rotated_at),
+            retire_at: Set(k.retire_at),
+        };
+        signing_key::Entity::insert(row).exec(&self.db).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn rotate_out_signing_keys(
+        &self,
+        alg: SigningAlg,
+        keep_kid: &str,
+        now: DateTime<Utc>,
+        retire_at: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let res = signing_key::Entity::update_many()
+            .col_expr(signing_key::Column::RotatedAt, Expr::value(now))
+            .col_expr(signing_key::Column::RetireAt, Expr::value(retire_at))
+            .filter(signing_key::Column::Alg.eq(alg.as_str()))
+            .filter(signing_key::Column::Kid.ne(keep_kid))
+            .filter(signing_key::Column::RotatedAt.is_null())
+            .exec(&self.db)
+            .await
+            .map_err(unavailable)?;
+        Ok(res.rows_affected)
+    }
+
+    async fn delete_retired_signing_keys(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let res = signing_key::Entity::delete_many()
+            .filter(signing_key::Column::RetireAt.lte(now))
+            .exec(&self.db)
+            .await
+            .map_err(unavailable)?;
+        Ok(res.rows_affected)
+    }
+
+    async fn append_audit(&self, r: &AuditRecord) -> Result<(), StoreError> {
+        let row = audit_event::ActiveModel {
+            seq: sea_orm::ActiveValue::NotSet,
+            at: Set(r.at),
+            event_type: Set(r.event.kind().into()),
+            outcome: Set(serde_json::to_value(r.event.outcome())
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()),
+            source_ip: Set(r.context.source_ip.clone()),
+            user_agent: Set(r.context.user_agent.clone()),
+            correlation_id: Set(r.context.correlation_id.clone()),
+            event: Set(serde_json::to_string(&r.event).expect("events serialise")),
+        };
+        audit_event::Entity::insert(row).exec(&self.db).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn audit_records(&self, limit: u64) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = audit_event::Entity::find()
+            .order_by_desc(audit_event::Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(unavailable)?;
+        rows.into_iter()
+            .map(|m| {
+                Ok(AuditRecord {
+                    at: m.at,
+                    event: serde_json::from_str(&m.event).map_err(|e| corrupt("audit event", e))?,
+                    context: RequestContextRecord {
+                        source_ip: m.source_ip,
+                        user_agent: m.user_agent,
+                        correlation_id: m.correlation_id,
+                    },
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,329 @@
+//! The one typed configuration: a TOML file, then `RELAIS_*` environment overrides
+//! (`RELAIS_SESSIONS__BACKEND=redis` sets `[sessions] backend`). Unknown keys are errors that
+//! name the key. Secrets are wrapped so they never print.
+use crate::domain::account::PasswordPolicy;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// A secret value: deserialises from a string, prints as `***`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Public base URL of Relais as browsers and clients see it; the `iss` of every token.
+    pub issuer: String,
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    /// Development mode: cookies without `Secure` so plain-HTTP localhost works. Never in production.
+    #[serde(default)]
+    pub dev_mode: bool,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub sessions: SessionsConfig,
+    #[serde(default)]
+    pub tokens: TokensConfig,
+    pub keys: KeysConfig,
+    #[serde(default)]
+    pub passwords: PasswordPolicy,
+    #[serde(default)]
+    pub assurance: AssuranceConfig,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://relais.sqlite?mode=rwc` or `postgres://user@host/db`.
+    pub url: Secret,
+    pub max_connections: u32,
+    pub connect_timeout_ms: u64,
+    /// PostgreSQL schema to use (default: the server's search_path).
+    pub schema: Option<String>,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("sqlite://relais.sqlite?mode=rwc"),
+            max_connections: 16,
+            connect_timeout_ms: 3000,
+            schema: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionBackend {
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    pub backend: SessionBackend,
+    pub redis_url: Secret,
+    pub key_prefix: String,
+    pub timeout_ms: u64,
+    /// Lifetime of the SSO session (a working day by default).
+    pub sso_ttl_secs: i64,
+    pub pending_login_ttl_secs: i64,
+    pub code_ttl_secs: i64,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            backend: SessionBackend::Memory,
+            redis_url: Secret::new("redis://127.0.0.1:6379"),
+            key_prefix: "relais".into(),
+            timeout_ms: 1000,
+            sso_ttl_secs: 10 * 3600,
+            pending_login_ttl_secs: 600,
+            code_ttl_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    pub access_token_ttl_secs: i64,
+    pub id_token_ttl_secs: i64,
+    pub refresh_token_ttl_secs: i64,
+    pub max_param_len: usize,
+    pub max_assertion_lifetime_secs: i64,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        Self {
+            access_token_ttl_secs: 300,
+            id_token_ttl_secs: 300,
+            refresh_token_ttl_secs: 8 * 3600,
+            max_param_len: 4096,
+            max_assertion_lifetime_secs: 600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// Base64 of 32 random bytes (`relais keys generate-kek`). Seals private keys at rest.
+    pub encryption_key: Secret,
+    /// How long a rotated-out key stays in the JWKS.
+    #[serde(default = "defaults::overlap")]
+    pub rotation_overlap_secs: i64,
+    /// How often each replica re-reads keys (to pick up rotations).
+    #[serde(default = "defaults::reload")]
+    pub reload_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AssuranceConfig {
+    /// acr values, weakest first.
+    pub acr_levels: Vec<String>,
+    /// acr of a password-only login.
+    pub password_acr: String,
+}
+
+impl Default for AssuranceConfig {
+    fn default() -> Self {
+        Self {
+            acr_levels: vec!["loa1".into(), "loa2".into(), "loa3".into()],
+            password_acr: "loa1".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info,relais=debug`. `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+mod defaults {
+    pub fn listen() -> std::net::SocketAddr {
+        "127.0.0.1:8080".parse().expect("valid")
+    }
+    pub fn overlap() -> i64 {
+        24 * 3600
+    }
+    pub fn reload() -> u64 {
+        30
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("configuration error: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads the file (if any), applies `RELAIS_*` variables from `env`, checks the result.
+    pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Invalid(format!("{}: {}", p.display(), e.message())))?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env(&mut table, env)?;
+        let cfg: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    pub fn from_toml_str(s: &str) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(s).map_err(|e| ConfigError::Invalid(e.message().to_owned()))?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let url = url::Url::parse(&self.issuer).map_err(|e| ConfigError::Invalid(format!("issuer: {e}")))?;
+        if url.scheme() != "https" && !self.dev_mode {
+            return Err(ConfigError::Invalid(
+                "issuer must be https (set dev_mode = true only for local trials)".into(),
+            ));
+        }
+        if self.issuer.ends_with('/') || url.query().is_some() || url.fragment().is_some() {
+            return Err(ConfigError::Invalid(
+                "issuer must not end with '/' nor carry a query or fragment".into(),
+            ));
+        }
+        if !self.assurance.acr_levels.contains(&self.assurance.password_acr) {
+            return Err(ConfigError::Invalid(
+                "assurance.password_acr must be one of assurance.acr_levels".into(),
+            ));
+        }
+        if self.sessions.code_ttl_secs <= 0 || self.sessions.code_ttl_secs > 600 {
+            return Err(ConfigError::Invalid("sessions.code_ttl_secs must be between 1 and 600".into()));
+        }
+        Ok(())
+    }
+}
+
+/// `RELAIS_A__B=value` sets key `b` of table `a`. Values parse as TOML when they can
+/// (numbers, booleans, arrays) and are strings otherwise.
+fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
+    for (name, value) in env {
+        let Some(path) = name.strip_prefix("RELAIS_") else { continue };
+        let keys: Vec<String> = path.split("__").map(|k| k.to_ascii_lowercase()).collect();
+        if keys.iter().any(String::is_empty) {
+            return Err(ConfigError::Invalid(format!("environment variable {name}: malformed name")));
+        }
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(value));
+        let mut cur = &mut *table;
+        for k in &keys[..keys.len() - 1] {
+            let entry = cur.entry(k.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            cur = entry
+                .as_table_mut()
+                .ok_or_else(|| ConfigError::Invalid(format!("environment variable {name}: {k} is not a table")))?;
+        }
+        cur.insert(keys[keys.len() - 1].clone(), parsed);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = "issuer = \"https://sso.example\"\n[keys]\nencryption_key = \"x\"\n";
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml_str(&format!("{MIN}\n[sessions]\nbakend = \"redis\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bakend"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file_and_unknown_env_key_is_named() {
+        let dir = std::env::temp_dir().join(format!("relais-cfg-{}", std::process::id()));
+        std::fs::write(&dir, MIN).unwrap();
+        let env = vec![
+            ("RELAIS_SESSIONS__BACKEND".to_string(), "redis".to_string()),
+            ("RELAIS_TOKENS__ACCESS_TOKEN_TTL_SECS".into(), "60".into()),
+            ("PATH".into(), "/bin".into()),
+        ];
+        let cfg = Config::load(Some(&dir), env).unwrap();
+        assert_eq!(cfg.sessions.backend, SessionBackend::Redis);
+        assert_eq!(cfg.tokens.access_token_ttl_secs, 60);
+        let err = Config::load(Some(&dir), vec![("RELAIS_SESIONS__BACKEND".to_string(), "redis".to_string())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sesions"), "{err}");
+        std::fs::remove_file(dir).ok();
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let cfg = Config::from_toml_str(MIN).unwrap();
+        assert!(!format!("{cfg:?}").contains("encryption_key: \"x\""));
+    }
+
+    #[test]
+    fn http_issuer_needs_dev_mode() {
+        assert!(Config::from_toml_str("issuer = \"http://localhost:8080\"\n[keys]\nencryption_key = \"x\"\n").is_err());
+        assert!(Config::from_toml_str("issuer = \"http://localhost:8080\"\ndev_mode = true\n[keys]\nencryption_key = \"x\"\n").is_ok());
+    }
+}

@@ -1,0 +1,154 @@
+//! Typed audit events. Call sites build an [`AuditEvent`]; nothing free-form. The tamper-evident
+//! chain, retention and SIEM export (issue #6) build on these records.
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Who/where a request came from, for the audit trail.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RequestContext {
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub correlation_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Success,
+    Failure,
+}
+
+/// Every auditable thing Relais does. Values never include secrets, codes or tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AuditEvent {
+    AuthorizeRefused {
+        client_id: Option<String>,
+        reason: String,
+    },
+    LoginPassword {
+        username: String,
+        account_id: Option<String>,
+        success: bool,
+        reason: Option<String>,
+    },
+    SsoReused {
+        account_id: String,
+        client_id: String,
+        session_id: String,
+    },
+    CodeIssued {
+        account_id: String,
+        client_id: String,
+        session_id: String,
+    },
+    TokenIssued {
+        account_id: String,
+        client_id: String,
+        grant_type: String,
+        acr: String,
+        amr: Vec<String>,
+        auth_time: i64,
+        session_id: String,
+    },
+    TokenRefused {
+        client_id: Option<String>,
+        grant_type: Option<String>,
+        error: String,
+        reason: String,
+    },
+    CodeReplayed {
+        client_id: String,
+    },
+    RefreshReuseDetected {
+        client_id: String,
+        account_id: String,
+        family_id: String,
+    },
+    ClientAuthFailed {
+        client_id: Option<String>,
+        method: String,
+        reason: String,
+    },
+    TokenRevoked {
+        client_id: String,
+        token_type: String,
+    },
+    Logout {
+        account_id: String,
+        session_id: String,
+        client_id: Option<String>,
+    },
+    ClientRegistered {
+        client_id: String,
+        kind: String,
+    },
+    AccountCreated {
+        account_id: String,
+        username: String,
+    },
+    SigningKeyRotated {
+        alg: String,
+        new_kid: String,
+    },
+}
+
+impl AuditEvent {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::AuthorizeRefused { .. } => "authorize_refused",
+            Self::LoginPassword { .. } => "login_password",
+            Self::SsoReused { .. } => "sso_reused",
+            Self::CodeIssued { .. } => "code_issued",
+            Self::TokenIssued { .. } => "token_issued",
+            Self::TokenRefused { .. } => "token_refused",
+            Self::CodeReplayed { .. } => "code_replayed",
+            Self::RefreshReuseDetected { .. } => "refresh_reuse_detected",
+            Self::ClientAuthFailed { .. } => "client_auth_failed",
+            Self::TokenRevoked { .. } => "token_revoked",
+            Self::Logout { .. } => "logout",
+            Self::ClientRegistered { .. } => "client_registered",
+            Self::AccountCreated { .. } => "account_created",
+            Self::SigningKeyRotated { .. } => "signing_key_rotated",
+        }
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Self::LoginPassword { success: true, .. } => Outcome::Success,
+            Self::AuthorizeRefused { .. }
+            | Self::LoginPassword { .. }
+            | Self::TokenRefused { .. }
+            | Self::CodeReplayed { .. }
+            | Self::RefreshReuseDetected { .. }
+            | Self::ClientAuthFailed { .. } => Outcome::Failure,
+            _ => Outcome::Success,
+        }
+    }
+}
+
+/// One row of the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub at: DateTime<Utc>,
+    pub event: AuditEvent,
+    pub context: RequestContextRecord,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestContextRecord {
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub correlation_id: Option<String>,
+}
+
+impl From<&RequestContext> for RequestContextRecord {
+    fn from(c: &RequestContext) -> Self {
+        Self {
+            source_ip: c.source_ip.clone(),
+            // Bounded: a hostile client can send a megabyte of User-Agent.
+            user_agent: c.user_agent.as_ref().map(|u| u.chars().take(256).collect()),
+            correlation_id: c.correlation_id.clone(),
+        }
+    }
+}

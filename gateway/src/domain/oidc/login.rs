@@ -1,0 +1,209 @@
+//! The login step: the form's data checked against the pending request, the password checked
+//! by the first-factor adapter, then a fresh SSO session and a code.
+use super::Provider;
+use super::authorize::redirect_error;
+use crate::domain::DomainError;
+use crate::domain::audit::{AuditEvent, RequestContext};
+use crate::domain::crypto::{ct_eq, secret_digest};
+use crate::domain::ports::Namespace;
+use crate::domain::records::{PendingLogin, SsoSession};
+use crate::protocol::{OAuthError, OAuthErrorCode};
+use std::time::Duration;
+
+pub struct LoginForm {
+    pub pending_id: String,
+    pub csrf: String,
+    pub username: String,
+    pub password: String,
+}
+
+/// What the login page shows.
+#[derive(Debug, Clone)]
+pub struct LoginPage {
+    pub pending_id: String,
+    pub csrf: String,
+    pub client_name: String,
+    pub login_hint: Option<String>,
+    pub ui_locales: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum LoginOutcome {
+    /// Show the form again with a generic "wrong username or password" message.
+    Rejected(LoginPage),
+    /// Logged in: set the session cookie, go back to the client.
+    Done {
+        redirect: String,
+        session: SsoSession,
+        cookie_secret: String,
+    },
+    /// Logged in, but the client's policy cannot be met: back to the client with an error.
+    Refused { redirect: String },
+}
+
+/// After this many failed attempts on one pending login, it is dropped and must be restarted.
+const MAX_ATTEMPTS_PER_PENDING_LOGIN: u32 = 5;
+
+impl Provider {
+    /// The pending login for the page, if it exists and belongs to this browser.
+    pub async fn login_page(&self, pending_id: &str, browser_binding: Option<&str>) -> Result<Result<LoginPage, OAuthError>, DomainError> {
+        let pending = match self.pending_for_browser(pending_id, browser_binding).await? {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(Ok(self.page_for(&pending).await?))
+    }
+
+    async fn page_for(&self, p: &PendingLogin) -> Result<LoginPage, DomainError> {
+        let client_name = self.storage.client(&p.request.client_id).await?.map(|c| c.name).unwrap_or_default();
+        Ok(LoginPage {
+            pending_id: p.id.clone(),
+            csrf: p.csrf.clone(),
+            client_name,
+            login_hint: p.request.login_hint.clone(),
+            ui_locales: p.request.ui_locales.clone(),
+        })
+    }
+
+    async fn pending_for_browser(
+        &self,
+        pending_id: &str,
+        browser_binding: Option<&str>,
+    ) -> Result<Result<PendingLogin, OAuthError>, DomainError> {
+        let expired = || OAuthError::invalid_request("this login has expired or was already used; start again from the application");
+        if pending_id.len() > 64 {
+            return Ok(Err(expired()));
+        }
+        let Some(bytes) = self.sessions.get(Namespace::PendingLogin, pending_id).await? else {
+            return Ok(Err(expired()));
+        };
+        let p: PendingLogin = serde_json::from_slice(&bytes).map_err(|e| DomainError::Internal(format!("pending login: {e}")))?;
+        if p.expires_at <= self.clock.unix() {
+            return Ok(Err(expired()));
+        }
+        let bound = browser_binding.is_some_and(|b| ct_eq(secret_digest(b).as_bytes(), p.browser_binding_digest.as_bytes()));
+        if !bound {
+            return Ok(Err(OAuthError::new(
+                OAuthErrorCode::AccessDenied,
+                "this login was started in another browser",
+            )));
+        }
+        Ok(Ok(p))
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn login(
+        &self,
+        form: LoginForm,
+        browser_binding: Option<&str>,
+        previous_sso: Option<&str>,
+        ctx: &RequestContext,
+    ) -> Result<Result<LoginOutcome, OAuthError>, DomainError> {
+        let mut pending = match self.pending_for_browser(&form.pending_id, browser_binding).await? {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        if !ct_eq(form.csrf.as_bytes(), pending.csrf.as_bytes()) {
+            return Ok(Err(OAuthError::new(
+                OAuthErrorCode::AccessDenied,
+                "the form is stale or forged (CSRF check failed)",
+            )));
+        }
+        let username = form.username.chars().take(256).collect::<String>();
+        let account = self.passwords.check(&username, &form.password).await?;
+        let Some(account) = account else {
+            self.audit(
+                ctx,
+                AuditEvent::LoginPassword {
+                    username,
+                    account_id: None,
+                    success: false,
+                    reason: Some("bad credentials".into()),
+                },
+            )
+            .await?;
+            pending.failed_attempts += 1;
+            if pending.failed_attempts >= MAX_ATTEMPTS_PER_PENDING_LOGIN {
+                self.sessions.delete(Namespace::PendingLogin, &pending.id).await?;
+                return Ok(Err(OAuthError::new(
+                    OAuthErrorCode::AccessDenied,
+                    "too many failed attempts; start again from the application",
+                )));
+            }
+            self.save_pending(&pending).await?;
+            return Ok(Ok(LoginOutcome::Rejected(self.page_for(&pending).await?)));
+        };
+        // One login, one pending request: a second submit of the same form finds nothing.
+        if self.sessions.take(Namespace::PendingLogin, &pending.id).await?.is_none() {
+            return Ok(Err(OAuthError::invalid_request("this login was already completed")));
+        }
+        self.audit(
+            ctx,
+            AuditEvent::LoginPassword {
+                username,
+                account_id: Some(account.id.to_string()),
+                success: true,
+                reason: None,
+            },
+        )
+        .await?;
+
+        // A new session id at every login (no fixation); the old session ends.
+        if let Some(old) = previous_sso.filter(|s| s.len() <= 64) {
+            self.sessions.delete(Namespace::Sso, &secret_digest(old)).await?;
+        }
+        // The cookie carries a secret; the session is stored (and named in tokens and the
+        // audit trail as `sid`) under its digest, so an RP that sees `sid` cannot use it.
+        let cookie_secret = self.random.token();
+        let now = self.clock.unix();
+        let session = SsoSession {
+            id: secret_digest(&cookie_secret),
+            account_id: account.id,
+            auth_time: now,
+            amr: vec!["pwd".into()],
+            acr: self.settings.password_acr.clone(),
+            expires_at: now + self.settings.sso_session_ttl_secs,
+        };
+        let bytes = serde_json::to_vec(&session).map_err(|e| DomainError::Internal(e.to_string()))?;
+        self.sessions
+            .put(
+                Namespace::Sso,
+                &session.id,
+                &bytes,
+                Duration::from_secs(self.settings.sso_session_ttl_secs.max(1) as u64),
+            )
+            .await?;
+
+        let request = &pending.request;
+        let client = self.storage.client(&request.client_id).await?.filter(|c| c.enabled);
+        let Some(client) = client else {
+            return Ok(Err(OAuthError::new(
+                OAuthErrorCode::UnauthorizedClient,
+                "the client was disabled during the login",
+            )));
+        };
+        if !self.meets_client_minimum(&client, &session.acr) {
+            let e = OAuthError::new(
+                OAuthErrorCode::AccessDenied,
+                "this application requires a stronger authentication than the one performed",
+            );
+            self.audit_refusal(
+                ctx,
+                AuditEvent::AuthorizeRefused {
+                    client_id: Some(client.id.to_string()),
+                    reason: e.description.clone(),
+                },
+            )
+            .await;
+            return Ok(Ok(LoginOutcome::Refused {
+                redirect: redirect_error(&request.redirect_uri, &e, request.state.as_deref()),
+            }));
+        }
+        let redirect = self.issue_code(request, &session, ctx).await?;
+        Ok(Ok(LoginOutcome::Done {
+            redirect,
+            session,
+            cookie_secret,
+        }))
+    }
+}

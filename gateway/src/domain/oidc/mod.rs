@@ -1,0 +1,92 @@
+//! The OpenID Provider: authorization, login, token, userinfo, logout, revocation and
+//! introspection rules. HTTP handlers parse requests into the inputs here and render the
+//! outputs; nothing in this module knows about HTTP.
+mod authorize;
+mod client_auth;
+mod login;
+mod logout;
+mod params;
+mod token;
+mod token_info;
+
+pub use authorize::AuthorizeOutcome;
+pub use client_auth::ClientCredentials;
+pub use login::{LoginForm, LoginOutcome, LoginPage};
+pub use logout::{LogoutOutcome, LogoutRequest};
+pub use params::Params;
+pub use token::TokenResponse;
+pub use token_info::{Introspection, UserinfoResponse};
+
+use crate::domain::DomainError;
+use crate::domain::audit::{AuditEvent, AuditRecord, RequestContext};
+use crate::domain::ports::{AuditSink, Clock, PasswordChecker, Random, SessionStore, Signer, Storage};
+use std::sync::Arc;
+
+/// Tunables of the provider (from config `[oidc]`).
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    /// Public base URL, without trailing slash: `iss` of every token.
+    pub issuer: String,
+    pub code_ttl_secs: i64,
+    pub pending_login_ttl_secs: i64,
+    pub sso_session_ttl_secs: i64,
+    pub access_token_ttl_secs: i64,
+    pub id_token_ttl_secs: i64,
+    pub refresh_token_ttl_secs: i64,
+    /// acr values Relais can assert, weakest first. Policy compares by this order.
+    pub acr_levels: Vec<String>,
+    /// The acr a password-only login earns.
+    pub password_acr: String,
+    /// Longest accepted value of any request parameter.
+    pub max_param_len: usize,
+    /// Longest accepted lifetime of a client assertion (exp - iat), seconds.
+    pub max_assertion_lifetime_secs: i64,
+}
+
+impl ProviderSettings {
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{}", self.issuer, path)
+    }
+    pub fn token_endpoint(&self) -> String {
+        self.endpoint("/token")
+    }
+    /// Rank of an acr value in the configured order; unknown values rank nowhere.
+    pub fn acr_rank(&self, acr: &str) -> Option<usize> {
+        self.acr_levels.iter().position(|a| a == acr)
+    }
+}
+
+/// Scopes Relais knows; others are dropped from requests (RFC 6749 §3.3 allows it).
+pub const SUPPORTED_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
+
+pub struct Provider {
+    pub settings: ProviderSettings,
+    pub storage: Arc<dyn Storage>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub signer: Arc<dyn Signer>,
+    pub clock: Arc<dyn Clock>,
+    pub random: Arc<dyn Random>,
+    pub passwords: Arc<dyn PasswordChecker>,
+    pub audit: Arc<dyn AuditSink>,
+}
+
+impl Provider {
+    /// Records an audit event; a failure to record fails the operation (fail closed).
+    pub async fn audit(&self, ctx: &RequestContext, event: AuditEvent) -> Result<(), DomainError> {
+        let record = AuditRecord {
+            at: self.clock.now(),
+            event,
+            context: ctx.into(),
+        };
+        self.audit.record(record).await.map_err(DomainError::from)
+    }
+
+    /// Records an event about a refusal. The refusal stands even if recording fails; the
+    /// failure is logged.
+    pub async fn audit_refusal(&self, ctx: &RequestContext, event: AuditEvent) {
+        let kind = event.kind();
+        if let Err(e) = self.audit(ctx, event).await {
+            tracing::error!(event = kind, error = %e, "could not record a refusal in the audit trail");
+        }
+    }
+}

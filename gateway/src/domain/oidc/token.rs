@@ -1,0 +1,361 @@
+//! The token endpoint: `authorization_code` and `refresh_token` grants, token minting.
+use super::{ClientCredentials, Params, Provider};
+use crate::domain::DomainError;
+use crate::domain::account::Account;
+use crate::domain::audit::{AuditEvent, RequestContext};
+use crate::domain::client::Client;
+use crate::domain::crypto::{half_hash, pkce_s256_matches, secret_digest};
+use crate::domain::ports::Namespace;
+use crate::domain::records::{CodeGrant, RedeemedCode, RefreshConsume, RefreshTokenRecord, SigningAlg};
+use crate::protocol::{CodeVerifier, OAuthError, OAuthErrorCode, Scopes};
+use chrono::Duration as ChronoDuration;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use std::time::Duration;
+use uuid::Uuid;
+
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    pub id_token: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    pub scope: String,
+}
+
+/// What a token is issued for: the login and the grant's scope.
+pub(super) struct Authentication<'a> {
+    pub account: &'a Account,
+    pub session_id: &'a str,
+    pub auth_time: i64,
+    pub amr: &'a [String],
+    pub acr: &'a str,
+    pub scopes: &'a Scopes,
+    pub nonce: Option<&'a str>,
+}
+
+impl Provider {
+    #[tracing::instrument(skip_all, fields(grant_type = params.get("grant_type").unwrap_or("-")))]
+    pub async fn token(
+        &self,
+        creds: &ClientCredentials,
+        params: &Params,
+        ctx: &RequestContext,
+    ) -> Result<Result<TokenResponse, OAuthError>, DomainError> {
+        let client = match self.authenticate_client(creds, params, ctx).await? {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let grant_type = params.get("grant_type").map(|g| g.chars().take(64).collect::<String>());
+        let result = match params.check_well_formed() {
+            Err(e) => Err(e),
+            Ok(()) => match grant_type.as_deref() {
+                Some("authorization_code") => self.code_grant(&client, params, ctx).await?,
+                Some("refresh_token") if client.allow_refresh => self.refresh_grant(&client, params, ctx).await?,
+                Some("refresh_token") => Err(OAuthError::new(
+                    OAuthErrorCode::UnauthorizedClient,
+                    "this client may not use refresh tokens",
+                )),
+                Some(_) => Err(OAuthError::new(
+                    OAuthErrorCode::UnsupportedGrantType,
+                    "supported grant types: authorization_code, refresh_token",
+                )),
+                None => Err(OAuthError::invalid_request("grant_type is missing")),
+            },
+        };
+        if let Err(e) = &result {
+            self.audit_refusal(
+                ctx,
+                AuditEvent::TokenRefused {
+                    client_id: Some(client.id.to_string()),
+                    grant_type,
+                    error: e.code.as_str().into(),
+                    reason: e.description.clone(),
+                },
+            )
+            .await;
+        }
+        Ok(result)
+    }
+
+    async fn code_grant(
+        &self,
+        client: &Client,
+        params: &Params,
+        ctx: &RequestContext,
+    ) -> Result<Result<TokenResponse, OAuthError>, DomainError> {
+        let code = match params.required("code") {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let digest = secret_digest(code);
+        let Some(bytes) = self.sessions.take(Namespace::Code, &digest).await? else {
+            return Ok(Err(self.code_replay_or_unknown(client, &digest, ctx).await?));
+        };
+        let grant: CodeGrant = serde_json::from_slice(&bytes).map_err(|e| DomainError::Internal(format!("code grant: {e}")))?;
+        let now = self.clock.unix();
+        if grant.expires_at <= now {
+            return Ok(Err(OAuthError::invalid_grant("the code has expired")));
+        }
+        if grant.client_id != client.id {
+            return Ok(Err(OAuthError::invalid_grant("the code was issued to another client")));
+        }
+        if params.get("redirect_uri") != Some(grant.redirect_uri.as_str()) {
+            return Ok(Err(OAuthError::invalid_grant(
+                "redirect_uri does not match the authorization request",
+            )));
+        }
+        match (&grant.code_challenge, params.get("code_verifier")) {
+            (Some(challenge), Some(v)) => {
+                let Ok(v) = CodeVerifier::parse(v) else {
+                    return Ok(Err(OAuthError::invalid_grant("code_verifier is malformed")));
+                };
+                if !pkce_s256_matches(v.as_str(), challenge.as_str()) {
+                    return Ok(Err(OAuthError::invalid_grant("PKCE verification failed")));
+                }
+            }
+            (Some(_), None) => return Ok(Err(OAuthError::invalid_grant("code_verifier is missing"))),
+            // A verifier without a challenge is a downgrade attempt (RFC 9700 §2.1.1).
+            (None, Some(_)) => {
+                return Ok(Err(OAuthError::invalid_grant(
+                    "no PKCE challenge was sent with the authorization request",
+                )));
+            }
+            (None, None) => {}
+        }
+        let Some(account) = self.storage.account(grant.account_id).await?.filter(|a| !a.disabled) else {
+            return Ok(Err(OAuthError::invalid_grant("the account is no longer active")));
+        };
+        let auth = Authentication {
+            account: &account,
+            session_id: &grant.session_id,
+            auth_time: grant.auth_time,
+            amr: &grant.amr,
+            acr: &grant.acr,
+            scopes: &grant.scopes,
+            nonce: grant.nonce.as_deref(),
+        };
+        let family = self.random.uuid();
+        let minted = self.mint(client, &auth, family, ctx, "authorization_code").await?;
+        let redeemed = RedeemedCode {
+            client_id: client.id.clone(),
+            refresh_family: minted.response.refresh_token.as_ref().map(|_| family),
+            access_jti: minted.access_jti.clone(),
+            access_expires_at: now + self.settings.access_token_ttl_secs,
+        };
+        let bytes = serde_json::to_vec(&redeemed).map_err(|e| DomainError::Internal(e.to_string()))?;
+        let keep = Duration::from_secs((self.settings.code_ttl_secs * 10).max(600) as u64);
+        self.sessions.put(Namespace::RedeemedCode, &digest, &bytes, keep).await?;
+        Ok(Ok(minted.response))
+    }
+
+    /// A code that is not (or no longer) stored: if it was redeemed before, this is a replay,
+    /// and the tokens issued from it are revoked.
+    async fn code_replay_or_unknown(&self, client: &Client, digest: &str, ctx: &RequestContext) -> Result<OAuthError, DomainError> {
+        let Some(bytes) = self.sessions.get(Namespace::RedeemedCode, digest).await? else {
+            return Ok(OAuthError::invalid_grant("unknown or expired code"));
+        };
+        let redeemed: RedeemedCode = serde_json::from_slice(&bytes).map_err(|e| DomainError::Internal(format!("redeemed code: {e}")))?;
+        if let Some(family) = redeemed.refresh_family {
+            self.storage.revoke_refresh_family(family, self.clock.now()).await?;
+        }
+        self.deny_access_token(&redeemed.access_jti, redeemed.access_expires_at).await?;
+        self.audit_refusal(
+            ctx,
+            AuditEvent::CodeReplayed {
+                client_id: client.id.to_string(),
+            },
+        )
+        .await;
+        Ok(OAuthError::invalid_grant(
+            "the code was already used; the tokens issued from it are revoked",
+        ))
+    }
+
+    async fn refresh_grant(
+        &self,
+        client: &Client,
+        params: &Params,
+        ctx: &RequestContext,
+    ) -> Result<Result<TokenResponse, OAuthError>, DomainError> {
+        let token = match params.required("refresh_token") {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let now = self.clock.now();
+        let record = match self.storage.consume_refresh_token(&secret_digest(token), now).await? {
+            RefreshConsume::Consumed(r) => r,
+            RefreshConsume::Reused(r) => {
+                self.storage.revoke_refresh_family(r.family_id, now).await?;
+                self.audit_refusal(
+                    ctx,
+                    AuditEvent::RefreshReuseDetected {
+                        client_id: r.client_id.to_string(),
+                        account_id: r.account_id.to_string(),
+                        family_id: r.family_id.to_string(),
+                    },
+                )
+                .await;
+                return Ok(Err(OAuthError::invalid_grant(
+                    "refresh token reuse detected; the whole token family is revoked",
+                )));
+            }
+            RefreshConsume::Invalid | RefreshConsume::NotFound => {
+                return Ok(Err(OAuthError::invalid_grant("unknown, expired or revoked refresh token")));
+            }
+        };
+        if record.client_id != client.id {
+            self.storage.revoke_refresh_family(record.family_id, now).await?;
+            return Ok(Err(OAuthError::invalid_grant("the refresh token was issued to another client")));
+        }
+        let scopes = match params.get("scope") {
+            None => record.scopes.clone(),
+            Some(s) => match Scopes::parse(s) {
+                Ok(s) if s.is_subset_of(&record.scopes) => s,
+                _ => {
+                    return Ok(Err(OAuthError::new(
+                        OAuthErrorCode::InvalidScope,
+                        "the scope exceeds the original grant",
+                    )));
+                }
+            },
+        };
+        let Some(account) = self.storage.account(record.account_id).await?.filter(|a| !a.disabled) else {
+            self.storage.revoke_refresh_family(record.family_id, now).await?;
+            return Ok(Err(OAuthError::invalid_grant("the account is no longer active")));
+        };
+        let auth = Authentication {
+            account: &account,
+            session_id: &record.session_id,
+            auth_time: record.auth_time,
+            amr: &record.amr,
+            acr: &record.acr,
+            scopes: &scopes,
+            nonce: None,
+        };
+        Ok(Ok(self.mint(client, &auth, record.family_id, ctx, "refresh_token").await?.response))
+    }
+
+    /// Signs the access and ID tokens, stores a refresh token, records the issuance.
+    pub(super) async fn mint(
+        &self,
+        client: &Client,
+        a: &Authentication<'_>,
+        family: Uuid,
+        ctx: &RequestContext,
+        grant_type: &str,
+    ) -> Result<Minted, DomainError> {
+        let now = self.clock.now();
+        let iat = now.timestamp();
+        let s = &self.settings;
+        let sub = a.account.id.to_string();
+        let access_jti = self.random.token();
+        let access = json!({
+            "iss": s.issuer, "sub": sub, "aud": client.id.as_str(), "client_id": client.id.as_str(),
+            "iat": iat, "exp": iat + s.access_token_ttl_secs, "jti": access_jti,
+            "scope": a.scopes.to_string(), "sid": a.session_id, "auth_time": a.auth_time, "acr": a.acr,
+        });
+        // RFC 9068: access tokens are typed so they cannot pass for ID tokens.
+        let access_token = self.signer.sign(SigningAlg::ES256, "at+jwt", &access)?;
+
+        let mut id = Map::new();
+        id.insert("iss".into(), json!(s.issuer));
+        id.insert("sub".into(), json!(sub));
+        id.insert("aud".into(), json!(client.id.as_str()));
+        id.insert("iat".into(), json!(iat));
+        id.insert("exp".into(), json!(iat + s.id_token_ttl_secs));
+        id.insert("auth_time".into(), json!(a.auth_time));
+        id.insert("acr".into(), json!(a.acr));
+        id.insert("amr".into(), json!(a.amr));
+        id.insert("sid".into(), json!(a.session_id));
+        id.insert("at_hash".into(), json!(half_hash(&access_token)));
+        if let Some(n) = a.nonce {
+            id.insert("nonce".into(), json!(n));
+        }
+        profile_claims(&mut id, a.account, a.scopes);
+        let id_token = self.signer.sign(client.id_token_alg, "JWT", &Value::Object(id))?;
+
+        let refresh_token = if client.allow_refresh {
+            let token = self.random.token();
+            let record = RefreshTokenRecord {
+                token_digest: secret_digest(&token),
+                family_id: family,
+                client_id: client.id.clone(),
+                account_id: a.account.id,
+                session_id: a.session_id.to_owned(),
+                scopes: a.scopes.clone(),
+                auth_time: a.auth_time,
+                amr: a.amr.to_vec(),
+                acr: a.acr.to_owned(),
+                created_at: now,
+                expires_at: now + ChronoDuration::seconds(s.refresh_token_ttl_secs),
+                used_at: None,
+                revoked_at: None,
+            };
+            self.storage.insert_refresh_token(&record).await?;
+            Some(token)
+        } else {
+            None
+        };
+        self.audit(
+            ctx,
+            AuditEvent::TokenIssued {
+                account_id: sub,
+                client_id: client.id.to_string(),
+                grant_type: grant_type.into(),
+                acr: a.acr.into(),
+                amr: a.amr.to_vec(),
+                auth_time: a.auth_time,
+                session_id: a.session_id.into(),
+            },
+        )
+        .await?;
+        Ok(Minted {
+            response: TokenResponse {
+                access_token,
+                token_type: "Bearer",
+                expires_in: s.access_token_ttl_secs,
+                id_token,
+                refresh_token,
+                scope: a.scopes.to_string(),
+            },
+            access_jti,
+        })
+    }
+
+    pub(super) async fn deny_access_token(&self, jti: &str, exp: i64) -> Result<(), DomainError> {
+        let ttl = (exp - self.clock.unix()).max(1) as u64;
+        self.sessions
+            .put(Namespace::RevokedAccessToken, jti, b"1", Duration::from_secs(ttl))
+            .await?;
+        Ok(())
+    }
+}
+
+pub(super) struct Minted {
+    pub response: TokenResponse,
+    pub access_jti: String,
+}
+
+/// Standard claims released by scope (OIDC Core §5.4).
+pub(super) fn profile_claims(out: &mut Map<String, Value>, a: &Account, scopes: &Scopes) {
+    if scopes.contains("profile") {
+        out.insert("name".into(), json!(a.display_name));
+        out.insert("preferred_username".into(), json!(a.username));
+        if let Some(g) = &a.given_name {
+            out.insert("given_name".into(), json!(g));
+        }
+        if let Some(f) = &a.family_name {
+            out.insert("family_name".into(), json!(f));
+        }
+    }
+    if scopes.contains("email")
+        && let Some(e) = &a.email
+    {
+        out.insert("email".into(), json!(e));
+        // Local accounts' addresses are set by an admin, not proven by the user.
+        out.insert("email_verified".into(), json!(false));
+    }
+}

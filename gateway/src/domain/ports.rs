@@ -1,0 +1,200 @@
+//! The narrow traits through which the domain reaches the outside world. Adapters implement
+//! them: SQL in `adapters::store`, session stores in `adapters::sessions`, keys in
+//! `adapters::keys`. Later parts plug in here: a directory (`PasswordChecker`), second factors,
+//! identity mapping, the audit chain (`AuditSink`).
+use crate::domain::account::Account;
+use crate::domain::audit::AuditRecord;
+use crate::domain::client::Client;
+use crate::domain::records::{RefreshConsume, RefreshTokenRecord, SigningAlg, StoredSigningKey};
+use crate::protocol::ClientId;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Wall-clock time, as an input.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+    fn unix(&self) -> i64 {
+        self.now().timestamp()
+    }
+}
+
+pub struct SystemClock;
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock tests move by hand (expiry of codes, sessions, tokens).
+#[derive(Clone, Default)]
+pub struct ManualClock(Arc<AtomicI64>);
+impl ManualClock {
+    pub fn starting_now() -> Self {
+        Self(Arc::new(AtomicI64::new(Utc::now().timestamp_millis())))
+    }
+    pub fn advance(&self, by: Duration) {
+        self.0.fetch_add(by.as_millis() as i64, Ordering::SeqCst);
+    }
+}
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(self.0.load(Ordering::SeqCst)).expect("valid time")
+    }
+}
+
+/// Cryptographic randomness, as an input.
+pub trait Random: Send + Sync {
+    fn fill(&self, buf: &mut [u8]);
+    /// A 256-bit random token, base64url.
+    fn token(&self) -> String {
+        let mut b = [0u8; 32];
+        self.fill(&mut b);
+        crate::domain::crypto::b64url(&b)
+    }
+    fn uuid(&self) -> Uuid {
+        let mut b = [0u8; 16];
+        self.fill(&mut b);
+        uuid::Builder::from_random_bytes(b).into_uuid()
+    }
+}
+
+pub struct SystemRandom;
+impl Random for SystemRandom {
+    fn fill(&self, buf: &mut [u8]) {
+        aws_lc_rs::rand::fill(buf).expect("system randomness available");
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionStoreError {
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Key spaces of the session store. Each has its own prefix so keys never collide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Namespace {
+    Sso,
+    PendingLogin,
+    Code,
+    RedeemedCode,
+    AssertionJti,
+    RevokedAccessToken,
+    Counter,
+}
+
+impl Namespace {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::Sso => "sso",
+            Self::PendingLogin => "login",
+            Self::Code => "code",
+            Self::RedeemedCode => "redeemed",
+            Self::AssertionJti => "jti",
+            Self::RevokedAccessToken => "revoked",
+            Self::Counter => "count",
+        }
+    }
+}
+
+/// Short-lived, expiring state shared by every replica: in-process for one node, Redis for
+/// several. Every operation is atomic on its key.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    async fn put(&self, ns: Namespace, key: &str, value: &[u8], ttl: Duration) -> Result<(), SessionStoreError>;
+    /// Stores only if absent; `false` when the key already exists (replay detection).
+    async fn put_if_absent(&self, ns: Namespace, key: &str, value: &[u8], ttl: Duration) -> Result<bool, SessionStoreError>;
+    async fn get(&self, ns: Namespace, key: &str) -> Result<Option<Vec<u8>>, SessionStoreError>;
+    /// Reads and deletes in one atomic step: of many concurrent callers, one gets the value.
+    async fn take(&self, ns: Namespace, key: &str) -> Result<Option<Vec<u8>>, SessionStoreError>;
+    async fn delete(&self, ns: Namespace, key: &str) -> Result<(), SessionStoreError>;
+    /// Increments a counter, (re)setting its expiry; returns the new value.
+    async fn increment(&self, ns: Namespace, key: &str, ttl: Duration) -> Result<i64, SessionStoreError>;
+    async fn ping(&self) -> Result<(), SessionStoreError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("already exists: {0}")]
+    Conflict(String),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+/// Durable storage (SQL). One trait so the same test suite runs on SQLite and PostgreSQL.
+#[async_trait]
+pub trait Storage: Send + Sync {
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    async fn client(&self, id: &ClientId) -> Result<Option<Client>, StoreError>;
+    async fn list_clients(&self) -> Result<Vec<Client>, StoreError>;
+    async fn insert_client(&self, client: &Client) -> Result<(), StoreError>;
+    async fn update_client(&self, client: &Client) -> Result<(), StoreError>;
+
+    async fn account(&self, id: Uuid) -> Result<Option<Account>, StoreError>;
+    async fn account_by_username(&self, username: &str) -> Result<Option<Account>, StoreError>;
+    async fn insert_account(&self, account: &Account) -> Result<(), StoreError>;
+    async fn set_account_password(&self, id: Uuid, password_hash: &str) -> Result<(), StoreError>;
+
+    async fn insert_refresh_token(&self, token: &RefreshTokenRecord) -> Result<(), StoreError>;
+    async fn refresh_token(&self, digest: &str) -> Result<Option<RefreshTokenRecord>, StoreError>;
+    /// Marks the token used if it is live, atomically (one winner across replicas).
+    async fn consume_refresh_token(&self, digest: &str, now: DateTime<Utc>) -> Result<RefreshConsume, StoreError>;
+    async fn revoke_refresh_family(&self, family_id: Uuid, now: DateTime<Utc>) -> Result<u64, StoreError>;
+    async fn revoke_refresh_for_session(&self, session_id: &str, now: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError>;
+    async fn insert_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError>;
+    /// Stops every other key of `alg` from signing and schedules it to leave the JWKS.
+    async fn rotate_out_signing_keys(
+        &self,
+        alg: SigningAlg,
+        keep_kid: &str,
+        now: DateTime<Utc>,
+        retire_at: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+    async fn delete_retired_signing_keys(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    async fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError>;
+    async fn audit_records(&self, limit: u64) -> Result<Vec<AuditRecord>, StoreError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("no active {0:?} signing key")]
+    NoKey(SigningAlg),
+    #[error("signing failed: {0}")]
+    Sign(String),
+    #[error("token rejected: {0}")]
+    Rejected(String),
+}
+
+/// Signs and verifies Relais' own JWTs (id_tokens, access tokens, signed userinfo).
+pub trait Signer: Send + Sync {
+    /// Signs `claims` with the active key of `alg`; `typ` goes in the JOSE header.
+    fn sign(&self, alg: SigningAlg, typ: &str, claims: &serde_json::Value) -> Result<String, KeyError>;
+    /// Verifies a JWT signed by any currently published key; returns its header `typ` and claims.
+    /// Does not check `exp`: callers decide.
+    fn verify(&self, jwt: &str) -> Result<(Option<String>, serde_json::Value), KeyError>;
+    /// The public JWK Set.
+    fn jwks(&self) -> serde_json::Value;
+}
+
+/// The first factor: a username and password checked somewhere (local accounts now, LDAP next).
+#[async_trait]
+pub trait PasswordChecker: Send + Sync {
+    /// `Ok(None)` for an unknown user, a wrong password or a disabled account alike.
+    async fn check(&self, username: &str, password: &str) -> Result<Option<Account>, StoreError>;
+}
+
+/// Where audit records go. `record` failing makes the operation fail closed.
+#[async_trait]
+pub trait AuditSink: Send + Sync {
+    async fn record(&self, record: AuditRecord) -> Result<(), StoreError>;
+}

@@ -1,0 +1,138 @@
+//! Short-lived state kept in the session store (SSO sessions, pending logins, codes) and the
+//! durable records kept in SQL (refresh tokens, signing keys).
+use crate::protocol::{ClientId, CodeChallenge, Prompt, RedirectUri, Scopes};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A browser's single sign-on session: who logged in, when and how.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SsoSession {
+    pub id: String,
+    pub account_id: Uuid,
+    pub auth_time: i64,
+    /// RFC 8176 method references of the factors checked at `auth_time`.
+    pub amr: Vec<String>,
+    pub acr: String,
+    pub expires_at: i64,
+}
+
+/// A validated authorization request, parked while the user logs in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthorizationRequest {
+    pub client_id: ClientId,
+    pub redirect_uri: RedirectUri,
+    pub scopes: Scopes,
+    pub state: Option<String>,
+    pub nonce: Option<String>,
+    pub code_challenge: Option<CodeChallenge>,
+    pub prompt: Prompt,
+    pub max_age: Option<i64>,
+    pub login_hint: Option<String>,
+    pub acr_values: Vec<String>,
+    pub ui_locales: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingLogin {
+    pub id: String,
+    pub request: AuthorizationRequest,
+    /// Form token: the login form must echo it (CSRF).
+    pub csrf: String,
+    /// Digest of the value of the browser-binding cookie set with the login page, so that a
+    /// login started in one browser cannot be finished in another (login CSRF).
+    pub browser_binding_digest: String,
+    pub failed_attempts: u32,
+    pub expires_at: i64,
+}
+
+/// An authorization code's grant, stored under the code's digest and consumed exactly once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CodeGrant {
+    pub client_id: ClientId,
+    pub redirect_uri: RedirectUri,
+    pub scopes: Scopes,
+    pub nonce: Option<String>,
+    pub code_challenge: Option<CodeChallenge>,
+    pub account_id: Uuid,
+    pub session_id: String,
+    pub auth_time: i64,
+    pub amr: Vec<String>,
+    pub acr: String,
+    pub expires_at: i64,
+}
+
+/// Left behind when a code is redeemed, so a replay can be told from a typo and the tokens
+/// issued from the code revoked (RFC 6749 §4.1.2).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RedeemedCode {
+    pub client_id: ClientId,
+    pub refresh_family: Option<Uuid>,
+    pub access_jti: String,
+    pub access_expires_at: i64,
+}
+
+/// A refresh token as stored (by digest). Tokens of one login form a family; reuse of a
+/// rotated-out token revokes the whole family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshTokenRecord {
+    pub token_digest: String,
+    pub family_id: Uuid,
+    pub client_id: ClientId,
+    pub account_id: Uuid,
+    pub session_id: String,
+    pub scopes: Scopes,
+    pub auth_time: i64,
+    pub amr: Vec<String>,
+    pub acr: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshConsume {
+    /// This call marked the token used; it is the one that may rotate it.
+    Consumed(RefreshTokenRecord),
+    /// The token had already been used: someone replays it.
+    Reused(RefreshTokenRecord),
+    /// Revoked or expired.
+    Invalid,
+    NotFound,
+}
+
+/// Signing algorithms Relais signs with. ES256 by default; RS256 only for clients that ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum SigningAlg {
+    ES256,
+    RS256,
+}
+
+impl SigningAlg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ES256 => "ES256",
+            Self::RS256 => "RS256",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ES256" => Some(Self::ES256),
+            "RS256" => Some(Self::RS256),
+            _ => None,
+        }
+    }
+}
+
+/// A signing key as stored: the private key is sealed (AES-256-GCM) under the key-encryption key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSigningKey {
+    pub kid: String,
+    pub alg: SigningAlg,
+    pub sealed_private_key: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    /// When set, the key no longer signs; it is published until `retire_at`.
+    pub rotated_at: Option<DateTime<Utc>>,
+    pub retire_at: Option<DateTime<Utc>>,
+}

@@ -1,0 +1,381 @@
+//! The `relais` binary: a thin command line over the library.
+use clap::{Args, Parser, Subcommand};
+use relais::adapters::keys::Kek;
+use relais::config::Config;
+use relais::domain::client::{ClientKind, TokenAuthMethod};
+use relais::domain::management::NewClient;
+use relais::domain::records::SigningAlg;
+use relais::protocol::{ClientId, RedirectUri};
+use relais::server::{self, Components};
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "relais", version, about = "Relais: the hospital's identity gateway for Pro Santé Connect")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// The TOML configuration file (RELAIS_* variables override it).
+    #[arg(long, short, env = "RELAIS_CONFIG", default_value = "relais.toml")]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        /// Listen address (overrides `listen` in the config).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Try Relais with nothing to set up: SQLite, in-process sessions, a demo client and accounts.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Where the demo keeps its database and key-encryption key.
+        #[arg(long, default_value = "relais-demo")]
+        data_dir: PathBuf,
+    },
+    /// Create or upgrade the database schema.
+    Migrate {
+        #[command(flatten)]
+        cfg: ConfigArg,
+    },
+    /// Local accounts.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Registered clients (relying parties).
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
+    /// Signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a local account. The password is read from standard input (one line).
+    Add {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        email: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Register a client. A generated secret is printed once.
+    Add {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long = "redirect-uri", required = true)]
+        redirect_uris: Vec<String>,
+        #[arg(long = "post-logout-redirect-uri")]
+        post_logout_redirect_uris: Vec<String>,
+        /// client_secret_basic, client_secret_post, private_key_jwt or none (public client).
+        #[arg(long, default_value = "client_secret_basic")]
+        auth_method: String,
+        /// A JWK Set file with the client's public keys (private_key_jwt).
+        #[arg(long)]
+        jwks_file: Option<PathBuf>,
+        /// ES256 (default) or RS256.
+        #[arg(long, default_value = "ES256")]
+        id_token_alg: String,
+        /// Answer userinfo as a JWT signed with this algorithm.
+        #[arg(long)]
+        userinfo_signed_alg: Option<String>,
+        #[arg(long)]
+        min_acr: Option<String>,
+        #[arg(long)]
+        max_auth_age: Option<i64>,
+    },
+    List {
+        #[command(flatten)]
+        cfg: ConfigArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a new signing key active; the previous one stays published for the overlap window.
+    Rotate {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        #[arg(long, default_value = "ES256")]
+        alg: String,
+    },
+    List {
+        #[command(flatten)]
+        cfg: ConfigArg,
+    },
+    /// Print a new random key-encryption key for `[keys] encryption_key`.
+    GenerateKek,
+}
+
+type Res = Result<(), Box<dyn std::error::Error>>;
+
+fn load(cfg: &ConfigArg) -> Result<Config, Box<dyn std::error::Error>> {
+    Ok(Config::load(Some(&cfg.config), std::env::vars())?)
+}
+
+fn alg(s: &str) -> Result<SigningAlg, String> {
+    SigningAlg::parse(s).ok_or_else(|| format!("unknown algorithm {s} (ES256 or RS256)"))
+}
+
+fn uris(v: &[String]) -> Result<Vec<RedirectUri>, String> {
+    v.iter().map(|u| RedirectUri::parse(u).map_err(|e| e.to_string())).collect()
+}
+
+#[tokio::main]
+async fn main() {
+    relais::install_crypto_provider();
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("relais: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Res {
+    match cli.command {
+        Command::Serve { cfg, listen } => {
+            let mut config = load(&cfg)?;
+            if let Some(l) = listen {
+                config.listen = l;
+            }
+            relais::telemetry::init(&config.logging);
+            let running = server::start(config).await?;
+            tracing::info!(addr = %running.addr, "relais is listening");
+            wait_for_shutdown(running).await
+        }
+        Command::Demo { listen, data_dir } => demo(listen, data_dir).await,
+        Command::Migrate { cfg } => {
+            let config = load(&cfg)?;
+            server::open_store(&config).await?;
+            println!("database schema is up to date");
+            Ok(())
+        }
+        Command::User {
+            command:
+                UserCommand::Add {
+                    cfg,
+                    username,
+                    name,
+                    email,
+                },
+        } => {
+            let config = load(&cfg)?;
+            let mut password = String::new();
+            std::io::stdin().read_to_string(&mut password)?;
+            let password = password.lines().next().unwrap_or("").to_owned();
+            let c = Components::build(config, Arc::new(relais::domain::ports::SystemClock)).await?;
+            let a = c
+                .management("cli")
+                .create_account(&c.config.passwords, &username, &name, email, &password)
+                .await?;
+            println!("created local account {} (id {})", a.username, a.id);
+            Ok(())
+        }
+        Command::Client { command } => client_command(command).await,
+        Command::Keys { command } => keys_command(command).await,
+    }
+}
+
+async fn client_command(command: ClientCommand) -> Res {
+    match command {
+        ClientCommand::Add {
+            cfg,
+            id,
+            name,
+            redirect_uris,
+            post_logout_redirect_uris,
+            auth_method,
+            jwks_file,
+            id_token_alg,
+            userinfo_signed_alg,
+            min_acr,
+            max_auth_age,
+        } => {
+            let config = load(&cfg)?;
+            let auth_method = TokenAuthMethod::parse(&auth_method).ok_or("unknown --auth-method")?;
+            let jwks = match jwks_file {
+                Some(f) => Some(serde_json::from_str(&std::fs::read_to_string(f)?)?),
+                None => None,
+            };
+            let new = NewClient {
+                id: ClientId::parse(&id)?,
+                name,
+                kind: ClientKind::Local,
+                auth_method,
+                redirect_uris: uris(&redirect_uris)?,
+                post_logout_redirect_uris: uris(&post_logout_redirect_uris)?,
+                jwks,
+                id_token_alg: alg(&id_token_alg)?,
+                userinfo_signed_alg: userinfo_signed_alg.as_deref().map(alg).transpose()?,
+                min_acr,
+                max_auth_age,
+                allow_refresh: true,
+                may_introspect: false,
+            };
+            let c = Components::build(config, Arc::new(relais::domain::ports::SystemClock)).await?;
+            let (client, secret) = c.management("cli").register_client(new).await?;
+            println!("registered client {}", client.id);
+            if let Some(s) = secret {
+                println!("client secret (shown once, store it now): {s}");
+            }
+            Ok(())
+        }
+        ClientCommand::List { cfg } => {
+            let config = load(&cfg)?;
+            let store = server::open_store(&config).await?;
+            use relais::domain::ports::Storage;
+            for c in store.list_clients().await? {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    c.id,
+                    c.auth_method.as_str(),
+                    c.name,
+                    c.redirect_uris.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(" ")
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn keys_command(command: KeysCommand) -> Res {
+    match command {
+        KeysCommand::GenerateKek => {
+            println!("{}", Kek::generate().to_base64());
+            Ok(())
+        }
+        KeysCommand::Rotate { cfg, alg: a } => {
+            let config = load(&cfg)?;
+            let overlap = chrono::Duration::seconds(config.keys.rotation_overlap_secs);
+            let c = Components::build(config, Arc::new(relais::domain::ports::SystemClock)).await?;
+            let alg = alg(&a)?;
+            let kid = c.keys.rotate(c.store.as_ref(), alg, overlap, c.clock.now()).await?;
+            use relais::domain::audit::{AuditEvent, AuditRecord};
+            c.audit
+                .record(AuditRecord {
+                    at: c.clock.now(),
+                    event: AuditEvent::SigningKeyRotated {
+                        alg: a,
+                        new_kid: kid.clone(),
+                    },
+                    context: Default::default(),
+                })
+                .await?;
+            println!(
+                "new signing key {kid} is active; the previous key stays published for {}s",
+                overlap.num_seconds()
+            );
+            Ok(())
+        }
+        KeysCommand::List { cfg } => {
+            let config = load(&cfg)?;
+            let c = Components::build(config, Arc::new(relais::domain::ports::SystemClock)).await?;
+            for (kid, alg, signs) in c.keys.describe() {
+                println!(
+                    "{kid}\t{}\t{}",
+                    alg.as_str(),
+                    if signs { "signing" } else { "published (rotated out)" }
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn wait_for_shutdown(running: server::Running) -> Res {
+    let handle = running.handle.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+        handle.stop(true).await;
+    });
+    running.task.await??;
+    Ok(())
+}
+
+/// The zero-configuration demo.
+async fn demo(listen: std::net::SocketAddr, data_dir: PathBuf) -> Res {
+    std::fs::create_dir_all(&data_dir)?;
+    let kek_path = data_dir.join("kek");
+    let kek = match std::fs::read_to_string(&kek_path) {
+        Ok(k) => k.trim().to_owned(),
+        Err(_) => {
+            let k = Kek::generate().to_base64();
+            std::fs::write(&kek_path, &k)?;
+            k
+        }
+    };
+    let db = data_dir.join("relais.sqlite");
+    let base = format!("http://localhost:{}", listen.port());
+    let toml = format!(
+        "issuer = \"{base}\"\nlisten = \"{listen}\"\ndev_mode = true\n[database]\nurl = \"sqlite://{}?mode=rwc\"\n[keys]\nencryption_key = \"{kek}\"\n[passwords]\nmin_length = 8\n",
+        db.display()
+    );
+    let config = Config::from_toml_str(&toml)?;
+    relais::telemetry::init(&config.logging);
+    let components = Components::build(config, Arc::new(relais::domain::ports::SystemClock)).await?;
+    let m = components.management("demo");
+    let redirect = format!("http://localhost:{}/callback", listen.port() + 1);
+    let mut secret_note = String::from("(already registered in an earlier run; secret shown then)");
+    let new = NewClient {
+        post_logout_redirect_uris: uris(&[format!("http://localhost:{}/", listen.port() + 1)])?,
+        ..NewClient::confidential(
+            ClientId::parse("demo-app")?,
+            "Application de démonstration",
+            uris(std::slice::from_ref(&redirect))?,
+        )
+    };
+    if let Ok((_, Some(s))) = m.register_client(new).await {
+        std::fs::write(data_dir.join("demo-app.secret"), &s)?;
+        secret_note = s;
+    } else if let Ok(s) = std::fs::read_to_string(data_dir.join("demo-app.secret")) {
+        secret_note = s;
+    }
+    for (user, name, pw) in [("alice", "Alice Martin", "alice-demo-pw"), ("bob", "Bob Durand", "bob-demo-pw")] {
+        let _ = m
+            .create_account(
+                &components.config.passwords,
+                user,
+                name,
+                Some(format!("{user}@demo.relais.local")),
+                pw,
+            )
+            .await;
+    }
+    let components = Arc::new(components);
+    let listener = std::net::TcpListener::bind(listen)?;
+    let running = server::serve(components, listener)?;
+    println!(
+        "\nRelais demo is running (SQLite in {dir}, in-process sessions, dev mode: cookies without Secure).\n\n  Discovery:   {base}/.well-known/openid-configuration\n  JWKS:        {base}/jwks\n  Try a login: {base}/authorize?response_type=code&client_id=demo-app&scope=openid%20profile%20email&redirect_uri={redir}&state=demo\n\n  Demo client: id demo-app, secret {secret_note}, redirect URI {redirect}\n  Accounts:    alice / alice-demo-pw    bob / bob-demo-pw\n\nAfter the login the browser lands on {redirect}?code=...: exchange it with\n  curl -u demo-app:SECRET -d grant_type=authorization_code -d code=CODE -d redirect_uri={redirect} {base}/token\n",
+        dir = data_dir.display(),
+        redir = url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>(),
+    );
+    wait_for_shutdown(running).await
+}

@@ -1,0 +1,201 @@
+//! Wiring: builds the adapters from the config, hands them to the domain, serves HTTP.
+use crate::adapters::audit::SqlAuditSink;
+use crate::adapters::http::{self, AppState, CookieSettings};
+use crate::adapters::keys::{Kek, KeyRing, KeyStoreError};
+use crate::adapters::local_accounts::LocalAccounts;
+use crate::adapters::sessions::{MemorySessionStore, RedisSessionStore, RedisSettings};
+use crate::adapters::store::{DbSettings, SqlStore};
+use crate::config::{Config, SessionBackend};
+use crate::domain::oidc::{Provider, ProviderSettings};
+use crate::domain::ports::{AuditSink, Clock, Random, SessionStore, SessionStoreError, Storage, StoreError, SystemClock, SystemRandom};
+use actix_web::{App, HttpServer, dev::ServerHandle, middleware, web};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database: {0}")]
+    Database(#[from] StoreError),
+    #[error("session store: {0}")]
+    Sessions(#[from] SessionStoreError),
+    #[error("signing keys: {0}")]
+    Keys(#[from] KeyStoreError),
+    #[error("listener: {0}")]
+    Listen(#[from] std::io::Error),
+}
+
+/// Everything a running Relais is made of. Tests reach the parts directly.
+pub struct Components {
+    pub config: Config,
+    pub store: Arc<SqlStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub keys: Arc<KeyRing>,
+    pub audit: Arc<dyn AuditSink>,
+    pub clock: Arc<dyn Clock>,
+    pub random: Arc<dyn Random>,
+    pub provider: Arc<Provider>,
+}
+
+pub fn db_settings(cfg: &Config) -> DbSettings {
+    DbSettings {
+        url: cfg.database.url.expose().to_owned(),
+        max_connections: cfg.database.max_connections,
+        connect_timeout: Duration::from_millis(cfg.database.connect_timeout_ms),
+        schema: cfg.database.schema.clone(),
+    }
+}
+
+/// Opens the database (running migrations) and nothing else: for CLI commands.
+pub async fn open_store(cfg: &Config) -> Result<SqlStore, StoreError> {
+    let store = SqlStore::connect(&db_settings(cfg)).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+impl Components {
+    /// Builds every part from the config. `clock` is an input so tests can move time.
+    pub async fn build(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        let store = Arc::new(open_store(&config).await?);
+        let storage: Arc<dyn Storage> = store.clone();
+        let sessions: Arc<dyn SessionStore> = match config.sessions.backend {
+            SessionBackend::Memory => Arc::new(MemorySessionStore::new(clock.clone())),
+            SessionBackend::Redis => Arc::new(
+                RedisSessionStore::connect(&RedisSettings {
+                    url: config.sessions.redis_url.expose().to_owned(),
+                    key_prefix: config.sessions.key_prefix.clone(),
+                    timeout: Duration::from_millis(config.sessions.timeout_ms),
+                })
+                .await?,
+            ),
+        };
+        let kek = Kek::from_base64(config.keys.encryption_key.expose())?;
+        let keys = Arc::new(KeyRing::load(storage.as_ref(), kek, clock.now()).await?);
+        let audit: Arc<dyn AuditSink> = Arc::new(SqlAuditSink::new(storage.clone()));
+        let random: Arc<dyn Random> = Arc::new(SystemRandom);
+        let settings = ProviderSettings {
+            issuer: config.issuer.clone(),
+            code_ttl_secs: config.sessions.code_ttl_secs,
+            pending_login_ttl_secs: config.sessions.pending_login_ttl_secs,
+            sso_session_ttl_secs: config.sessions.sso_ttl_secs,
+            access_token_ttl_secs: config.tokens.access_token_ttl_secs,
+            id_token_ttl_secs: config.tokens.id_token_ttl_secs,
+            refresh_token_ttl_secs: config.tokens.refresh_token_ttl_secs,
+            acr_levels: config.assurance.acr_levels.clone(),
+            password_acr: config.assurance.password_acr.clone(),
+            max_param_len: config.tokens.max_param_len,
+            max_assertion_lifetime_secs: config.tokens.max_assertion_lifetime_secs,
+        };
+        let provider = Arc::new(Provider {
+            settings,
+            storage: storage.clone(),
+            sessions: sessions.clone(),
+            signer: keys.clone(),
+            clock: clock.clone(),
+            random: random.clone(),
+            passwords: Arc::new(LocalAccounts::new(storage.clone(), &config.passwords)),
+            audit: audit.clone(),
+        });
+        Ok(Self {
+            config,
+            store,
+            sessions,
+            keys,
+            audit,
+            clock,
+            random,
+            provider,
+        })
+    }
+
+    pub fn management<'a>(&'a self, actor: &'a str) -> crate::domain::management::Management<'a> {
+        crate::domain::management::Management {
+            storage: self.store.as_ref(),
+            audit: self.audit.as_ref(),
+            random: self.random.as_ref(),
+            clock: self.clock.as_ref(),
+            actor,
+        }
+    }
+}
+
+/// A server that is accepting connections.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub handle: ServerHandle,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+    pub components: Arc<Components>,
+}
+
+impl Running {
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+        let _ = self.task.await;
+    }
+}
+
+/// Serves on an already bound listener (tests bind port 0 and read the port first).
+pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Running, StartError> {
+    let cfg = &components.config;
+    let state = web::Data::new(AppState {
+        provider: components.provider.clone(),
+        cookies: CookieSettings {
+            secure: !cfg.dev_mode,
+            sso_max_age_secs: cfg.sessions.sso_ttl_secs,
+        },
+        storage: components.store.clone(),
+        sessions: components.sessions.clone(),
+        probe_timeout: Duration::from_millis(cfg.sessions.timeout_ms.max(cfg.database.connect_timeout_ms)),
+        max_body_bytes: 64 * 1024,
+    });
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(
+                middleware::DefaultHeaders::new()
+                    .add(("X-Content-Type-Options", "nosniff"))
+                    .add(("X-Frame-Options", "DENY"))
+                    .add(("Referrer-Policy", "no-referrer"))
+                    .add((
+                        "Content-Security-Policy",
+                        "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; form-action 'self' http: https:",
+                    )),
+            )
+            .configure(http::routes)
+    })
+    .listen(listener)?
+    .shutdown_timeout(10)
+    .run();
+    let handle = server.handle();
+    // Replicas pick up keys rotated elsewhere.
+    let keys = components.keys.clone();
+    let store = components.store.clone();
+    let clock = components.clock.clone();
+    let every = Duration::from_secs(cfg.keys.reload_interval_secs.max(1));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = keys.reload(store.as_ref(), clock.now()).await {
+                tracing::warn!(error = %e, "could not reload signing keys; keeping the current set");
+            }
+        }
+    });
+    let task = tokio::spawn(server);
+    Ok(Running {
+        addr,
+        handle,
+        task,
+        components,
+    })
+}
+
+/// Builds everything and serves on `cfg.listen`.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let listener = TcpListener::bind(config.listen)?;
+    let components = Arc::new(Components::build(config, Arc::new(SystemClock)).await?);
+    serve(components, listener)
+}
