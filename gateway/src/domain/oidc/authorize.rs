@@ -225,7 +225,7 @@ impl Provider {
             return false;
         }
         let required = client.min_acr.as_deref().and_then(|a| self.settings.acr_rank(a));
-        !required.is_some_and(|w| have.is_none_or(|h| h < w))
+        required.is_none_or(|w| have.is_some_and(|h| h >= w))
     }
 
     /// Whether `acr` meets the client's minimum.

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Runs every test of Relais, installing what a fresh Debian machine lacks.
+# Real components only: PostgreSQL on 127.0.0.1:5432 (database `test`, trust auth) and Redis on
+# 127.0.0.1:6379 are checked, started or installed; nothing is mocked.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Build output is reused between runs, outside the clone.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/relais/target}"
+export RUST_BACKTRACE="${RUST_BACKTRACE:-0}"
+mkdir -p "$CARGO_TARGET_DIR"
+
+say() { printf '\n== %s\n' "$*"; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_install() {
+  say "installing $*"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+}
+
+command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup (https://rustup.rs)"; exit 1; }
+command -v cc >/dev/null || apt_install build-essential
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+pg_ok() { psql -h 127.0.0.1 -U postgres -d test -Atc 'select 1' >/dev/null 2>&1; }
+if ! pg_ok; then
+  command -v pg_ctlcluster >/dev/null || apt_install postgresql postgresql-client
+  say "starting PostgreSQL"
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -q && break; sleep 1; done
+  if ! pg_ok; then
+    # A fresh install: trust local TCP connections and create the test database.
+    hba=$(as_root find /etc/postgresql/"$version"/main -name pg_hba.conf)
+    grep -q 'relais-tests' "$hba" || printf 'host all all 127.0.0.1/32 trust # relais-tests\nhost all all ::1/128 trust # relais-tests\n' | as_root tee -a "$hba" >/dev/null
+    as_root sed -i '0,/^host/s//# relais-tests-first\n&/' "$hba"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main reload || true
+    as_root su postgres -c "psql -Atc \"select 1 from pg_database where datname='test'\"" | grep -q 1 || as_root su postgres -c "createdb test"
+  fi
+  pg_ok || { echo "PostgreSQL on 127.0.0.1:5432 (user postgres, database test) is not reachable"; exit 1; }
+fi
+
+# --- Redis ------------------------------------------------------------------------------------
+if ! (command -v redis-cli >/dev/null && redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG); then
+  command -v redis-server >/dev/null || apt_install redis-server
+  say "starting Redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+  for _ in $(seq 1 20); do redis-cli -h 127.0.0.1 ping 2>/dev/null | grep -q PONG && break; sleep 0.5; done
+fi
+
+# --- The checks -------------------------------------------------------------------------------
+say "cargo fmt"
+cargo fmt --all -- --check
+
+say "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+say "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+say "all tests passed"

@@ -1,0 +1,154 @@
+//! The session-store contract, run against the in-process store and Redis.
+use crate::harness;
+use relais::adapters::sessions::{MemorySessionStore, RedisSessionStore, RedisSettings};
+use relais::domain::ports::{ManualClock, Namespace, SessionStore};
+use std::sync::Arc;
+use std::time::Duration;
+
+enum Expiry {
+    /// Move this clock (memory store).
+    Manual(ManualClock),
+    /// Wait in real time (Redis enforces TTLs itself).
+    Real,
+}
+
+async fn memory() -> (Arc<dyn SessionStore>, Expiry) {
+    let clock = ManualClock::starting_now();
+    (Arc::new(MemorySessionStore::new(Arc::new(clock.clone()))), Expiry::Manual(clock))
+}
+
+async fn redis() -> (Arc<dyn SessionStore>, Expiry) {
+    let s = RedisSettings {
+        url: harness::redis_url(),
+        key_prefix: harness::unique("relais-test"),
+        timeout: Duration::from_secs(2),
+    };
+    (
+        Arc::new(
+            RedisSessionStore::connect(&s)
+                .await
+                .expect("Redis on 127.0.0.1:6379 must be running"),
+        ),
+        Expiry::Real,
+    )
+}
+
+async fn pass(e: &Expiry, d: Duration) {
+    match e {
+        Expiry::Manual(c) => c.advance(d),
+        Expiry::Real => tokio::time::sleep(d).await,
+    }
+}
+
+async fn take_is_atomic((store, _): (Arc<dyn SessionStore>, Expiry)) {
+    store.put(Namespace::Code, "c1", b"grant", Duration::from_secs(60)).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move { s.take(Namespace::Code, "c1").await.unwrap() }));
+    }
+    let mut winners = 0;
+    for t in tasks {
+        if let Some(v) = t.await.unwrap() {
+            assert_eq!(v, b"grant");
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1, "a code is redeemed exactly once");
+}
+
+async fn entries_expire((store, e): (Arc<dyn SessionStore>, Expiry)) {
+    store.put(Namespace::Sso, "s", b"v", Duration::from_millis(400)).await.unwrap();
+    assert_eq!(store.get(Namespace::Sso, "s").await.unwrap().as_deref(), Some(&b"v"[..]));
+    pass(&e, Duration::from_millis(700)).await;
+    assert_eq!(store.get(Namespace::Sso, "s").await.unwrap(), None);
+    assert_eq!(store.take(Namespace::Sso, "s").await.unwrap(), None);
+}
+
+async fn put_if_absent_detects_replay((store, e): (Arc<dyn SessionStore>, Expiry)) {
+    assert!(
+        store
+            .put_if_absent(Namespace::AssertionJti, "j", b"1", Duration::from_millis(400))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .put_if_absent(Namespace::AssertionJti, "j", b"1", Duration::from_millis(400))
+            .await
+            .unwrap()
+    );
+    pass(&e, Duration::from_millis(700)).await;
+    assert!(
+        store
+            .put_if_absent(Namespace::AssertionJti, "j", b"1", Duration::from_millis(400))
+            .await
+            .unwrap()
+    );
+}
+
+async fn namespaces_and_counters((store, _): (Arc<dyn SessionStore>, Expiry)) {
+    store.put(Namespace::Sso, "k", b"a", Duration::from_secs(10)).await.unwrap();
+    store.put(Namespace::Code, "k", b"b", Duration::from_secs(10)).await.unwrap();
+    assert_eq!(store.get(Namespace::Sso, "k").await.unwrap().as_deref(), Some(&b"a"[..]));
+    store.delete(Namespace::Sso, "k").await.unwrap();
+    assert_eq!(store.get(Namespace::Sso, "k").await.unwrap(), None);
+    assert_eq!(store.get(Namespace::Code, "k").await.unwrap().as_deref(), Some(&b"b"[..]));
+    assert_eq!(store.increment(Namespace::Counter, "n", Duration::from_secs(10)).await.unwrap(), 1);
+    assert_eq!(store.increment(Namespace::Counter, "n", Duration::from_secs(10)).await.unwrap(), 2);
+    store.ping().await.unwrap();
+}
+
+macro_rules! on_both_stores {
+    ($($name:ident),*) => {
+        mod memory_store { $( #[tokio::test] async fn $name() { super::$name(super::memory().await).await } )* }
+        mod redis_store { $( #[tokio::test] async fn $name() { super::$name(super::redis().await).await } )* }
+    };
+}
+
+on_both_stores!(
+    take_is_atomic,
+    entries_expire,
+    put_if_absent_detects_replay,
+    namespaces_and_counters
+);
+
+#[tokio::test]
+async fn codes_are_single_use_across_two_replicas_sharing_redis_and_postgres() {
+    // Two servers on one PostgreSQL schema and one Redis prefix behave as one.
+    let db = harness::database_toml(harness::Db::Postgres).await;
+    let redis = harness::sessions_toml(harness::Sessions::Redis);
+    let kek = relais::adapters::keys::Kek::generate().to_base64();
+    let a = harness::start_shared(&db, &redis, &kek, true).await;
+    let b = harness::start_shared(&db, &redis, &kek, false).await;
+    let browser = crate::browser::Browser::new();
+    // The login starts on replica A and the code is redeemed on replica B.
+    let url = format!(
+        "{}/authorize?response_type=code&client_id=web&scope=openid&redirect_uri={}&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+        a.base,
+        crate::flows::urlencode(harness::CALLBACK)
+    );
+    let cb = browser.login(&a.base, &url, harness::ALICE.0, harness::ALICE.1).await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", cb["code"].as_str()),
+        ("redirect_uri", harness::CALLBACK),
+        ("code_verifier", "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+    ];
+    let http = reqwest::Client::new();
+    let (ra, rb) = tokio::join!(
+        http.post(b.url("/token")).basic_auth("web", Some(&a.web_secret)).form(&form).send(),
+        http.post(a.url("/token")).basic_auth("web", Some(&a.web_secret)).form(&form).send()
+    );
+    let ok = [ra.unwrap().status(), rb.unwrap().status()]
+        .iter()
+        .filter(|s| s.is_success())
+        .count();
+    assert_eq!(ok, 1, "the code is redeemed once across replicas");
+    // An ID token signed by one replica verifies with the other's JWKS (shared keys).
+    let ja: serde_json::Value = reqwest::get(a.url("/jwks")).await.unwrap().json().await.unwrap();
+    let jb: serde_json::Value = reqwest::get(b.url("/jwks")).await.unwrap().json().await.unwrap();
+    assert_eq!(ja, jb);
+    a.stop().await;
+    b.stop().await;
+}

@@ -1,0 +1,193 @@
+//! The storage suite, run against both SQLite and PostgreSQL (each test in its own database
+//! file or schema).
+use crate::harness::{self, Db};
+use chrono::{Duration, Utc};
+use relais::adapters::store::SqlStore;
+use relais::domain::account::Account;
+use relais::domain::client::TokenAuthMethod;
+use relais::domain::management::NewClient;
+use relais::domain::ports::{Storage, StoreError};
+use relais::domain::records::{RefreshConsume, RefreshTokenRecord, SigningAlg, StoredSigningKey};
+use relais::protocol::{ClientId, RedirectUri, Scopes};
+use std::sync::Arc;
+use uuid::Uuid;
+
+async fn store(db: Db) -> Arc<SqlStore> {
+    let toml = format!(
+        "issuer = \"https://x.example\"\n{}[keys]\nencryption_key = \"k\"\n",
+        harness::database_toml(db).await
+    );
+    let cfg = relais::config::Config::from_toml_str(&toml).unwrap();
+    Arc::new(relais::server::open_store(&cfg).await.unwrap())
+}
+
+fn refresh(digest: &str, family: Uuid, session: &str) -> RefreshTokenRecord {
+    let now = Utc::now();
+    RefreshTokenRecord {
+        token_digest: digest.into(),
+        family_id: family,
+        client_id: ClientId::parse("web").unwrap(),
+        account_id: Uuid::new_v4(),
+        session_id: session.into(),
+        scopes: Scopes::parse("openid profile").unwrap(),
+        auth_time: now.timestamp(),
+        amr: vec!["pwd".into()],
+        acr: "loa1".into(),
+        created_at: now,
+        expires_at: now + Duration::hours(1),
+        used_at: None,
+        revoked_at: None,
+    }
+}
+
+async fn clients_round_trip(s: Arc<SqlStore>) {
+    let mut c = relais::domain::client::Client {
+        id: ClientId::parse("psc").unwrap(),
+        name: "Pro Santé Connect".into(),
+        kind: relais::domain::client::ClientKind::Psc,
+        auth_method: TokenAuthMethod::PrivateKeyJwt,
+        secret_digest: None,
+        jwks: Some(serde_json::json!({"keys": []})),
+        redirect_uris: vec![RedirectUri::parse("https://auth.bas.psc.esante.gouv.fr/cb").unwrap()],
+        post_logout_redirect_uris: vec![],
+        id_token_alg: SigningAlg::RS256,
+        userinfo_signed_alg: Some(SigningAlg::ES256),
+        min_acr: Some("loa3".into()),
+        max_auth_age: Some(14_400),
+        allow_refresh: false,
+        may_introspect: false,
+        enabled: true,
+    };
+    s.insert_client(&c).await.unwrap();
+    assert_eq!(s.client(&c.id).await.unwrap().unwrap(), c);
+    assert!(matches!(s.insert_client(&c).await, Err(StoreError::Conflict(_))));
+    c.enabled = false;
+    c.name = "PSC".into();
+    s.update_client(&c).await.unwrap();
+    assert_eq!(s.client(&c.id).await.unwrap().unwrap(), c);
+    assert_eq!(s.list_clients().await.unwrap().len(), 1);
+    assert!(s.client(&ClientId::parse("none").unwrap()).await.unwrap().is_none());
+    let _ = NewClient::confidential(c.id.clone(), "x", vec![]);
+}
+
+async fn accounts_are_unique_by_username(s: Arc<SqlStore>) {
+    let a = Account {
+        id: Uuid::new_v4(),
+        username: "alice".into(),
+        display_name: "Alice".into(),
+        given_name: None,
+        family_name: None,
+        email: None,
+        password_hash: Some("h".into()),
+        disabled: false,
+    };
+    s.insert_account(&a).await.unwrap();
+    assert_eq!(s.account_by_username("alice").await.unwrap().unwrap(), a);
+    assert_eq!(s.account(a.id).await.unwrap().unwrap(), a);
+    let dup = Account {
+        id: Uuid::new_v4(),
+        ..a.clone()
+    };
+    assert!(matches!(s.insert_account(&dup).await, Err(StoreError::Conflict(_))));
+    s.set_account_password(a.id, "h2").await.unwrap();
+    assert_eq!(s.account(a.id).await.unwrap().unwrap().password_hash.as_deref(), Some("h2"));
+}
+
+async fn refresh_consumption_has_one_winner(s: Arc<SqlStore>) {
+    let family = Uuid::new_v4();
+    s.insert_refresh_token(&refresh("d1", family, "sid1")).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(
+            async move { s.consume_refresh_token("d1", Utc::now()).await.unwrap() },
+        ));
+    }
+    let mut consumed = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            RefreshConsume::Consumed(_) => consumed += 1,
+            RefreshConsume::Reused(_) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(consumed, 1, "exactly one concurrent consumer wins");
+    assert_eq!(s.consume_refresh_token("nope", Utc::now()).await.unwrap(), RefreshConsume::NotFound);
+
+    s.insert_refresh_token(&refresh("d2", family, "sid1")).await.unwrap();
+    assert_eq!(s.revoke_refresh_family(family, Utc::now()).await.unwrap(), 2);
+    assert_eq!(s.consume_refresh_token("d2", Utc::now()).await.unwrap(), RefreshConsume::Invalid);
+
+    s.insert_refresh_token(&refresh("d3", Uuid::new_v4(), "sid2")).await.unwrap();
+    assert_eq!(s.revoke_refresh_for_session("sid2", Utc::now()).await.unwrap(), 1);
+    // Expired tokens are not consumable.
+    s.insert_refresh_token(&refresh("d4", Uuid::new_v4(), "sid3")).await.unwrap();
+    assert_eq!(
+        s.consume_refresh_token("d4", Utc::now() + Duration::hours(2)).await.unwrap(),
+        RefreshConsume::Invalid
+    );
+}
+
+async fn signing_keys_rotate_out(s: Arc<SqlStore>) {
+    let now = Utc::now();
+    let key = |kid: &str| StoredSigningKey {
+        kid: kid.into(),
+        alg: SigningAlg::ES256,
+        sealed_private_key: vec![1, 2, 3],
+        created_at: now,
+        rotated_at: None,
+        retire_at: None,
+    };
+    s.insert_signing_key(&key("k1")).await.unwrap();
+    s.insert_signing_key(&key("k2")).await.unwrap();
+    assert_eq!(
+        s.rotate_out_signing_keys(SigningAlg::ES256, "k2", now, now + Duration::hours(1))
+            .await
+            .unwrap(),
+        1
+    );
+    let keys = s.signing_keys().await.unwrap();
+    assert!(keys.iter().find(|k| k.kid == "k1").unwrap().rotated_at.is_some());
+    assert!(keys.iter().find(|k| k.kid == "k2").unwrap().rotated_at.is_none());
+    assert_eq!(s.delete_retired_signing_keys(now).await.unwrap(), 0);
+    assert_eq!(s.delete_retired_signing_keys(now + Duration::hours(2)).await.unwrap(), 1);
+    assert_eq!(s.signing_keys().await.unwrap().len(), 1);
+}
+
+async fn audit_records_keep_order(s: Arc<SqlStore>) {
+    use relais::domain::audit::{AuditEvent, AuditRecord};
+    for i in 0..3 {
+        let e = AuditEvent::AuthorizeRefused {
+            client_id: Some(format!("c{i}")),
+            reason: "r".into(),
+        };
+        s.append_audit(&AuditRecord {
+            at: Utc::now(),
+            event: e,
+            context: Default::default(),
+        })
+        .await
+        .unwrap();
+    }
+    let r = s.audit_records(10).await.unwrap();
+    assert_eq!(r.len(), 3);
+    assert!(
+        matches!(&r[0].event, AuditEvent::AuthorizeRefused { client_id: Some(c), .. } if c == "c2"),
+        "newest first"
+    );
+}
+
+macro_rules! on_both_databases {
+    ($($name:ident),*) => {
+        mod sqlite { $( #[tokio::test] async fn $name() { super::$name(super::store(super::Db::Sqlite).await).await } )* }
+        mod postgres { $( #[tokio::test] async fn $name() { super::$name(super::store(super::Db::Postgres).await).await } )* }
+    };
+}
+
+on_both_databases!(
+    clients_round_trip,
+    accounts_are_unique_by_username,
+    refresh_consumption_has_one_winner,
+    signing_keys_rotate_out,
+    audit_records_keep_order
+);
