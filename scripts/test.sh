@@ -32,8 +32,8 @@ if ! pg_ok; then
   if ! pg_ok; then
     # A fresh install: trust local TCP connections and create the test database.
     hba=$(as_root find /etc/postgresql/"$version"/main -name pg_hba.conf)
-    grep -q 'relais-tests' "$hba" || printf 'host all all 127.0.0.1/32 trust # relais-tests\nhost all all ::1/128 trust # relais-tests\n' | as_root tee -a "$hba" >/dev/null
-    as_root sed -i '0,/^host/s//# relais-tests-first\n&/' "$hba"
+    # pg_hba.conf is first-match: the trust lines go on top.
+    as_root grep -q 'relais-tests' "$hba" || as_root sed -i '1i host all all 127.0.0.1/32 trust # relais-tests\nhost all all ::1/128 trust # relais-tests' "$hba"
     as_root pg_ctlcluster --skip-systemctl-redirect "$version" main reload || true
     as_root su postgres -c "psql -Atc \"select 1 from pg_database where datname='test'\"" | grep -q 1 || as_root su postgres -c "createdb test"
   fi
