@@ -1,0 +1,185 @@
+//! relais-load: measures a running Relais over real HTTP.
+//!
+//! Scenarios:
+//! - `token`: the token endpoint alone (authorization-code exchange with client_secret_basic).
+//!   Codes are made in untimed batches through an SSO session, then redeemed concurrently;
+//!   only the redemptions are timed.
+//! - `login`: complete local-account logins from a fresh browser each time: authorize, login
+//!   page, password POST, code exchange.
+use clap::Parser;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Clone)]
+struct Args {
+    #[arg(long, default_value = "http://localhost:8090")]
+    base: String,
+    #[arg(long, default_value = "demo-app")]
+    client: String,
+    #[arg(long)]
+    secret: String,
+    #[arg(long, default_value = "http://localhost:8091/callback")]
+    redirect_uri: String,
+    #[arg(long, default_value = "alice")]
+    user: String,
+    #[arg(long, default_value = "alice-demo-pw")]
+    password: String,
+    #[arg(long, default_value = "token")]
+    scenario: String,
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Total timed operations.
+    #[arg(long, default_value_t = 20_000)]
+    requests: usize,
+    #[arg(long, default_value_t = 4_000)]
+    batch: usize,
+}
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).pool_max_idle_per_host(256).build().unwrap()
+}
+
+fn authorize_url(a: &Args) -> String {
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    format!("{}/authorize?response_type=code&client_id={}&scope=openid%20profile&redirect_uri={}&state=s", a.base, enc(&a.client), enc(&a.redirect_uri))
+}
+
+fn location(r: &reqwest::Response) -> String {
+    r.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+}
+
+fn field(html: &str, name: &str) -> String {
+    let at = html.find(&format!("name=\"{name}\"")).expect("form field");
+    let tag = &html[html[..at].rfind('<').unwrap()..at + html[at..].find('>').unwrap()];
+    let v = tag.find("value=\"").unwrap() + 7;
+    tag[v..v + tag[v..].find('"').unwrap()].to_owned()
+}
+
+fn code_of(loc: &str) -> String {
+    url::Url::parse(loc).unwrap().query_pairs().find(|(k, _)| k == "code").map(|(_, v)| v.into_owned()).unwrap_or_else(|| panic!("no code in {loc}"))
+}
+
+/// One login in browser `b`; returns the code.
+async fn login(a: &Args, b: &reqwest::Client) -> String {
+    let r = b.get(authorize_url(a)).send().await.unwrap();
+    let loc = location(&r);
+    if !loc.starts_with('/') {
+        return code_of(&loc);
+    }
+    let page = b.get(format!("{}{}", a.base, loc)).send().await.unwrap().text().await.unwrap();
+    let form = [("login_id", field(&page, "login_id")), ("csrf", field(&page, "csrf")), ("username", a.user.clone()), ("password", a.password.clone())];
+    let r = b.post(format!("{}/login", a.base)).form(&form).send().await.unwrap();
+    code_of(&location(&r))
+}
+
+async fn redeem(a: &Args, http: &reqwest::Client, code: &str) {
+    let form = [("grant_type", "authorization_code"), ("code", code), ("redirect_uri", a.redirect_uri.as_str())];
+    let r = http.post(format!("{}/token", a.base)).basic_auth(&a.client, Some(&a.secret)).form(&form).send().await.unwrap();
+    assert!(r.status().is_success(), "token endpoint answered {}", r.status());
+    r.bytes().await.unwrap();
+}
+
+fn report(name: &str, mut lat: Vec<Duration>, wall: Duration) {
+    lat.sort();
+    let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0;
+    println!(
+        "{name}: {} ops in {:.2}s = {:.0} ops/s; latency ms p50 {:.2} p90 {:.2} p99 {:.2} max {:.2}",
+        lat.len(),
+        wall.as_secs_f64(),
+        lat.len() as f64 / wall.as_secs_f64(),
+        p(0.5),
+        p(0.9),
+        p(0.99),
+        p(1.0)
+    );
+}
+
+/// Runs `op` `n` times over `concurrency` workers; returns latencies and wall time.
+async fn drive<F, Fut>(n: usize, concurrency: usize, op: F) -> (Vec<Duration>, Duration)
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (op, next) = (op.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let t = Instant::now();
+                op(i).await;
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::with_capacity(n);
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    (all, start.elapsed())
+}
+
+#[tokio::main]
+async fn main() {
+    let a = Args::parse();
+    match a.scenario.as_str() {
+        "token" => {
+            let sso = browser();
+            login(&a, &sso).await;
+            let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+            let (mut lat, mut wall) = (Vec::new(), Duration::ZERO);
+            let mut left = a.requests;
+            while left > 0 {
+                let n = left.min(a.batch);
+                // Untimed: make n codes through the SSO session.
+                let (sso2, a2) = (sso.clone(), a.clone());
+                let codes: Arc<Vec<String>> = Arc::new({
+                    let (tx, mut rx) = tokio::sync::mpsc::channel(n);
+                    drive(n, a.concurrency, move |_| {
+                        let (b, a, tx) = (sso2.clone(), a2.clone(), tx.clone());
+                        async move { tx.send(login(&a, &b).await).await.unwrap() }
+                    })
+                    .await;
+                    let mut v = Vec::with_capacity(n);
+                    while v.len() < n {
+                        v.push(rx.recv().await.unwrap());
+                    }
+                    v
+                });
+                let (http2, a2) = (http.clone(), a.clone());
+                let (l, w) = drive(n, a.concurrency, move |i| {
+                    let (http, a, codes) = (http2.clone(), a2.clone(), codes.clone());
+                    async move { redeem(&a, &http, &codes[i]).await }
+                })
+                .await;
+                lat.extend(l);
+                wall += w;
+                left -= n;
+            }
+            report("token endpoint (code exchange)", lat, wall);
+        }
+        "login" => {
+            let a2 = a.clone();
+            let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+            let (lat, wall) = drive(a.requests, a.concurrency, move |_| {
+                let (a, http) = (a2.clone(), http.clone());
+                async move {
+                    let code = login(&a, &browser()).await;
+                    redeem(&a, &http, &code).await;
+                }
+            })
+            .await;
+            report("full login (authorize, form, password, code exchange)", lat, wall);
+        }
+        other => panic!("unknown scenario {other}"),
+    }
+}
