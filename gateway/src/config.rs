@@ -36,6 +36,10 @@ pub struct Config {
     /// Development mode: cookies without `Secure` so plain-HTTP localhost works. Never in production.
     #[serde(default)]
     pub dev_mode: bool,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (exact IP addresses). The audit
+    /// trail then records the client's address instead of the proxy's.
+    #[serde(default)]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     #[serde(default)]
     pub database: DatabaseConfig,
     #[serde(default)]
@@ -249,6 +253,9 @@ impl Config {
                 "assurance.password_acr must be one of assurance.acr_levels".into(),
             ));
         }
+        self.passwords
+            .check()
+            .map_err(|e| ConfigError::Invalid(format!("passwords: {e}")))?;
         if self.sessions.code_ttl_secs <= 0 || self.sessions.code_ttl_secs > 600 {
             return Err(ConfigError::Invalid("sessions.code_ttl_secs must be between 1 and 600".into()));
         }
@@ -261,6 +268,10 @@ impl Config {
 fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
     for (name, value) in env {
         let Some(path) = name.strip_prefix("RELAIS_") else { continue };
+        // Not configuration keys: the config file's path (read by the CLI) and test settings.
+        if path == "CONFIG" || path.starts_with("TEST_") {
+            continue;
+        }
         let keys: Vec<String> = path.split("__").map(|k| k.to_ascii_lowercase()).collect();
         if keys.iter().any(String::is_empty) {
             return Err(ConfigError::Invalid(format!("environment variable {name}: malformed name")));
@@ -319,6 +330,12 @@ mod tests {
     fn secrets_do_not_print() {
         let cfg = Config::from_toml_str(MIN).unwrap();
         assert!(!format!("{cfg:?}").contains("encryption_key: \"x\""));
+    }
+
+    #[test]
+    fn bad_argon2_parameters_are_refused_at_load() {
+        assert!(Config::from_toml_str(&format!("{MIN}[passwords]\nmemory_kib = 1\n")).is_err());
+        assert!(Config::from_toml_str(&format!("{MIN}[passwords]\nmin_length = 64\n")).is_ok());
     }
 
     #[test]

@@ -3,7 +3,7 @@ use clap::{Args, Parser, Subcommand};
 use relais::adapters::keys::Kek;
 use relais::config::Config;
 use relais::domain::client::{ClientKind, TokenAuthMethod};
-use relais::domain::management::NewClient;
+use relais::domain::management::{NewAccount, NewClient};
 use relais::domain::records::SigningAlg;
 use relais::protocol::{ClientId, RedirectUri};
 use relais::server::{self, Components};
@@ -74,7 +74,12 @@ enum UserCommand {
         #[arg(long)]
         username: String,
         #[arg(long)]
-        name: String,
+        given_name: String,
+        #[arg(long)]
+        family_name: String,
+        /// Shown name (default: given name and family name).
+        #[arg(long)]
+        display_name: Option<String>,
         #[arg(long)]
         email: Option<String>,
     },
@@ -184,19 +189,23 @@ async fn run(cli: Cli) -> Res {
                 UserCommand::Add {
                     cfg,
                     username,
-                    name,
+                    given_name,
+                    family_name,
+                    display_name,
                     email,
                 },
         } => {
             let config = load(&cfg)?;
+            let new = NewAccount {
+                display_name: display_name.unwrap_or_else(|| format!("{given_name} {family_name}")),
+                email,
+                ..NewAccount::new(&username, &given_name, &family_name)
+            };
             let mut password = String::new();
             std::io::stdin().read_to_string(&mut password)?;
             let password = password.lines().next().unwrap_or("").to_owned();
             let c = Components::build(config, Arc::new(relais::domain::ports::SystemClock)).await?;
-            let a = c
-                .management("cli")
-                .create_account(&c.config.passwords, &username, &name, email, &password)
-                .await?;
+            let a = c.management("cli").create_account(&c.config.passwords, new, &password).await?;
             println!("created local account {} (id {})", a.username, a.id);
             Ok(())
         }
@@ -314,8 +323,12 @@ async fn keys_command(command: KeysCommand) -> Res {
 async fn wait_for_shutdown(running: server::Running) -> Res {
     let handle = running.handle.clone();
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down: draining in-flight requests");
         handle.stop(true).await;
     });
     running.task.await??;
@@ -360,16 +373,15 @@ async fn demo(listen: std::net::SocketAddr, data_dir: PathBuf) -> Res {
     } else if let Ok(s) = std::fs::read_to_string(data_dir.join("demo-app.secret")) {
         secret_note = s;
     }
-    for (user, name, pw) in [("alice", "Alice Martin", "alice-demo-pw"), ("bob", "Bob Durand", "bob-demo-pw")] {
-        let _ = m
-            .create_account(
-                &components.config.passwords,
-                user,
-                name,
-                Some(format!("{user}@demo.relais.local")),
-                pw,
-            )
-            .await;
+    for (user, given, family, pw) in [
+        ("alice", "Alice", "Martin", "alice-demo-pw"),
+        ("bob", "Bob", "Durand", "bob-demo-pw"),
+    ] {
+        let new = NewAccount {
+            email: Some(format!("{user}@demo.relais.local")),
+            ..NewAccount::new(user, given, family)
+        };
+        let _ = m.create_account(&components.config.passwords, new, pw).await;
     }
     let components = Arc::new(components);
     let listener = std::net::TcpListener::bind(listen)?;

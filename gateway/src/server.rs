@@ -21,6 +21,8 @@ pub enum StartError {
     Sessions(#[from] SessionStoreError),
     #[error("signing keys: {0}")]
     Keys(#[from] KeyStoreError),
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("listener: {0}")]
     Listen(#[from] std::io::Error),
 }
@@ -93,7 +95,7 @@ impl Components {
             signer: keys.clone(),
             clock: clock.clone(),
             random: random.clone(),
-            passwords: Arc::new(LocalAccounts::new(storage.clone(), &config.passwords)),
+            passwords: Arc::new(LocalAccounts::new(storage.clone(), &config.passwords).map_err(|e| StartError::Config(e.to_string()))?),
             audit: audit.clone(),
         });
         Ok(Self {
@@ -147,6 +149,7 @@ pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Runni
         sessions: components.sessions.clone(),
         probe_timeout: Duration::from_millis(cfg.sessions.timeout_ms.max(cfg.database.connect_timeout_ms)),
         max_body_bytes: 64 * 1024,
+        trusted_proxies: cfg.trusted_proxies.clone(),
     });
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
@@ -166,6 +169,8 @@ pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Runni
             .configure(http::routes)
     })
     .listen(listener)?
+    // The binary decides when to stop (SIGTERM/SIGINT both drain in-flight requests).
+    .disable_signals()
     .shutdown_timeout(10)
     .run();
     let handle = server.handle();

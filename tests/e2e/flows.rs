@@ -251,7 +251,11 @@ async fn session_cookie_is_httponly_lax_and_secure_outside_dev_mode() {
         .unwrap();
     comps
         .management("test")
-        .create_account(&policy, "carol", "Carol", None, "carol-password-1")
+        .create_account(
+            &policy,
+            relais::domain::management::NewAccount::new("carol", "Carol", "Petit"),
+            "carol-password-1",
+        )
         .await
         .unwrap();
     let running = relais::server::serve(std::sync::Arc::new(comps), listener).unwrap();

@@ -1,7 +1,7 @@
 //! Boots a Relais server for one test.
 use relais::config::Config;
 use relais::domain::client::TokenAuthMethod;
-use relais::domain::management::NewClient;
+use relais::domain::management::{NewAccount, NewClient};
 use relais::domain::ports::{Clock, ManualClock, Storage};
 use relais::domain::records::SigningAlg;
 use relais::protocol::{ClientId, RedirectUri};
@@ -189,9 +189,16 @@ async fn register_fixtures(components: &Components) -> (String, String, Vec<u8>,
     .await
     .unwrap();
     let policy = components.config.passwords;
-    m.create_account(&policy, ALICE.0, "Alice Martin", Some("alice@chu.example".into()), ALICE.1)
-        .await
-        .unwrap();
+    m.create_account(
+        &policy,
+        NewAccount {
+            email: Some("alice@chu.example".into()),
+            ..NewAccount::new(ALICE.0, "Alice", "Martin")
+        },
+        ALICE.1,
+    )
+    .await
+    .unwrap();
     (web_secret.unwrap(), post_secret.unwrap(), jwt_client_key, jwt_client_kid)
 }
 

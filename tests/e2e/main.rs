@@ -6,6 +6,7 @@ mod flows;
 mod harness;
 mod hostile;
 mod keys;
+mod policy;
 mod rp;
 mod sessions;
 mod storage;

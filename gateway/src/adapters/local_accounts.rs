@@ -10,11 +10,11 @@ pub struct LocalAccounts {
 }
 
 impl LocalAccounts {
-    pub fn new(storage: Arc<dyn Storage>, policy: &PasswordPolicy) -> Self {
-        Self {
+    pub fn new(storage: Arc<dyn Storage>, policy: &PasswordPolicy) -> Result<Self, crate::domain::account::PasswordError> {
+        Ok(Self {
             storage,
-            dummy_hash: policy.dummy_hash(),
-        }
+            dummy_hash: policy.dummy_hash()?,
+        })
     }
 }
 

@@ -61,11 +61,20 @@ impl PasswordPolicy {
         Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
     }
 
+    /// Checks that argon2 accepts the cost parameters.
+    pub fn check(&self) -> Result<(), PasswordError> {
+        self.hasher().map(|_| ())
+    }
+
     /// Hashes `password` with the given 16 random bytes of salt (randomness is an input).
     pub fn hash(&self, password: &str, salt: &[u8; 16]) -> Result<String, PasswordError> {
         if password.chars().count() < self.min_length {
             return Err(PasswordError::TooShort(self.min_length));
         }
+        self.hash_unchecked(password, salt)
+    }
+
+    fn hash_unchecked(&self, password: &str, salt: &[u8; 16]) -> Result<String, PasswordError> {
         let h: PasswordHash = self
             .hasher()?
             .hash_password_with_salt(password.as_bytes(), salt)
@@ -84,9 +93,10 @@ impl PasswordPolicy {
 
     /// A hash of a random password: verified against when the account is unknown, so that
     /// "no such user" costs the same time as "wrong password".
-    pub fn dummy_hash(&self) -> String {
-        self.hash("relais-timing-equaliser-not-a-password", &[7u8; 16])
-            .expect("static input hashes")
+    /// Same cost parameters as real hashes; fails only if the parameters are invalid (which
+    /// `Config::check` refuses at start).
+    pub fn dummy_hash(&self) -> Result<String, PasswordError> {
+        self.hash_unchecked("relais-timing-equaliser-not-a-password", &[7u8; 16])
     }
 }
 

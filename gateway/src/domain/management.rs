@@ -48,6 +48,28 @@ impl NewClient {
     }
 }
 
+/// What an admin gives to create a local account.
+#[derive(Debug, Clone, Default)]
+pub struct NewAccount {
+    pub username: String,
+    pub display_name: String,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub email: Option<String>,
+}
+
+impl NewAccount {
+    pub fn new(username: &str, given_name: &str, family_name: &str) -> Self {
+        Self {
+            username: username.to_owned(),
+            display_name: format!("{given_name} {family_name}"),
+            given_name: Some(given_name.to_owned()),
+            family_name: Some(family_name.to_owned()),
+            email: None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ManagementError {
     #[error("{0}")]
@@ -139,26 +161,18 @@ impl Management<'_> {
     }
 
     /// Creates a local account with an argon2id password hash.
-    pub async fn create_account(
-        &self,
-        policy: &PasswordPolicy,
-        username: &str,
-        display_name: &str,
-        email: Option<String>,
-        password: &str,
-    ) -> Result<Account, ManagementError> {
-        let username = normalise_username(username).ok_or_else(|| ManagementError::Invalid("invalid username".into()))?;
+    pub async fn create_account(&self, policy: &PasswordPolicy, new: NewAccount, password: &str) -> Result<Account, ManagementError> {
+        let username = normalise_username(&new.username).ok_or_else(|| ManagementError::Invalid("invalid username".into()))?;
         let mut salt = [0u8; 16];
         self.random.fill(&mut salt);
         let hash = policy.hash(password, &salt).map_err(|e| ManagementError::Invalid(e.to_string()))?;
-        let mut parts = display_name.splitn(2, ' ');
         let account = Account {
             id: self.random.uuid(),
             username,
-            display_name: display_name.to_owned(),
-            given_name: parts.next().map(str::to_owned),
-            family_name: parts.next().map(str::to_owned),
-            email,
+            display_name: new.display_name,
+            given_name: new.given_name,
+            family_name: new.family_name,
+            email: new.email,
             password_hash: Some(hash),
             disabled: false,
         };

@@ -37,16 +37,30 @@ struct Args {
 }
 
 fn browser() -> reqwest::Client {
-    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).pool_max_idle_per_host(256).build().unwrap()
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap()
 }
 
 fn authorize_url(a: &Args) -> String {
     let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    format!("{}/authorize?response_type=code&client_id={}&scope=openid%20profile&redirect_uri={}&state=s", a.base, enc(&a.client), enc(&a.redirect_uri))
+    format!(
+        "{}/authorize?response_type=code&client_id={}&scope=openid%20profile&redirect_uri={}&state=s",
+        a.base,
+        enc(&a.client),
+        enc(&a.redirect_uri)
+    )
 }
 
 fn location(r: &reqwest::Response) -> String {
-    r.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+    r.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn field(html: &str, name: &str) -> String {
@@ -57,7 +71,12 @@ fn field(html: &str, name: &str) -> String {
 }
 
 fn code_of(loc: &str) -> String {
-    url::Url::parse(loc).unwrap().query_pairs().find(|(k, _)| k == "code").map(|(_, v)| v.into_owned()).unwrap_or_else(|| panic!("no code in {loc}"))
+    url::Url::parse(loc)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no code in {loc}"))
 }
 
 /// One login in browser `b`; returns the code.
@@ -68,14 +87,29 @@ async fn login(a: &Args, b: &reqwest::Client) -> String {
         return code_of(&loc);
     }
     let page = b.get(format!("{}{}", a.base, loc)).send().await.unwrap().text().await.unwrap();
-    let form = [("login_id", field(&page, "login_id")), ("csrf", field(&page, "csrf")), ("username", a.user.clone()), ("password", a.password.clone())];
+    let form = [
+        ("login_id", field(&page, "login_id")),
+        ("csrf", field(&page, "csrf")),
+        ("username", a.user.clone()),
+        ("password", a.password.clone()),
+    ];
     let r = b.post(format!("{}/login", a.base)).form(&form).send().await.unwrap();
     code_of(&location(&r))
 }
 
 async fn redeem(a: &Args, http: &reqwest::Client, code: &str) {
-    let form = [("grant_type", "authorization_code"), ("code", code), ("redirect_uri", a.redirect_uri.as_str())];
-    let r = http.post(format!("{}/token", a.base)).basic_auth(&a.client, Some(&a.secret)).form(&form).send().await.unwrap();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", a.redirect_uri.as_str()),
+    ];
+    let r = http
+        .post(format!("{}/token", a.base))
+        .basic_auth(&a.client, Some(&a.secret))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success(), "token endpoint answered {}", r.status());
     r.bytes().await.unwrap();
 }

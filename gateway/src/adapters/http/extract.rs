@@ -102,6 +102,29 @@ pub fn bearer(req: &HttpRequest) -> Option<String> {
         .map(|t| t.trim().to_owned())
 }
 
+/// The client's address: the TCP peer, or, when the peer is a trusted reverse proxy, the
+/// last address that proxy appended to `X-Forwarded-For` (earlier entries are the client's
+/// say-so and can be forged).
+fn source_ip(req: &HttpRequest) -> Option<String> {
+    let peer = req.peer_addr()?.ip();
+    let trusted = req
+        .app_data::<web::Data<AppState>>()
+        .is_some_and(|s| s.trusted_proxies.contains(&peer));
+    if trusted {
+        let forwarded = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .last();
+        if let Some(ip) = forwarded.and_then(|f| f.parse::<std::net::IpAddr>().ok()) {
+            return Some(ip.to_string());
+        }
+    }
+    Some(peer.to_string())
+}
+
 pub fn context(req: &HttpRequest) -> RequestContext {
     let header = |name: &str, max: usize| {
         req.headers()
@@ -110,7 +133,7 @@ pub fn context(req: &HttpRequest) -> RequestContext {
             .map(|v| v.chars().take(max).collect::<String>())
     };
     RequestContext {
-        source_ip: req.peer_addr().map(|a| a.ip().to_string()),
+        source_ip: source_ip(req),
         user_agent: header("user-agent", 256),
         correlation_id: header("traceparent", 64).or_else(|| header("x-request-id", 64)),
     }

@@ -66,7 +66,11 @@ pub async fn submit(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
             .cookie(state.cookies.make(SSO_COOKIE, cookie_secret, state.cookies.sso_max_age_secs))
             .cookie(state.cookies.removal(LOGIN_BINDING_COOKIE))
             .finish(),
-        Ok(Ok(LoginOutcome::Refused { redirect })) => HttpResponse::SeeOther().insert_header((header::LOCATION, redirect)).finish(),
+        Ok(Ok(LoginOutcome::Refused { redirect, cookie_secret })) => HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, redirect))
+            .cookie(state.cookies.make(SSO_COOKIE, cookie_secret, state.cookies.sso_max_age_secs))
+            .cookie(state.cookies.removal(LOGIN_BINDING_COOKIE))
+            .finish(),
         Ok(Err(e)) => errors::page(&e, lang),
         Err(e) => errors::domain_page(e, lang),
     }

@@ -27,6 +27,8 @@ pub struct AppState {
     pub probe_timeout: Duration,
     /// Largest accepted form body.
     pub max_body_bytes: usize,
+    /// Reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// Mounts every route.

@@ -29,7 +29,7 @@ pub async fn discovery(state: web::Data<AppState>) -> HttpResponse {
         "userinfo_signing_alg_values_supported": ["ES256", "RS256"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
         "token_endpoint_auth_signing_alg_values_supported": ["ES256", "ES384", "RS256", "PS256", "EdDSA"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": SUPPORTED_SCOPES,
@@ -119,6 +119,12 @@ pub async fn token(req: HttpRequest, payload: web::Payload, state: web::Data<App
 }
 
 async fn userinfo(token: Option<String>, state: &AppState) -> HttpResponse {
+    if token.is_none() {
+        // RFC 6750 §3.1: no credentials, no error code, just the challenge.
+        return HttpResponse::Unauthorized()
+            .insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"relais\""))
+            .finish();
+    }
     match state.provider.userinfo(token.as_deref()).await {
         Ok(Ok(UserinfoResponse::Json(v))) => HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(v),
         Ok(Ok(UserinfoResponse::Jwt(jwt))) => HttpResponse::Ok()

@@ -45,7 +45,7 @@ impl Provider {
             }
         };
         let state = params.single("state").ok().flatten().map(str::to_owned);
-        let fail = |e: OAuthError| redirect_error(&redirect_uri, &e, state.as_deref());
+        let fail = |e: OAuthError| redirect_error(&redirect_uri, &e, state.as_deref(), &self.settings.issuer);
 
         // 2. The rest of the request: errors go back to the client.
         let request = match self.parse_request(params, &client, redirect_uri.clone()) {
@@ -224,16 +224,21 @@ impl Provider {
         if wanted.is_some_and(|w| have.is_none_or(|h| h < w)) {
             return false;
         }
-        let required = client.min_acr.as_deref().and_then(|a| self.settings.acr_rank(a));
-        required.is_none_or(|w| have.is_some_and(|h| h >= w))
+        client.min_acr.is_none() || client.min_acr.as_deref().is_some_and(|m| self.meets_acr(m, &s.acr))
+    }
+
+    /// Whether `have` ranks at least as high as `min`. An acr outside the configured levels
+    /// meets nothing: a typo in a client's policy must refuse logins, not waive the policy.
+    fn meets_acr(&self, min: &str, have: &str) -> bool {
+        match (self.settings.acr_rank(min), self.settings.acr_rank(have)) {
+            (Some(m), Some(h)) => h >= m,
+            _ => false,
+        }
     }
 
     /// Whether `acr` meets the client's minimum.
     pub(super) fn meets_client_minimum(&self, client: &Client, acr: &str) -> bool {
-        match client.min_acr.as_deref().and_then(|a| self.settings.acr_rank(a)) {
-            None => true,
-            Some(min) => self.settings.acr_rank(acr).is_some_and(|h| h >= min),
-        }
+        client.min_acr.as_deref().is_none_or(|m| self.meets_acr(m, acr))
     }
 
     /// Loads the session named by the cookie's secret value.
@@ -293,10 +298,12 @@ impl Provider {
     }
 }
 
-pub(super) fn redirect_error(uri: &RedirectUri, e: &OAuthError, state: Option<&str>) -> String {
+/// An error back to the client, with `state` and (RFC 9207) our issuer.
+pub(super) fn redirect_error(uri: &RedirectUri, e: &OAuthError, state: Option<&str>, issuer: &str) -> String {
     let mut p: Vec<(&str, &str)> = vec![("error", e.code.as_str()), ("error_description", &e.description)];
     if let Some(s) = state {
         p.push(("state", s));
     }
+    p.push(("iss", issuer));
     uri.with_params(&p)
 }

@@ -64,6 +64,9 @@ impl Provider {
         let fail = |method: &'static str, why: &str| Ok(Err((method, claimed.clone(), OAuthError::invalid_client(why.to_owned()))));
 
         if let Some(kind) = params.get("client_assertion_type") {
+            if creds.basic.is_some() || params.get("client_secret").is_some() {
+                return fail("private_key_jwt", "use one client authentication method, not two");
+            }
             if kind != JWT_BEARER {
                 return fail("private_key_jwt", "unsupported client_assertion_type");
             }

@@ -38,7 +38,8 @@ pub enum LoginOutcome {
         cookie_secret: String,
     },
     /// Logged in, but the client's policy cannot be met: back to the client with an error.
-    Refused { redirect: String },
+    /// The session is real (other clients may accept it), so its cookie is still set.
+    Refused { redirect: String, cookie_secret: String },
 }
 
 /// After this many failed attempts on one pending login, it is dropped and must be restarted.
@@ -196,7 +197,8 @@ impl Provider {
             )
             .await;
             return Ok(Ok(LoginOutcome::Refused {
-                redirect: redirect_error(&request.redirect_uri, &e, request.state.as_deref()),
+                cookie_secret,
+                redirect: redirect_error(&request.redirect_uri, &e, request.state.as_deref(), &self.settings.issuer),
             }));
         }
         let redirect = self.issue_code(request, &session, ctx).await?;

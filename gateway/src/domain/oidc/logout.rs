@@ -43,7 +43,7 @@ impl Provider {
         if let Some(hint) = p.get("id_token_hint") {
             // Expired ID tokens are fine here (the spec says so): only signature and issuer count.
             let claims = match self.signer.verify(hint) {
-                Ok((_, c)) if c.get("iss").and_then(Value::as_str) == Some(&self.settings.issuer) => c,
+                Ok((typ, c)) if typ.as_deref() == Some("JWT") && c.get("iss").and_then(Value::as_str) == Some(&self.settings.issuer) => c,
                 _ => {
                     return Ok(LogoutOutcome::ErrorPage(OAuthError::invalid_request(
                         "id_token_hint is not a valid ID token from this server",
@@ -100,10 +100,13 @@ impl Provider {
                 csrf: Self::logout_csrf(s),
             });
         }
-        // End the browser's session, and the one the ID token names (they may differ if the
-        // browser already logged in again).
+        // End the browser's session (its cookie is cleared in any case) and the one the ID
+        // token names (they differ if the browser logged in again since).
         let mut ended = Vec::new();
-        for s in [sid.filter(|_| proven || confirmed), hinted_sid].into_iter().flatten() {
+        for s in [sid.filter(|_| proven || confirmed || hinted_sid.is_some()), hinted_sid]
+            .into_iter()
+            .flatten()
+        {
             if !ended.contains(&s) {
                 self.end_sso_session(&s, client_id.clone(), ctx).await?;
                 ended.push(s);

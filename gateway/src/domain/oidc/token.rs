@@ -8,7 +8,7 @@ use crate::domain::crypto::{half_hash, pkce_s256_matches, secret_digest};
 use crate::domain::ports::Namespace;
 use crate::domain::records::{CodeGrant, RedeemedCode, RefreshConsume, RefreshTokenRecord, SigningAlg};
 use crate::protocol::{CodeVerifier, OAuthError, OAuthErrorCode, Scopes};
-use chrono::Duration as ChronoDuration;
+use chrono::{DateTime, Duration as ChronoDuration};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::time::Duration;
@@ -96,6 +96,19 @@ impl Provider {
         };
         let grant: CodeGrant = serde_json::from_slice(&bytes).map_err(|e| DomainError::Internal(format!("code grant: {e}")))?;
         let now = self.clock.unix();
+        // Mark the code redeemed before anything else, naming the tokens it will yield, so a
+        // replay at any later moment finds the marker and revokes them.
+        let family = self.random.uuid();
+        let access_jti = self.random.token();
+        let redeemed = RedeemedCode {
+            client_id: client.id.clone(),
+            refresh_family: client.allow_refresh.then_some(family),
+            access_jti: access_jti.clone(),
+            access_expires_at: now + self.settings.access_token_ttl_secs,
+        };
+        let marker = serde_json::to_vec(&redeemed).map_err(|e| DomainError::Internal(e.to_string()))?;
+        let keep = Duration::from_secs((self.settings.code_ttl_secs * 10).max(600) as u64);
+        self.sessions.put(Namespace::RedeemedCode, &digest, &marker, keep).await?;
         if grant.expires_at <= now {
             return Ok(Err(OAuthError::invalid_grant("the code has expired")));
         }
@@ -137,18 +150,7 @@ impl Provider {
             scopes: &grant.scopes,
             nonce: grant.nonce.as_deref(),
         };
-        let family = self.random.uuid();
-        let minted = self.mint(client, &auth, family, ctx, "authorization_code").await?;
-        let redeemed = RedeemedCode {
-            client_id: client.id.clone(),
-            refresh_family: minted.response.refresh_token.as_ref().map(|_| family),
-            access_jti: minted.access_jti.clone(),
-            access_expires_at: now + self.settings.access_token_ttl_secs,
-        };
-        let bytes = serde_json::to_vec(&redeemed).map_err(|e| DomainError::Internal(e.to_string()))?;
-        let keep = Duration::from_secs((self.settings.code_ttl_secs * 10).max(600) as u64);
-        self.sessions.put(Namespace::RedeemedCode, &digest, &bytes, keep).await?;
-        Ok(Ok(minted.response))
+        Ok(Ok(self.mint(client, &auth, family, access_jti, ctx, "authorization_code").await?))
     }
 
     /// A code that is not (or no longer) stored: if it was redeemed before, this is a replay,
@@ -222,6 +224,15 @@ impl Provider {
                 }
             },
         };
+        // The client's policy holds for refreshes too: no renewal past its maximum login age
+        // (e.g. PSC's 4 hours) or below its minimum acr.
+        let age = self.clock.unix() - record.auth_time;
+        if client.max_auth_age.is_some_and(|m| age > m) || !self.meets_client_minimum(client, &record.acr) {
+            self.storage.revoke_refresh_family(record.family_id, now).await?;
+            return Ok(Err(OAuthError::invalid_grant(
+                "the login is too old or too weak for this client; log in again",
+            )));
+        }
         let Some(account) = self.storage.account(record.account_id).await?.filter(|a| !a.disabled) else {
             self.storage.revoke_refresh_family(record.family_id, now).await?;
             return Ok(Err(OAuthError::invalid_grant("the account is no longer active")));
@@ -235,7 +246,9 @@ impl Provider {
             scopes: &scopes,
             nonce: None,
         };
-        Ok(Ok(self.mint(client, &auth, record.family_id, ctx, "refresh_token").await?.response))
+        Ok(Ok(self
+            .mint(client, &auth, record.family_id, self.random.token(), ctx, "refresh_token")
+            .await?))
     }
 
     /// Signs the access and ID tokens, stores a refresh token, records the issuance.
@@ -244,14 +257,14 @@ impl Provider {
         client: &Client,
         a: &Authentication<'_>,
         family: Uuid,
+        access_jti: String,
         ctx: &RequestContext,
         grant_type: &str,
-    ) -> Result<Minted, DomainError> {
+    ) -> Result<TokenResponse, DomainError> {
         let now = self.clock.now();
         let iat = now.timestamp();
         let s = &self.settings;
         let sub = a.account.id.to_string();
-        let access_jti = self.random.token();
         let access = json!({
             "iss": s.issuer, "sub": sub, "aud": client.id.as_str(), "client_id": client.id.as_str(),
             "iat": iat, "exp": iat + s.access_token_ttl_secs, "jti": access_jti,
@@ -290,7 +303,9 @@ impl Provider {
                 amr: a.amr.to_vec(),
                 acr: a.acr.to_owned(),
                 created_at: now,
-                expires_at: now + ChronoDuration::seconds(s.refresh_token_ttl_secs),
+                // Rotation never outlives the login: at most the SSO session's lifetime after auth_time.
+                expires_at: (now + ChronoDuration::seconds(s.refresh_token_ttl_secs))
+                    .min(DateTime::from_timestamp(a.auth_time + s.sso_session_ttl_secs, 0).unwrap_or(now)),
                 used_at: None,
                 revoked_at: None,
             };
@@ -312,16 +327,13 @@ impl Provider {
             },
         )
         .await?;
-        Ok(Minted {
-            response: TokenResponse {
-                access_token,
-                token_type: "Bearer",
-                expires_in: s.access_token_ttl_secs,
-                id_token,
-                refresh_token,
-                scope: a.scopes.to_string(),
-            },
-            access_jti,
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in: s.access_token_ttl_secs,
+            id_token,
+            refresh_token,
+            scope: a.scopes.to_string(),
         })
     }
 
@@ -332,11 +344,6 @@ impl Provider {
             .await?;
         Ok(())
     }
-}
-
-pub(super) struct Minted {
-    pub response: TokenResponse,
-    pub access_jti: String,
 }
 
 /// Standard claims released by scope (OIDC Core §5.4).

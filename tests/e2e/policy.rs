@@ -1,0 +1,137 @@
+//! Per-client policy (minimum acr, maximum login age) and where requests come from.
+use crate::browser::{Browser, Step};
+use crate::flows::urlencode;
+use crate::harness::{self, ALICE, CALLBACK, Db, Server, Sessions};
+use relais::domain::management::NewClient;
+use relais::protocol::{ClientId, RedirectUri};
+use reqwest::StatusCode;
+use std::time::Duration;
+
+async fn register(s: &Server, id: &str, f: impl FnOnce(NewClient) -> NewClient) -> String {
+    let c = s.components();
+    let base = NewClient::confidential(ClientId::parse(id).unwrap(), id, vec![RedirectUri::parse(CALLBACK).unwrap()]);
+    c.management("test").register_client(f(base)).await.unwrap().1.unwrap()
+}
+
+fn url(s: &Server, client: &str) -> String {
+    format!(
+        "{}/authorize?response_type=code&client_id={client}&scope=openid&redirect_uri={}&state=st&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+        s.base,
+        urlencode(CALLBACK)
+    )
+}
+
+#[tokio::test]
+async fn a_client_minimum_acr_is_enforced_and_an_unknown_one_fails_closed() {
+    let s = harness::start(Db::Sqlite, Sessions::Memory).await;
+    register(&s, "strong", |c| NewClient {
+        min_acr: Some("loa2".into()),
+        ..c
+    })
+    .await;
+    register(&s, "typo", |c| NewClient {
+        min_acr: Some("loa-two".into()),
+        ..c
+    })
+    .await;
+    let b = Browser::new();
+    for client in ["strong", "typo"] {
+        let cb = b
+            .login(&s.base, &format!("{}&prompt=login", url(&s, client)), ALICE.0, ALICE.1)
+            .await;
+        assert_eq!(
+            cb.get("error").map(String::as_str),
+            Some("access_denied"),
+            "{client}: a password alone is loa1"
+        );
+        assert_eq!(cb.get("iss"), Some(&s.base), "RFC 9207 iss on errors too");
+        assert!(!cb.contains_key("code"));
+    }
+    // The login itself was real: a client without a minimum gets SSO.
+    assert!(matches!(b.start(&url(&s, "web")).await, Step::Callback(q) if q.contains_key("code")));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn refresh_stops_at_the_client_maximum_login_age() {
+    let s = harness::start(Db::Sqlite, Sessions::Memory).await;
+    let secret = register(&s, "fourhours", |c| NewClient {
+        max_auth_age: Some(4 * 3600),
+        ..c
+    })
+    .await;
+    let b = Browser::new();
+    let cb = b.login(&s.base, &url(&s, "fourhours"), ALICE.0, ALICE.1).await;
+    let http = reqwest::Client::new();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", cb["code"].as_str()),
+        ("redirect_uri", CALLBACK),
+        ("code_verifier", "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+    ];
+    let t: serde_json::Value = http
+        .post(s.url("/token"))
+        .basic_auth("fourhours", Some(&secret))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let refresh = |rt: String| {
+        let (http, secret, url) = (http.clone(), secret.clone(), s.url("/token"));
+        async move {
+            let r = http
+                .post(url)
+                .basic_auth("fourhours", Some(&secret))
+                .form(&[("grant_type", "refresh_token"), ("refresh_token", rt.as_str())])
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    s.clock.advance(Duration::from_secs(3 * 3600));
+    let (st, t2) = refresh(t["refresh_token"].as_str().unwrap().to_owned()).await;
+    assert_eq!(st, StatusCode::OK, "{t2}");
+    s.clock.advance(Duration::from_secs(3600 + 1));
+    let (st, body) = refresh(t2["refresh_token"].as_str().unwrap().to_owned()).await;
+    assert_eq!(
+        (st, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+        "past 4 h a new login is required"
+    );
+    // And the browser's SSO session no longer satisfies that client either.
+    assert!(matches!(b.start(&url(&s, "fourhours")).await, Step::LoginForm(_)));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_audit_trail_records_the_client_address_behind_a_trusted_proxy_only() {
+    let trusted = harness::start_with(Db::Sqlite, Sessions::Memory, "trusted_proxies = [\"127.0.0.1\"]").await;
+    let direct = harness::start(Db::Sqlite, Sessions::Memory).await;
+    for (s, expected) in [(&trusted, "203.0.113.7"), (&direct, "127.0.0.1")] {
+        let r = reqwest::Client::new()
+            .get(format!("{}&redirect_uri=https://evil.example/", url(s, "web")))
+            .header("x-forwarded-for", "198.51.100.1, 203.0.113.7")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let records = s.storage().audit_records(10).await.unwrap();
+        let refused = records.iter().find(|r| r.event.kind() == "authorize_refused").unwrap();
+        assert_eq!(refused.context.source_ip.as_deref(), Some(expected));
+    }
+    trusted.stop().await;
+    direct.stop().await;
+}
+
+#[tokio::test]
+async fn userinfo_without_a_token_is_a_bearer_challenge() {
+    let s = harness::start(Db::Sqlite, Sessions::Memory).await;
+    let r = reqwest::get(s.url("/userinfo")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    s.stop().await;
+}
