@@ -150,6 +150,7 @@ pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Runni
         probe_timeout: Duration::from_millis(cfg.sessions.timeout_ms.max(cfg.database.connect_timeout_ms)),
         max_body_bytes: 64 * 1024,
         trusted_proxies: cfg.trusted_proxies.clone(),
+        discovery: http::discovery::document(&components.provider.settings).map_err(StartError::Config)?,
     });
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;

@@ -447,7 +447,7 @@ async fn logout_without_hint_asks_for_confirmation() {
 }
 
 #[tokio::test]
-async fn health_and_readiness() {
+async fn health_readiness_and_discovery() {
     let s = harness::start(Db::Sqlite, Sessions::Memory).await;
     let r = reqwest::get(s.url("/healthz")).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
@@ -456,6 +456,20 @@ async fn health_and_readiness() {
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["database"], true);
     assert_eq!(v["session_store"], true);
+    let d: serde_json::Value = reqwest::get(s.url("/.well-known/openid-configuration"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["issuer"], s.base.as_str());
+    assert_eq!(d["code_challenge_methods_supported"], serde_json::json!(["S256"]));
+    assert_eq!(d["response_types_supported"], serde_json::json!(["code"]));
+    assert_eq!(d["end_session_endpoint"], s.url("/logout").as_str());
+    assert_eq!(d["introspection_endpoint"], s.url("/introspect").as_str());
+    assert_eq!(d["revocation_endpoint"], s.url("/revoke").as_str());
+    assert_eq!(d["authorization_response_iss_parameter_supported"], true);
+    assert_eq!(d["acr_values_supported"], serde_json::json!(["loa1", "loa2", "loa3"]));
     let r = reqwest::get(s.url("/admin/")).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     s.stop().await;

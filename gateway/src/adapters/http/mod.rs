@@ -1,6 +1,7 @@
 //! The HTTP layer (actix-web): the only code that knows HTTP. Handlers turn requests into the
 //! domain's inputs and the domain's outcomes into responses; errors become HTTP in one place
 //! (`errors`).
+pub mod discovery;
 mod errors;
 mod extract;
 mod health;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub probe_timeout: Duration,
     /// Largest accepted form body.
     pub max_body_bytes: usize,
+    /// The discovery document, built once at start.
+    pub discovery: serde_json::Value,
     /// Reverse proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
 }

@@ -4,43 +4,14 @@ use super::errors;
 use super::extract::{self, LOGIN_BINDING_COOKIE, SSO_COOKIE};
 use super::i18n::Lang;
 use super::pages::{self, LogoutConfirmView};
-use crate::domain::oidc::{AuthorizeOutcome, LogoutOutcome, LogoutRequest, Params, SUPPORTED_SCOPES, UserinfoResponse};
+use crate::domain::oidc::{AuthorizeOutcome, LogoutOutcome, LogoutRequest, Params, UserinfoResponse};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
-use serde_json::json;
 
 pub async fn discovery(state: web::Data<AppState>) -> HttpResponse {
-    let s = &state.provider.settings;
-    let e = |p: &str| s.endpoint(p);
-    HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "public, max-age=300")).json(json!({
-        "issuer": s.issuer,
-        "authorization_endpoint": e("/authorize"),
-        "token_endpoint": e("/token"),
-        "userinfo_endpoint": e("/userinfo"),
-        "jwks_uri": e("/jwks"),
-        "end_session_endpoint": e("/logout"),
-        "revocation_endpoint": e("/revoke"),
-        "introspection_endpoint": e("/introspect"),
-        "response_types_supported": ["code"],
-        "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["ES256", "RS256"],
-        "userinfo_signing_alg_values_supported": ["ES256", "RS256"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
-        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "ES384", "RS256", "PS256", "EdDSA"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
-        "code_challenge_methods_supported": ["S256"],
-        "scopes_supported": SUPPORTED_SCOPES,
-        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid", "name", "given_name", "family_name", "preferred_username", "email", "email_verified"],
-        "acr_values_supported": s.acr_levels,
-        "ui_locales_supported": ["fr", "en"],
-        "claims_parameter_supported": false,
-        "request_parameter_supported": false,
-        "request_uri_parameter_supported": false,
-        "authorization_response_iss_parameter_supported": true,
-    }))
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        .json(&state.discovery)
 }
 
 pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {

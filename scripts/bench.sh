@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Benchmarks behind docs/performance.md: the token endpoint (code exchange) and full
+# local-account logins, on the embedded default (SQLite + in-process sessions) and on
+# PostgreSQL + Redis. Release build; the load tool runs on the same machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/relais/target}"
+cargo build --release --locked -p relais-gateway -p relais-tests --bins
+bin="$CARGO_TARGET_DIR/release"
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+TOKEN_REQUESTS=${TOKEN_REQUESTS:-20000}
+LOGIN_REQUESTS=${LOGIN_REQUESTS:-300}
+CONCURRENCY=${CONCURRENCY:-32}
+
+wait_ready() { for _ in $(seq 1 100); do curl -sf "$1/readyz" >/dev/null && return 0; sleep 0.1; done; echo "server did not start"; exit 1; }
+rss_mib() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+
+run_loads() { # base secret pid label
+  sleep 2
+  echo "[$4] idle RSS after start: $(rss_mib "$3") MiB"
+  "$bin/relais-load" --base "$1" --secret "$2" --scenario token --requests "$TOKEN_REQUESTS" --concurrency "$CONCURRENCY" | sed "s/^/[$4] /"
+  "$bin/relais-load" --base "$1" --secret "$2" --scenario login --requests "$LOGIN_REQUESTS" --concurrency 4 | sed "s/^/[$4] /"
+  echo "[$4] RSS after load: $(rss_mib "$3") MiB"
+}
+
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
+
+# 1. Embedded default: `relais demo`.
+"$bin/relais" demo --listen 127.0.0.1:8090 --data-dir "$work/demo" >"$work/demo.log" 2>&1 &
+pid=$!
+wait_ready http://localhost:8090
+run_loads http://localhost:8090 "$(cat "$work/demo/demo-app.secret")" "$pid" "sqlite+memory"
+kill "$pid"; wait "$pid" 2>/dev/null || true
+
+# 2. PostgreSQL + Redis.
+schema="bench_$(date +%s)"
+psql -h 127.0.0.1 -U postgres -d test -qc "CREATE SCHEMA $schema"
+cat >"$work/pg.toml" <<TOML
+issuer = "http://localhost:8090"
+listen = "127.0.0.1:8090"
+dev_mode = true
+[database]
+url = "postgres://postgres@127.0.0.1:5432/test"
+schema = "$schema"
+max_connections = 32
+[sessions]
+backend = "redis"
+key_prefix = "$schema"
+[keys]
+encryption_key = "$("$bin/relais" keys generate-kek)"
+TOML
+secret=$("$bin/relais" client add -c "$work/pg.toml" --id demo-app --name Bench --redirect-uri http://localhost:8091/callback | awk '/secret/ {print $NF}')
+echo "alice-demo-pw-long" | "$bin/relais" user add -c "$work/pg.toml" --username alice --given-name Alice --family-name Martin >/dev/null
+"$bin/relais" serve -c "$work/pg.toml" >"$work/pg.log" 2>&1 &
+pid=$!
+wait_ready http://localhost:8090
+sleep 2
+echo "[postgres+redis] idle RSS after start: $(rss_mib "$pid") MiB"
+"$bin/relais-load" --base http://localhost:8090 --secret "$secret" --scenario token --requests "$TOKEN_REQUESTS" --concurrency "$CONCURRENCY" | sed "s/^/[postgres+redis] /"
+"$bin/relais-load" --base http://localhost:8090 --secret "$secret" --password alice-demo-pw-long --scenario login --requests "$LOGIN_REQUESTS" --concurrency 4 | sed "s/^/[postgres+redis] /"
+echo "[postgres+redis] RSS after load: $(rss_mib "$pid") MiB"
+kill "$pid"; wait "$pid" 2>/dev/null || true
+psql -h 127.0.0.1 -U postgres -d test -qc "DROP SCHEMA $schema CASCADE"
