@@ -58,7 +58,7 @@ pid=$!
 wait_ready http://localhost:8090
 sleep 2
 echo "[postgres+redis] idle RSS after start: $(rss_mib "$pid") MiB"
-"$bin/relais-load" --base http://localhost:8090 --secret "$secret" --scenario token --requests "$TOKEN_REQUESTS" --concurrency "$CONCURRENCY" | sed "s/^/[postgres+redis] /"
+"$bin/relais-load" --base http://localhost:8090 --secret "$secret" --password alice-demo-pw-long --scenario token --requests "$TOKEN_REQUESTS" --concurrency "$CONCURRENCY" | sed "s/^/[postgres+redis] /"
 "$bin/relais-load" --base http://localhost:8090 --secret "$secret" --password alice-demo-pw-long --scenario login --requests "$LOGIN_REQUESTS" --concurrency 4 | sed "s/^/[postgres+redis] /"
 echo "[postgres+redis] RSS after load: $(rss_mib "$pid") MiB"
 kill "$pid"; wait "$pid" 2>/dev/null || true

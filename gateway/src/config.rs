@@ -53,6 +53,42 @@ pub struct Config {
     pub assurance: AssuranceConfig,
     #[serde(default)]
     pub logging: LoggingConfig,
+    #[serde(default)]
+    pub psc: PscConfig,
+    #[serde(default)]
+    pub identity: IdentityConfig,
+}
+
+/// The Pro Santé Connect profile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PscConfig {
+    /// The establishment's tenant id (`tid` claim), as declared to ANS.
+    pub tenant_id: String,
+    /// Version of the terms of use (CGU) people accept before being relayed to PSC. Raising it
+    /// asks everyone again.
+    pub terms_version: String,
+    /// Link to the full text of the terms.
+    pub terms_url: Option<String>,
+}
+
+impl Default for PscConfig {
+    fn default() -> Self {
+        Self {
+            tenant_id: "unset".into(),
+            terms_version: "1".into(),
+            terms_url: None,
+        }
+    }
+}
+
+/// National identity mapping.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// The establishment's FINESS numbers (site or legal entity): Annuaire imports keep the
+    /// professionals active there.
+    pub finess: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

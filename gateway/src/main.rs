@@ -3,7 +3,7 @@ use clap::{Args, Parser, Subcommand};
 use relais::adapters::keys::Kek;
 use relais::config::Config;
 use relais::domain::client::{ClientKind, TokenAuthMethod};
-use relais::domain::management::{NewAccount, NewClient};
+use relais::domain::management::{NewAccount, NewClient, PscEnvironment};
 use relais::domain::records::SigningAlg;
 use relais::protocol::{ClientId, RedirectUri};
 use relais::server::{self, Components};
@@ -57,6 +57,11 @@ enum Command {
     Client {
         #[command(subcommand)]
         command: ClientCommand,
+    },
+    /// National identities (RPPS, ADELI, ...) of people.
+    Identity {
+        #[command(subcommand)]
+        command: IdentityCommand,
     },
     /// Signing keys.
     Keys {
@@ -119,6 +124,81 @@ enum ClientCommand {
         max_auth_age: Option<i64>,
     },
     List {
+        #[command(flatten)]
+        cfg: ConfigArg,
+    },
+    /// Register Pro Santé Connect as a client (the PSC profile: phishing-resistant factors,
+    /// re-authentication every 4 hours, verified national identity, terms of use).
+    AddPsc {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        /// sandbox or production.
+        #[arg(long)]
+        environment: String,
+        /// The kc_idp_hint ANS assigned to the establishment.
+        #[arg(long)]
+        hint: String,
+        #[arg(long, default_value = "psc")]
+        id: String,
+        /// client_secret_basic (default) or private_key_jwt (with --jwks-file).
+        #[arg(long, default_value = "client_secret_basic")]
+        auth_method: String,
+        #[arg(long)]
+        jwks_file: Option<PathBuf>,
+        #[arg(long, default_value = "ES256")]
+        id_token_alg: String,
+        /// Lowest acr accepted (default: the strongest configured level).
+        #[arg(long)]
+        min_acr: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum IdentityCommand {
+    /// Match the Annuaire Santé extraction (PS_LibreAcces_Personne_activite_*.txt) against local people.
+    ImportAnnuaire {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        file: PathBuf,
+        /// Show the changes without applying them.
+        #[arg(long)]
+        dry_run: bool,
+        /// FINESS numbers of the establishment (default: `[identity] finess`).
+        #[arg(long)]
+        finess: Vec<String>,
+    },
+    /// Import a `login;idnat` mapping file.
+    ImportMapping {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        file: PathBuf,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show a person's national identities.
+    Show {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        username: String,
+    },
+    /// Link a national identifier (idNat) to a person.
+    Link {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        username: String,
+        idnat: String,
+        /// The admin checked a proof (card, Annuaire): mark verified.
+        #[arg(long)]
+        verified: bool,
+    },
+    Unlink {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        username: String,
+        idnat: String,
+    },
+    /// List the matches waiting for a decision.
+    Review {
         #[command(flatten)]
         cfg: ConfigArg,
     },
@@ -211,6 +291,7 @@ async fn run(cli: Cli) -> Res {
         }
         Command::Client { command } => client_command(command).await,
         Command::Keys { command } => keys_command(command).await,
+        Command::Identity { command } => identity_command(command).await,
     }
 }
 
@@ -258,6 +339,38 @@ async fn client_command(command: ClientCommand) -> Res {
             }
             Ok(())
         }
+        ClientCommand::AddPsc {
+            cfg,
+            environment,
+            hint,
+            id,
+            auth_method,
+            jwks_file,
+            id_token_alg,
+            min_acr,
+        } => {
+            let c = components(&cfg).await?;
+            let env = PscEnvironment::parse(&environment).ok_or("--environment must be sandbox or production")?;
+            let strongest = c.config.assurance.acr_levels.last().cloned().unwrap_or_default();
+            let mut new = NewClient::psc(
+                ClientId::parse(&id)?,
+                env.broker_redirect_uri(&hint)?,
+                &min_acr.unwrap_or(strongest),
+            );
+            new.auth_method = TokenAuthMethod::parse(&auth_method).ok_or("unknown --auth-method")?;
+            new.id_token_alg = alg(&id_token_alg)?;
+            if let Some(f) = jwks_file {
+                new.jwks = Some(serde_json::from_str(&std::fs::read_to_string(f)?)?);
+            }
+            let (client, secret) = c.management("cli").register_client(new).await?;
+            println!("registered Pro Santé Connect ({environment}) as client {}", client.id);
+            println!("redirect URI: {}", client.redirect_uris[0]);
+            println!("tid declared to ANS: {}", c.config.psc.tenant_id);
+            if let Some(s) = secret {
+                println!("client secret (shown once, give it to ANS through Datapass): {s}");
+            }
+            Ok(())
+        }
         ClientCommand::List { cfg } => {
             let config = load(&cfg)?;
             let store = server::open_store(&config).await?;
@@ -274,6 +387,91 @@ async fn client_command(command: ClientCommand) -> Res {
             Ok(())
         }
     }
+}
+
+async fn components(cfg: &ConfigArg) -> Result<Components, Box<dyn std::error::Error>> {
+    let config = load(cfg)?;
+    Ok(Components::build(config, Arc::new(relais::domain::ports::SystemClock)).await?)
+}
+
+async fn identity_command(command: IdentityCommand) -> Res {
+    match command {
+        IdentityCommand::ImportAnnuaire {
+            cfg,
+            file,
+            dry_run,
+            finess,
+        } => {
+            let c = components(&cfg).await?;
+            let finess = if finess.is_empty() {
+                c.config.identity.finess.clone()
+            } else {
+                finess
+            };
+            if finess.is_empty() {
+                return Err("no FINESS number: pass --finess or set [identity] finess".into());
+            }
+            let reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&file)?);
+            let plan = c.management("cli").import_annuaire(reader, &finess, dry_run).await?;
+            report_plan(&plan, dry_run)
+        }
+        IdentityCommand::ImportMapping { cfg, file, dry_run } => {
+            let c = components(&cfg).await?;
+            let text = std::fs::read_to_string(&file)?;
+            let plan = c.management("cli").import_mapping_file(&text, dry_run).await?;
+            report_plan(&plan, dry_run)
+        }
+        IdentityCommand::Show { cfg, username } => {
+            let c = components(&cfg).await?;
+            let (a, ids) = c.management("cli").show(&username).await?;
+            println!("{} ({}), id {}", a.username, a.display_name, a.id);
+            for n in ids {
+                println!(
+                    "  {}\t{}\t{}\t{}",
+                    n.idnat,
+                    n.idnat.kind().as_str(),
+                    n.provenance.as_str(),
+                    if n.verified { "verified" } else { "unverified" }
+                );
+            }
+            Ok(())
+        }
+        IdentityCommand::Link {
+            cfg,
+            username,
+            idnat,
+            verified,
+        } => {
+            let c = components(&cfg).await?;
+            let n = c.management("cli").link(&username, &idnat, verified).await?;
+            println!("linked {username} to {}", n.idnat);
+            Ok(())
+        }
+        IdentityCommand::Unlink { cfg, username, idnat } => {
+            let c = components(&cfg).await?;
+            let removed = c.management("cli").unlink(&username, &idnat).await?;
+            println!("{}", if removed { "unlinked" } else { "no such mapping" });
+            Ok(())
+        }
+        IdentityCommand::Review { cfg } => {
+            let c = components(&cfg).await?;
+            use relais::domain::ports::IdentityStore;
+            for r in c.store.review_items().await? {
+                let ids: Vec<String> = r.candidates.iter().map(ToString::to_string).collect();
+                println!("{}\t{}\t{}", r.username, r.reason, ids.join(","));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn report_plan(plan: &relais::domain::identity_import::Plan, dry_run: bool) -> Res {
+    print!("{plan}");
+    if !plan.applicable() {
+        return Err("the file has errors: nothing was imported".into());
+    }
+    println!("{}", if dry_run { "dry run: nothing changed" } else { "applied" });
+    Ok(())
 }
 
 async fn keys_command(command: KeysCommand) -> Res {

@@ -87,10 +87,16 @@ impl Components {
             password_acr: config.assurance.password_acr.clone(),
             max_param_len: config.tokens.max_param_len,
             max_assertion_lifetime_secs: config.tokens.max_assertion_lifetime_secs,
+            psc: crate::domain::oidc::PscSettings {
+                tenant_id: config.psc.tenant_id.clone(),
+                terms_version: config.psc.terms_version.clone(),
+                terms_url: config.psc.terms_url.clone(),
+            },
         };
         let provider = Arc::new(Provider {
             settings,
             storage: storage.clone(),
+            identities: store.clone(),
             sessions: sessions.clone(),
             signer: keys.clone(),
             clock: clock.clone(),
@@ -113,6 +119,7 @@ impl Components {
     pub fn management<'a>(&'a self, actor: &'a str) -> crate::domain::management::Management<'a> {
         crate::domain::management::Management {
             storage: self.store.as_ref(),
+            identities: self.store.as_ref(),
             audit: self.audit.as_ref(),
             random: self.random.as_ref(),
             clock: self.clock.as_ref(),

@@ -41,6 +41,18 @@ impl Browser {
         step(r).await
     }
 
+    /// Answers the terms-of-use page at `terms_url`.
+    pub async fn answer_terms(&self, base: &str, terms_url: &str, accept: bool) -> Step {
+        let page = self.get(&absolute(base, terms_url)).await.text().await.unwrap();
+        let fields = [
+            ("terms_id", field(&page, "terms_id").expect("terms_id field")),
+            ("csrf", field(&page, "csrf").expect("csrf field")),
+            ("answer", if accept { "accept" } else { "decline" }.to_owned()),
+        ];
+        let r = self.http.post(format!("{base}/terms")).form(&fields).send().await.unwrap();
+        step(r).await
+    }
+
     /// Authorization request + login: returns the callback URL's query parameters.
     pub async fn login(&self, base: &str, authorize_url: &str, user: &str, password: &str) -> HashMap<String, String> {
         match self.start(authorize_url).await {
@@ -56,6 +68,8 @@ impl Browser {
 #[derive(Debug)]
 pub enum Step {
     LoginForm(String),
+    /// The terms-of-use page (PSC profile).
+    Terms(String),
     Callback(HashMap<String, String>),
     Page(StatusCode, String),
     #[allow(dead_code)] // shown in assertion messages through Debug
@@ -69,7 +83,11 @@ async fn step(r: Response) -> Step {
         if to.starts_with("/login") {
             return Step::LoginForm(to);
         }
-        if to.starts_with("http://localhost:9/") {
+        if to.starts_with("/terms") {
+            return Step::Terms(to);
+        }
+        // Absolute URLs lead back to a client (the tests' clients live on other hosts/ports).
+        if to.starts_with("http://") || to.starts_with("https://") {
             return Step::Callback(query(&to));
         }
         return Step::Redirect(to);

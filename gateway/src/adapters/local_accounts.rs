@@ -7,13 +7,18 @@ use std::sync::Arc;
 pub struct LocalAccounts {
     storage: Arc<dyn Storage>,
     dummy_hash: String,
+    /// argon2 runs at most once per core at a time: each run holds `memory_kib` of memory, and
+    /// more runs than cores only queue on the CPU while holding theirs.
+    hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl LocalAccounts {
     pub fn new(storage: Arc<dyn Storage>, policy: &PasswordPolicy) -> Result<Self, crate::domain::account::PasswordError> {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         Ok(Self {
             storage,
             dummy_hash: policy.dummy_hash()?,
+            hashing: Arc::new(tokio::sync::Semaphore::new(cores)),
         })
     }
 }
@@ -32,6 +37,11 @@ impl PasswordChecker for LocalAccounts {
         let pw = password.to_owned();
         // argon2 is deliberately slow: keep it off the async workers. The dummy hash is
         // verified for unknown users too, so both cases take the same time.
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Unavailable("password hashing is shutting down".into()))?;
         let ok = tokio::task::spawn_blocking(move || PasswordPolicy::verify(&pw, &hash))
             .await
             .unwrap_or(false);

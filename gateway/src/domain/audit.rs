@@ -91,6 +91,33 @@ pub enum AuditEvent {
         alg: String,
         new_kid: String,
     },
+    TermsAccepted {
+        account_id: String,
+        version: String,
+    },
+    /// A national identifier linked to a person, or its verification state changed.
+    IdentityLinked {
+        account_id: String,
+        idnat: String,
+        provenance: String,
+        verified: bool,
+        actor: String,
+    },
+    IdentityUnlinked {
+        account_id: String,
+        idnat: String,
+        actor: String,
+    },
+    /// An import (Annuaire extraction or mapping file) was run, dry or not.
+    IdentityImport {
+        source: String,
+        lines: usize,
+        changes: usize,
+        review: usize,
+        errors: usize,
+        applied: bool,
+        actor: String,
+    },
 }
 
 impl AuditEvent {
@@ -110,6 +137,10 @@ impl AuditEvent {
             Self::ClientRegistered { .. } => "client_registered",
             Self::AccountCreated { .. } => "account_created",
             Self::SigningKeyRotated { .. } => "signing_key_rotated",
+            Self::TermsAccepted { .. } => "terms_accepted",
+            Self::IdentityLinked { .. } => "identity_linked",
+            Self::IdentityUnlinked { .. } => "identity_unlinked",
+            Self::IdentityImport { .. } => "identity_import",
         }
     }
 

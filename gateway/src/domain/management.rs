@@ -2,12 +2,16 @@
 //! registering clients and creating local accounts, each audited.
 use crate::domain::DomainError;
 use crate::domain::account::{Account, PasswordPolicy, normalise_username};
+use crate::domain::annuaire::{self, Selection};
 use crate::domain::audit::{AuditEvent, AuditRecord, RequestContext};
 use crate::domain::client::{Client, ClientKind, TokenAuthMethod};
 use crate::domain::crypto::secret_digest;
-use crate::domain::ports::{AuditSink, Clock, Random, Storage};
+use crate::domain::identity::{IdNat, NationalIdentity, Provenance};
+use crate::domain::identity_import::{self, Plan};
+use crate::domain::ports::{AuditSink, Clock, IdentityStore, Random, Storage};
 use crate::domain::records::SigningAlg;
 use crate::protocol::{ClientId, RedirectUri};
+use std::collections::HashSet;
 
 /// What an admin gives to register a client.
 #[derive(Debug, Clone)]
@@ -70,6 +74,61 @@ impl NewAccount {
     }
 }
 
+/// PSC's environments (psc.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PscEnvironment {
+    Sandbox,
+    Production,
+}
+
+impl PscEnvironment {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "sandbox" => Some(Self::Sandbox),
+            "production" => Some(Self::Production),
+            _ => None,
+        }
+    }
+
+    /// PSC's Keycloak host in this environment.
+    fn auth_host(self) -> &'static str {
+        match self {
+            Self::Sandbox => "https://auth.bas.psc.esante.gouv.fr",
+            Self::Production => "https://auth.esw.esante.gouv.fr",
+        }
+    }
+
+    /// PSC's redirect URI toward an FI. psc.md §1 marks this as an inference [I]: Keycloak's
+    /// broker endpoint for the `kc_idp_hint` ANS assigns. Check it against the Datapass file.
+    pub fn broker_redirect_uri(self, hint: &str) -> Result<RedirectUri, ManagementError> {
+        if hint.is_empty()
+            || !hint
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            return Err(ManagementError::Invalid(
+                "the kc_idp_hint may hold letters, digits, '-', '_' and '.' only".into(),
+            ));
+        }
+        RedirectUri::parse(&format!("{}/auth/realms/esante-wallet/broker/{hint}/endpoint", self.auth_host()))
+            .map_err(|e| ManagementError::Invalid(e.to_string()))
+    }
+}
+
+impl NewClient {
+    /// The PSC profile: phishing-resistant logins only (`min_acr`, the top configured level),
+    /// re-authentication at most every 4 hours, no refresh tokens (PSC keeps its own session).
+    pub fn psc(id: ClientId, redirect_uri: RedirectUri, strongest_acr: &str) -> Self {
+        Self {
+            kind: ClientKind::Psc,
+            min_acr: Some(strongest_acr.to_owned()),
+            max_auth_age: Some(4 * 3600),
+            allow_refresh: false,
+            ..Self::confidential(id, "Pro Santé Connect", vec![redirect_uri])
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ManagementError {
     #[error("{0}")]
@@ -89,6 +148,7 @@ impl From<crate::domain::ports::StoreError> for ManagementError {
 
 pub struct Management<'a> {
     pub storage: &'a dyn Storage,
+    pub identities: &'a dyn IdentityStore,
     pub audit: &'a dyn AuditSink,
     pub random: &'a dyn Random,
     pub clock: &'a dyn Clock,
@@ -183,5 +243,104 @@ impl Management<'_> {
         })
         .await?;
         Ok(account)
+    }
+
+    /// Reads an Annuaire Santé extraction and plans (and, unless `dry_run`, applies) the
+    /// mapping changes for people active at the establishment's `finess` numbers.
+    pub async fn import_annuaire(&self, input: impl std::io::BufRead, finess: &[String], dry_run: bool) -> Result<Plan, ManagementError> {
+        let existing = self.identities.all_national_ids().await?;
+        let wanted: HashSet<String> = existing.iter().map(|n| n.idnat.to_string()).collect();
+        let extraction =
+            annuaire::read(input, &Selection { finess, wanted: &wanted }).map_err(|e| ManagementError::Invalid(e.to_string()))?;
+        let accounts = self.identities.accounts().await?;
+        let plan = identity_import::plan_annuaire(extraction, &accounts, &existing);
+        self.apply(plan, "annuaire", dry_run).await
+    }
+
+    /// Plans (and, unless `dry_run`, applies) a `login;idnat` mapping file.
+    pub async fn import_mapping_file(&self, text: &str, dry_run: bool) -> Result<Plan, ManagementError> {
+        let existing = self.identities.all_national_ids().await?;
+        let accounts = self.identities.accounts().await?;
+        let plan = identity_import::plan_mapping_file(text, &accounts, &existing);
+        self.apply(plan, "mapping_file", dry_run).await
+    }
+
+    async fn apply(&self, plan: Plan, source: &str, dry_run: bool) -> Result<Plan, ManagementError> {
+        let applied = !dry_run && plan.applicable();
+        if applied {
+            let ids: Vec<NationalIdentity> = plan.changes.iter().map(|c| c.identity()).collect();
+            self.identities.put_national_ids(&ids).await?;
+            self.identities.add_review_items(&plan.review).await?;
+            for n in &ids {
+                self.record_link(n).await?;
+            }
+        }
+        self.record(AuditEvent::IdentityImport {
+            source: source.into(),
+            lines: plan.lines,
+            changes: plan.changes.len(),
+            review: plan.review.len(),
+            errors: plan.errors.len(),
+            applied,
+            actor: self.actor.into(),
+        })
+        .await?;
+        Ok(plan)
+    }
+
+    async fn record_link(&self, n: &NationalIdentity) -> Result<(), ManagementError> {
+        self.record(AuditEvent::IdentityLinked {
+            account_id: n.account_id.to_string(),
+            idnat: n.idnat.to_string(),
+            provenance: n.provenance.as_str().into(),
+            verified: n.verified,
+            actor: self.actor.into(),
+        })
+        .await
+    }
+
+    async fn account_named(&self, username: &str) -> Result<Account, ManagementError> {
+        let u = normalise_username(username).ok_or_else(|| ManagementError::Invalid("invalid username".into()))?;
+        self.storage
+            .account_by_username(&u)
+            .await?
+            .ok_or_else(|| ManagementError::Invalid(format!("no local account {u}")))
+    }
+
+    /// Links an idNat to a person by hand. `verified` only when the admin checked a proof.
+    pub async fn link(&self, username: &str, idnat: &str, verified: bool) -> Result<NationalIdentity, ManagementError> {
+        let account = self.account_named(username).await?;
+        let idnat = IdNat::parse(idnat).map_err(|e| ManagementError::Invalid(e.to_string()))?;
+        let n = NationalIdentity {
+            account_id: account.id,
+            idnat,
+            provenance: Provenance::Admin,
+            verified,
+            profession: None,
+        };
+        self.identities.put_national_ids(std::slice::from_ref(&n)).await?;
+        self.record_link(&n).await?;
+        Ok(n)
+    }
+
+    pub async fn unlink(&self, username: &str, idnat: &str) -> Result<bool, ManagementError> {
+        let account = self.account_named(username).await?;
+        let idnat = IdNat::parse(idnat).map_err(|e| ManagementError::Invalid(e.to_string()))?;
+        let removed = self.identities.remove_national_id(account.id, &idnat).await?;
+        if removed {
+            self.record(AuditEvent::IdentityUnlinked {
+                account_id: account.id.to_string(),
+                idnat: idnat.to_string(),
+                actor: self.actor.into(),
+            })
+            .await?;
+        }
+        Ok(removed)
+    }
+
+    pub async fn show(&self, username: &str) -> Result<(Account, Vec<NationalIdentity>), ManagementError> {
+        let account = self.account_named(username).await?;
+        let ids = self.identities.national_ids(account.id).await?;
+        Ok((account, ids))
     }
 }

@@ -1,10 +1,13 @@
 //! The rules of Relais, free of HTTP, SQL and sockets. Everything with side effects is reached
 //! through the narrow traits in [`ports`]; time and randomness are passed in.
 pub mod account;
+pub mod annuaire;
 pub mod audit;
 pub mod client;
 pub mod crypto;
 pub mod error;
+pub mod identity;
+pub mod identity_import;
 pub mod management;
 pub mod oidc;
 pub mod ports;

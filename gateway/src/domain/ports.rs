@@ -5,6 +5,8 @@
 use crate::domain::account::Account;
 use crate::domain::audit::AuditRecord;
 use crate::domain::client::Client;
+use crate::domain::identity::{IdNat, NationalIdentity};
+use crate::domain::identity_import::ReviewItem;
 use crate::domain::records::{RefreshConsume, RefreshTokenRecord, SigningAlg, StoredSigningKey};
 use crate::protocol::ClientId;
 use async_trait::async_trait;
@@ -85,6 +87,8 @@ pub enum Namespace {
     AssertionJti,
     RevokedAccessToken,
     Counter,
+    /// Logged in, waiting for the terms of use to be accepted.
+    PendingTerms,
 }
 
 impl Namespace {
@@ -97,6 +101,7 @@ impl Namespace {
             Self::AssertionJti => "jti",
             Self::RevokedAccessToken => "revoked",
             Self::Counter => "count",
+            Self::PendingTerms => "terms",
         }
     }
 }
@@ -163,6 +168,22 @@ pub trait Storage: Send + Sync {
 
     async fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError>;
     async fn audit_records(&self, limit: u64) -> Result<Vec<AuditRecord>, StoreError>;
+}
+
+/// National identities, the identity review queue and terms-of-use acceptances.
+#[async_trait]
+pub trait IdentityStore: Send + Sync {
+    async fn accounts(&self) -> Result<Vec<Account>, StoreError>;
+    async fn national_ids(&self, account_id: Uuid) -> Result<Vec<NationalIdentity>, StoreError>;
+    async fn all_national_ids(&self) -> Result<Vec<NationalIdentity>, StoreError>;
+    /// Inserts or updates mappings, all or none (one transaction). An idNat belongs to one
+    /// person at most: a mapping that would move it to another person is a conflict.
+    async fn put_national_ids(&self, ids: &[NationalIdentity]) -> Result<(), StoreError>;
+    async fn remove_national_id(&self, account_id: Uuid, idnat: &IdNat) -> Result<bool, StoreError>;
+    async fn add_review_items(&self, items: &[ReviewItem]) -> Result<(), StoreError>;
+    async fn review_items(&self) -> Result<Vec<ReviewItem>, StoreError>;
+    async fn terms_accepted(&self, account_id: Uuid, version: &str) -> Result<bool, StoreError>;
+    async fn accept_terms(&self, account_id: Uuid, version: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -69,6 +69,14 @@ pub struct Texts {
     pub home_title: &'static str,
     pub home_body: &'static str,
     pub not_found: &'static str,
+    pub terms_title: &'static str,
+    pub terms_body: &'static str,
+    pub terms_version: &'static str,
+    pub terms_read: &'static str,
+    pub accept: &'static str,
+    pub decline: &'static str,
+    pub not_eligible_title: &'static str,
+    pub not_eligible_body: &'static str,
 }
 
 static FR: Texts = Texts {
@@ -88,6 +96,14 @@ static FR: Texts = Texts {
     home_title: "Relais",
     home_body: "Passerelle d'identité de l'établissement. Accédez à vos applications depuis leur propre page.",
     not_found: "Page introuvable",
+    terms_title: "Conditions d'utilisation des services nationaux",
+    terms_body: "Pour accéder aux services numériques en santé via Pro Santé Connect, vous devez accepter les conditions générales d'utilisation. Votre acceptation est enregistrée.",
+    terms_version: "Version",
+    terms_read: "Lire les conditions",
+    accept: "J'accepte",
+    decline: "Je refuse",
+    not_eligible_title: "Accès aux services nationaux impossible",
+    not_eligible_body: "Votre compte n'est rattaché à aucune identité nationale vérifiée (RPPS, ADELI). Vous pouvez continuer à utiliser les applications de l'établissement. Pour les services nationaux, contactez le support informatique.",
 };
 
 static EN: Texts = Texts {
@@ -107,4 +123,12 @@ static EN: Texts = Texts {
     home_title: "Relais",
     home_body: "The establishment's identity gateway. Open your applications from their own page.",
     not_found: "Page not found",
+    terms_title: "Terms of use of national services",
+    terms_body: "To reach national e-health services through Pro Santé Connect you must accept the terms of use. Your acceptance is recorded.",
+    terms_version: "Version",
+    terms_read: "Read the terms",
+    accept: "I accept",
+    decline: "I decline",
+    not_eligible_title: "National services are not available to you",
+    not_eligible_body: "Your account is not linked to a verified national identity (RPPS, ADELI). You can keep using the establishment's applications. For national services, contact IT support.",
 };

@@ -4,7 +4,7 @@ use super::AppState;
 use super::errors;
 use super::extract::{self, LOGIN_BINDING_COOKIE, SSO_COOKIE};
 use super::i18n::Lang;
-use super::pages::{LoginView, html};
+use super::pages::{self, LoginView, html};
 use crate::domain::oidc::{LoginForm, LoginOutcome, LoginPage};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
@@ -70,6 +70,26 @@ pub async fn submit(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
             .insert_header((header::LOCATION, redirect))
             .cookie(state.cookies.make(SSO_COOKIE, cookie_secret, state.cookies.sso_max_age_secs))
             .cookie(state.cookies.removal(LOGIN_BINDING_COOKIE))
+            .finish(),
+        Ok(Ok(LoginOutcome::NotEligible { cookie_secret })) => {
+            let mut r = pages::not_eligible(lang);
+            let _ = r.add_cookie(&state.cookies.make(SSO_COOKIE, cookie_secret, state.cookies.sso_max_age_secs));
+            let _ = r.add_cookie(&state.cookies.removal(LOGIN_BINDING_COOKIE));
+            r
+        }
+        Ok(Ok(LoginOutcome::Terms {
+            pending_id,
+            browser_binding,
+            cookie_secret,
+        })) => HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, format!("/terms?id={pending_id}")))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .cookie(state.cookies.make(SSO_COOKIE, cookie_secret, state.cookies.sso_max_age_secs))
+            .cookie(state.cookies.make(
+                LOGIN_BINDING_COOKIE,
+                browser_binding,
+                state.provider.settings.pending_login_ttl_secs,
+            ))
             .finish(),
         Ok(Err(e)) => errors::page(&e, lang),
         Err(e) => errors::domain_page(e, lang),

@@ -9,6 +9,7 @@ mod i18n;
 mod login;
 mod oidc;
 mod pages;
+mod terms;
 
 use crate::domain::oidc::Provider;
 use crate::domain::ports::{SessionStore, Storage};
@@ -49,6 +50,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/logout", web::post().to(oidc::logout_post))
         .route("/login", web::get().to(login::page))
         .route("/login", web::post().to(login::submit))
+        .route("/terms", web::get().to(terms::page))
+        .route("/terms", web::post().to(terms::submit))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/", web::get().to(pages::home))

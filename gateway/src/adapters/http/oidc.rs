@@ -30,6 +30,19 @@ async fn authorize(req: HttpRequest, params: Params, state: &AppState) -> HttpRe
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .finish(),
         Ok(AuthorizeOutcome::ErrorPage(e)) => errors::page(&e, lang),
+        Ok(AuthorizeOutcome::NotEligible) => pages::not_eligible(lang),
+        Ok(AuthorizeOutcome::Terms {
+            pending_id,
+            browser_binding,
+        }) => HttpResponse::Found()
+            .insert_header((header::LOCATION, format!("/terms?id={pending_id}")))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .cookie(state.cookies.make(
+                LOGIN_BINDING_COOKIE,
+                browser_binding,
+                state.provider.settings.pending_login_ttl_secs,
+            ))
+            .finish(),
         Ok(AuthorizeOutcome::Login {
             pending_id,
             browser_binding,

@@ -44,6 +44,27 @@ pub struct LogoutConfirmView<'a> {
     pub carried: Vec<(&'static str, &'a str)>,
 }
 
+#[derive(Template)]
+#[template(path = "terms.html")]
+pub struct TermsView<'a> {
+    pub lang: &'static str,
+    pub t: &'static Texts,
+    pub client_name: &'a str,
+    pub pending_id: &'a str,
+    pub csrf: &'a str,
+    pub version: &'a str,
+    pub url: Option<&'a str>,
+}
+
+pub fn not_eligible(lang: Lang) -> HttpResponse {
+    message(
+        StatusCode::FORBIDDEN,
+        lang,
+        lang.text().not_eligible_title,
+        lang.text().not_eligible_body,
+    )
+}
+
 /// Renders a page with the headers every page carries: no caching, no framing.
 pub fn html(status: StatusCode, t: &impl Template) -> HttpResponse {
     match t.render() {

@@ -1,6 +1,7 @@
 //! Durable storage on SQL through sea-orm: SQLite (embedded default) or PostgreSQL, chosen by
 //! the URL. Implements the domain's `Storage` port.
 mod entities;
+mod identity;
 pub mod migrations;
 
 use crate::domain::account::Account;
@@ -36,21 +37,25 @@ pub struct DbSettings {
     pub schema: Option<String>,
 }
 
-fn unavailable(e: DbErr) -> StoreError {
+pub(super) fn unavailable(e: DbErr) -> StoreError {
     match e.sql_err() {
         Some(SqlErr::UniqueConstraintViolation(m)) => StoreError::Conflict(m),
         _ => StoreError::Unavailable(e.to_string()),
     }
 }
 
-fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+pub(super) fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
 }
 
 impl SqlStore {
     pub async fn connect(s: &DbSettings) -> Result<Self, StoreError> {
+        let sqlite = s.url.starts_with("sqlite:");
         let mut opt = ConnectOptions::new(s.url.clone());
-        opt.max_connections(s.max_connections)
+        // SQLite has one writer at a time; with several pooled connections, writers wait in
+        // SQLite's busy handler (sleeps of up to 100 ms). One connection queues them instead,
+        // and each statement takes microseconds.
+        opt.max_connections(if sqlite { 1 } else { s.max_connections })
             .connect_timeout(s.connect_timeout)
             .acquire_timeout(s.connect_timeout)
             .sqlx_logging(false);
@@ -58,7 +63,7 @@ impl SqlStore {
             opt.set_schema_search_path(schema.clone());
         }
         let db = Database::connect(opt).await.map_err(unavailable)?;
-        if s.url.starts_with("sqlite:") {
+        if sqlite {
             // WAL lets readers proceed while a writer commits; a busy timeout instead of
             // SQLITE_BUSY errors under concurrent logins.
             for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=5000", "PRAGMA synchronous=NORMAL"] {
@@ -142,7 +147,7 @@ fn client_to_row(c: &Client) -> client::ActiveModel {
     }
 }
 
-fn account_from_row(m: account::Model) -> Result<Account, StoreError> {
+pub(super) fn account_from_row(m: account::Model) -> Result<Account, StoreError> {
     Ok(Account {
         id: Uuid::parse_str(&m.id).map_err(|e| corrupt("account id", e))?,
         username: m.username,

@@ -1,5 +1,6 @@
 //! The authorization endpoint (OIDC Core §3.1.2): validate, decide between SSO reuse, a login
 //! page and an error, and issue codes.
+use super::psc::Gate;
 use super::{Params, Provider, SUPPORTED_SCOPES};
 use crate::domain::DomainError;
 use crate::domain::audit::{AuditEvent, RequestContext};
@@ -18,6 +19,10 @@ pub enum AuthorizeOutcome {
     Redirect(String),
     /// The user must log in: the HTTP layer sets the browser-binding cookie and shows the form.
     Login { pending_id: String, browser_binding: String },
+    /// The person may not be relayed to this client (PSC without a verified national identity).
+    NotEligible,
+    /// The person must accept the terms of use first (same cookie handling as `Login`).
+    Terms { pending_id: String, browser_binding: String },
 }
 
 impl Provider {
@@ -79,8 +84,17 @@ impl Provider {
                 },
             )
             .await?;
-            let redirect = self.issue_code(&request, &session, ctx).await?;
-            return Ok(AuthorizeOutcome::Redirect(redirect));
+            return Ok(match self.gate(&client, &request, &session, ctx).await? {
+                Gate::Proceed => AuthorizeOutcome::Redirect(self.issue_code(&request, &session, ctx).await?),
+                Gate::NotEligible => AuthorizeOutcome::NotEligible,
+                Gate::Terms {
+                    pending_id,
+                    browser_binding,
+                } => AuthorizeOutcome::Terms {
+                    pending_id,
+                    browser_binding,
+                },
+            });
         }
         if request.prompt.none {
             let e = OAuthError::new(OAuthErrorCode::LoginRequired, "the user must log in");

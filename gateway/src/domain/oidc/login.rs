@@ -2,6 +2,7 @@
 //! by the first-factor adapter, then a fresh SSO session and a code.
 use super::Provider;
 use super::authorize::redirect_error;
+use super::psc::Gate;
 use crate::domain::DomainError;
 use crate::domain::audit::{AuditEvent, RequestContext};
 use crate::domain::crypto::{ct_eq, secret_digest};
@@ -35,6 +36,14 @@ pub enum LoginOutcome {
     Done {
         redirect: String,
         session: SsoSession,
+        cookie_secret: String,
+    },
+    /// Logged in, but not eligible for this client (PSC without a verified national identity).
+    NotEligible { cookie_secret: String },
+    /// Logged in; the terms of use must be accepted before the code.
+    Terms {
+        pending_id: String,
+        browser_binding: String,
         cookie_secret: String,
     },
     /// Logged in, but the client's policy cannot be met: back to the client with an error.
@@ -200,6 +209,20 @@ impl Provider {
                 cookie_secret,
                 redirect: redirect_error(&request.redirect_uri, &e, request.state.as_deref(), &self.settings.issuer),
             }));
+        }
+        match self.gate(&client, request, &session, ctx).await? {
+            Gate::Proceed => {}
+            Gate::NotEligible => return Ok(Ok(LoginOutcome::NotEligible { cookie_secret })),
+            Gate::Terms {
+                pending_id,
+                browser_binding,
+            } => {
+                return Ok(Ok(LoginOutcome::Terms {
+                    pending_id,
+                    browser_binding,
+                    cookie_secret,
+                }));
+            }
         }
         let redirect = self.issue_code(request, &session, ctx).await?;
         Ok(Ok(LoginOutcome::Done {

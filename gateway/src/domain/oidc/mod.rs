@@ -6,6 +6,7 @@ mod client_auth;
 mod login;
 mod logout;
 mod params;
+mod psc;
 mod token;
 mod token_info;
 
@@ -14,12 +15,13 @@ pub use client_auth::ClientCredentials;
 pub use login::{LoginForm, LoginOutcome, LoginPage};
 pub use logout::{LogoutOutcome, LogoutRequest};
 pub use params::Params;
+pub use psc::{PscSettings, TermsPage, preferred_national_id};
 pub use token::TokenResponse;
 pub use token_info::{Introspection, UserinfoResponse};
 
 use crate::domain::DomainError;
 use crate::domain::audit::{AuditEvent, AuditRecord, RequestContext};
-use crate::domain::ports::{AuditSink, Clock, PasswordChecker, Random, SessionStore, Signer, Storage};
+use crate::domain::ports::{AuditSink, Clock, IdentityStore, PasswordChecker, Random, SessionStore, Signer, Storage};
 use std::sync::Arc;
 
 /// Tunables of the provider (from config `[oidc]`).
@@ -41,6 +43,7 @@ pub struct ProviderSettings {
     pub max_param_len: usize,
     /// Longest accepted lifetime of a client assertion (exp - iat), seconds.
     pub max_assertion_lifetime_secs: i64,
+    pub psc: PscSettings,
 }
 
 impl ProviderSettings {
@@ -57,11 +60,12 @@ impl ProviderSettings {
 }
 
 /// Scopes Relais knows; others are dropped from requests (RFC 6749 §3.3 allows it).
-pub const SUPPORTED_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
+pub const SUPPORTED_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access", "national_id"];
 
 pub struct Provider {
     pub settings: ProviderSettings,
     pub storage: Arc<dyn Storage>,
+    pub identities: Arc<dyn IdentityStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub signer: Arc<dyn Signer>,
     pub clock: Arc<dyn Clock>,

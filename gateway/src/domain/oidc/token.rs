@@ -288,6 +288,7 @@ impl Provider {
             id.insert("nonce".into(), json!(n));
         }
         profile_claims(&mut id, a.account, a.scopes);
+        self.national_claims(client, a.account.id, a.scopes, &mut id).await?;
         let id_token = self.signer.sign(client.id_token_alg, "JWT", &Value::Object(id))?;
 
         let refresh_token = if client.allow_refresh {

@@ -83,6 +83,9 @@ impl Provider {
             Some(id) => self.storage.client(&id).await?,
             None => None,
         };
+        if let Some(client) = &client {
+            self.national_claims(client, account.id, &scopes, &mut claims).await?;
+        }
         if let Some(client) = client
             && let Some(alg) = client.userinfo_signed_alg
         {
