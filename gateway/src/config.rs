@@ -57,6 +57,24 @@ pub struct Config {
     pub psc: PscConfig,
     #[serde(default)]
     pub identity: IdentityConfig,
+    /// Relais as a client of PSC, to verify national identities (off when absent).
+    pub psc_client: Option<PscClientConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PscClientConfig {
+    /// PSC's issuer (sandbox: `https://auth.bas.psc.esante.gouv.fr/auth/realms/esante-wallet`).
+    pub issuer: String,
+    /// PSC publishes its discovery document at a non-standard path (psc.md §3).
+    #[serde(default = "defaults::psc_discovery")]
+    pub discovery_path: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    #[serde(default = "defaults::psc_scopes")]
+    pub scopes: Vec<String>,
+    #[serde(default = "defaults::psc_acr")]
+    pub acr_values: Option<String>,
 }
 
 /// The Pro Santé Connect profile.
@@ -225,6 +243,15 @@ impl Default for LoggingConfig {
 }
 
 mod defaults {
+    pub fn psc_discovery() -> String {
+        "/.well-known/wallet-openid-configuration".into()
+    }
+    pub fn psc_scopes() -> Vec<String> {
+        vec!["openid".into(), "scope_all".into()]
+    }
+    pub fn psc_acr() -> Option<String> {
+        Some("eidas1".into())
+    }
     pub fn listen() -> std::net::SocketAddr {
         "127.0.0.1:8080".parse().expect("valid")
     }

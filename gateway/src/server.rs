@@ -157,6 +157,19 @@ pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Runni
         probe_timeout: Duration::from_millis(cfg.sessions.timeout_ms.max(cfg.database.connect_timeout_ms)),
         max_body_bytes: 64 * 1024,
         trusted_proxies: cfg.trusted_proxies.clone(),
+        psc_verifier: cfg.psc_client.as_ref().map(|p| {
+            Arc::new(crate::adapters::psc_client::PscVerifier::new(
+                crate::adapters::psc_client::PscClientSettings {
+                    issuer: p.issuer.clone(),
+                    discovery_path: p.discovery_path.clone(),
+                    client_id: p.client_id.clone(),
+                    client_secret: p.client_secret.clone(),
+                    redirect_uri: format!("{}/verify/psc/callback", cfg.issuer),
+                    scopes: p.scopes.clone(),
+                    acr_values: p.acr_values.clone(),
+                },
+            ))
+        }),
         discovery: http::discovery::document(&components.provider.settings).map_err(StartError::Config)?,
     });
     listener.set_nonblocking(true)?;

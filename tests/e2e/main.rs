@@ -10,6 +10,7 @@ mod identity;
 mod keys;
 mod policy;
 mod psc;
+mod psc_op;
 mod rp;
 mod sessions;
 mod storage;

@@ -3,5 +3,6 @@ pub mod audit;
 pub mod http;
 pub mod keys;
 pub mod local_accounts;
+pub mod psc_client;
 pub mod sessions;
 pub mod store;

@@ -343,4 +343,26 @@ impl Management<'_> {
         let ids = self.identities.national_ids(account.id).await?;
         Ok((account, ids))
     }
+
+    /// Records an idNat proven by an authoritative source (PSC, a card): verified. Never moves
+    /// an idNat that belongs to someone else.
+    pub async fn link_proven(
+        &self,
+        account_id: uuid::Uuid,
+        idnat: IdNat,
+        provenance: Provenance,
+    ) -> Result<NationalIdentity, ManagementError> {
+        let existing = self.identities.national_ids(account_id).await?;
+        let profession = existing.iter().find(|n| n.idnat == idnat).and_then(|n| n.profession.clone());
+        let n = NationalIdentity {
+            account_id,
+            idnat,
+            provenance,
+            verified: true,
+            profession,
+        };
+        self.identities.put_national_ids(std::slice::from_ref(&n)).await?;
+        self.record_link(&n).await?;
+        Ok(n)
+    }
 }

@@ -89,6 +89,8 @@ pub enum Namespace {
     Counter,
     /// Logged in, waiting for the terms of use to be accepted.
     PendingTerms,
+    /// A round trip to PSC to prove a national identity.
+    PscProof,
 }
 
 impl Namespace {
@@ -102,6 +104,7 @@ impl Namespace {
             Self::RevokedAccessToken => "revoked",
             Self::Counter => "count",
             Self::PendingTerms => "terms",
+            Self::PscProof => "pscproof",
         }
     }
 }

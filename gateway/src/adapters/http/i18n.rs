@@ -77,6 +77,8 @@ pub struct Texts {
     pub decline: &'static str,
     pub not_eligible_title: &'static str,
     pub not_eligible_body: &'static str,
+    pub verified_title: &'static str,
+    pub verified_body: &'static str,
 }
 
 static FR: Texts = Texts {
@@ -103,6 +105,8 @@ static FR: Texts = Texts {
     accept: "J'accepte",
     decline: "Je refuse",
     not_eligible_title: "Accès aux services nationaux impossible",
+    verified_title: "Identité nationale vérifiée",
+    verified_body: "Pro Santé Connect a confirmé votre identifiant national :",
     not_eligible_body: "Votre compte n'est rattaché à aucune identité nationale vérifiée (RPPS, ADELI). Vous pouvez continuer à utiliser les applications de l'établissement. Pour les services nationaux, contactez le support informatique.",
 };
 
@@ -130,5 +134,7 @@ static EN: Texts = Texts {
     accept: "I accept",
     decline: "I decline",
     not_eligible_title: "National services are not available to you",
+    verified_title: "National identity verified",
+    verified_body: "Pro Santé Connect confirmed your national identifier:",
     not_eligible_body: "Your account is not linked to a verified national identity (RPPS, ADELI). You can keep using the establishment's applications. For national services, contact IT support.",
 };

@@ -10,6 +10,7 @@ mod login;
 mod oidc;
 mod pages;
 mod terms;
+mod verify;
 
 use crate::domain::oidc::Provider;
 use crate::domain::ports::{SessionStore, Storage};
@@ -29,6 +30,8 @@ pub struct AppState {
     pub probe_timeout: Duration,
     /// Largest accepted form body.
     pub max_body_bytes: usize,
+    /// Relais as a PSC client, when configured (identity verification).
+    pub psc_verifier: Option<Arc<crate::adapters::psc_client::PscVerifier>>,
     /// The discovery document, built once at start.
     pub discovery: serde_json::Value,
     /// Reverse proxies whose `X-Forwarded-For` is believed.
@@ -52,6 +55,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/login", web::post().to(login::submit))
         .route("/terms", web::get().to(terms::page))
         .route("/terms", web::post().to(terms::submit))
+        .route("/verify/psc", web::get().to(verify::start))
+        .route("/verify/psc/callback", web::get().to(verify::callback))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/", web::get().to(pages::home))

@@ -255,6 +255,14 @@ impl Provider {
         client.min_acr.as_deref().is_none_or(|m| self.meets_acr(m, acr))
     }
 
+    /// The person logged in in this browser, if any.
+    pub async fn sso_account(&self, cookie: Option<&str>) -> Result<Option<uuid::Uuid>, DomainError> {
+        match cookie {
+            Some(c) => Ok(self.load_sso(c, self.clock.unix()).await?.map(|s| s.account_id)),
+            None => Ok(None),
+        }
+    }
+
     /// Loads the session named by the cookie's secret value.
     pub(super) async fn load_sso(&self, sid: &str, now: i64) -> Result<Option<SsoSession>, DomainError> {
         if sid.len() > 64 {
