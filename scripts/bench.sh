@@ -62,4 +62,33 @@ echo "[postgres+redis] idle RSS after start: $(rss_mib "$pid") MiB"
 "$bin/relais-load" --base http://localhost:8090 --secret "$secret" --password alice-demo-pw-long --scenario login --requests "$LOGIN_REQUESTS" --concurrency 4 | sed "s/^/[postgres+redis] /"
 echo "[postgres+redis] RSS after load: $(rss_mib "$pid") MiB"
 kill "$pid"; wait "$pid" 2>/dev/null || true
+
+# 3. Annuaire Santé import: a generated 1,000,000-line extraction (1 line in 10,000 at our FINESS).
+python3 - "$work/annuaire.txt" <<'PY'
+import sys
+header = open("tests/fixtures/annuaire/PS_LibreAcces_Personne_activite_202611230000.txt", encoding="utf-8").readline().rstrip("\n")
+n = header.rstrip("|").count("|") + 1
+def luhn_digit(s):
+    for d in range(10):
+        t = 0
+        for i, ch in enumerate(reversed(s + str(d))):
+            v = int(ch)
+            if i % 2 == 1:
+                v *= 2
+                if v > 9: v -= 9
+            t += v
+        if t % 10 == 0: return str(d)
+with open(sys.argv[1], "w", encoding="utf-8") as f:
+    f.write(header + "\n")
+    for i in range(1, 1_000_001):
+        first = "99%08d" % i
+        rpps = first + luhn_digit(first)
+        row = [""] * n
+        row[0], row[1], row[2], row[7], row[8], row[9] = "8", rpps, "8" + rpps, "NOM%d" % i, "Prénom", "60"
+        row[21] = "750000011" if i % 10_000 == 0 else "690000022"
+        f.write("|".join(row) + "|\n")
+PY
+echo "[annuaire] file: $(du -h "$work/annuaire.txt" | cut -f1), $(wc -l < "$work/annuaire.txt") lines"
+command -v /usr/bin/time >/dev/null || { as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }; as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time; }
+/usr/bin/time -f "[annuaire] wall %e s, max RSS %M KiB" "$bin/relais" identity import-annuaire -c "$work/pg.toml" "$work/annuaire.txt" --dry-run --finess 750000011 | head -n 1 | sed 's/^/[annuaire] /'
 psql -h 127.0.0.1 -U postgres -d test -qc "DROP SCHEMA $schema CASCADE"
