@@ -1,5 +1,6 @@
 //! Durable storage on SQL through sea-orm: SQLite (embedded default) or PostgreSQL, chosen by
 //! the URL. Implements the domain's `Storage` port.
+mod client_cache;
 mod entities;
 mod identity;
 pub mod migrations;
@@ -25,6 +26,7 @@ use uuid::Uuid;
 #[derive(Clone)]
 pub struct SqlStore {
     db: DatabaseConnection,
+    clients: std::sync::Arc<client_cache::ClientCache>,
 }
 
 /// How to reach the database.
@@ -72,7 +74,10 @@ impl SqlStore {
                     .map_err(unavailable)?;
             }
         }
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            clients: Default::default(),
+        })
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
@@ -196,12 +201,19 @@ impl Storage for SqlStore {
     }
 
     async fn client(&self, id: &ClientId) -> Result<Option<Client>, StoreError> {
-        client::Entity::find_by_id(id.to_string())
+        if let Some(c) = self.clients.get(id) {
+            return Ok(Some(c));
+        }
+        let found = client::Entity::find_by_id(id.to_string())
             .one(&self.db)
             .await
             .map_err(unavailable)?
             .map(client_from_row)
-            .transpose()
+            .transpose()?;
+        if let Some(c) = &found {
+            self.clients.put(c);
+        }
+        Ok(found)
     }
 
     async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
@@ -224,6 +236,7 @@ impl Storage for SqlStore {
         let mut row = client_to_row(c);
         row.created_at = sea_orm::ActiveValue::NotSet;
         client::Entity::update(row).exec(&self.db).await.map_err(unavailable)?;
+        self.clients.forget(&c.id);
         Ok(())
     }
 
