@@ -88,6 +88,23 @@ enum UserCommand {
         #[arg(long)]
         email: Option<String>,
     },
+    /// Set a local account's password (read from standard input, one line).
+    Passwd {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        username: String,
+    },
+    /// Disable a local account: no more logins, no more token refreshes.
+    Disable {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        username: String,
+    },
+    Enable {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        username: String,
+    },
 }
 
 // Parsed once per process: the size difference between variants costs nothing.
@@ -287,6 +304,34 @@ async fn run(cli: Cli) -> Res {
             let c = Components::build(config, Arc::new(relais::domain::ports::SystemClock)).await?;
             let a = c.management("cli").create_account(&c.config.passwords, new, &password).await?;
             println!("created local account {} (id {})", a.username, a.id);
+            Ok(())
+        }
+        Command::User {
+            command: UserCommand::Passwd { cfg, username },
+        } => {
+            let mut password = String::new();
+            std::io::stdin().read_to_string(&mut password)?;
+            let c = components(&cfg).await?;
+            c.management("cli")
+                .set_password(&c.config.passwords, &username, password.lines().next().unwrap_or(""))
+                .await?;
+            println!("password set for {username}");
+            Ok(())
+        }
+        Command::User {
+            command: UserCommand::Disable { cfg, username },
+        } => {
+            let c = components(&cfg).await?;
+            c.management("cli").set_disabled(&username, true).await?;
+            println!("{username} is disabled");
+            Ok(())
+        }
+        Command::User {
+            command: UserCommand::Enable { cfg, username },
+        } => {
+            let c = components(&cfg).await?;
+            c.management("cli").set_disabled(&username, false).await?;
+            println!("{username} is enabled");
             Ok(())
         }
         Command::Client { command } => client_command(command).await,

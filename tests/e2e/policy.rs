@@ -135,3 +135,70 @@ async fn userinfo_without_a_token_is_a_bearer_challenge() {
     assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_disabled_account_cannot_log_in_or_refresh_and_a_new_password_works() {
+    let s = harness::start(Db::Sqlite, Sessions::Memory).await;
+    let b = Browser::new();
+    let cb = b.login(&s.base, &url(&s, "web"), ALICE.0, ALICE.1).await;
+    let http = reqwest::Client::new();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", cb["code"].as_str()),
+        ("redirect_uri", CALLBACK),
+        ("code_verifier", "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+    ];
+    let t: serde_json::Value = http
+        .post(s.url("/token"))
+        .basic_auth("web", Some(&s.web_secret))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let m = s.components().management("admin-test");
+    m.set_disabled("alice", true).await.unwrap();
+    let r = http
+        .post(s.url("/token"))
+        .basic_auth("web", Some(&s.web_secret))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", t["refresh_token"].as_str().unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "no refresh for a disabled account");
+    let fresh = Browser::new();
+    let Step::LoginForm(login) = fresh.start(&url(&s, "web")).await else {
+        panic!()
+    };
+    let Step::Page(st, _) = fresh.submit_login(&s.base, &login, ALICE.0, ALICE.1).await else {
+        panic!()
+    };
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "same answer as a wrong password");
+    m.set_disabled("alice", false).await.unwrap();
+    m.set_password(&s.components().config.passwords, "alice", "a-brand-new-password")
+        .await
+        .unwrap();
+    let Step::LoginForm(login) = fresh.start(&url(&s, "web")).await else {
+        panic!()
+    };
+    assert!(
+        matches!(
+            fresh.submit_login(&s.base, &login, ALICE.0, ALICE.1).await,
+            Step::Page(StatusCode::UNAUTHORIZED, _)
+        ),
+        "old password"
+    );
+    let Step::LoginForm(login) = fresh.start(&url(&s, "web")).await else {
+        panic!()
+    };
+    assert!(
+        matches!(fresh.submit_login(&s.base, &login, ALICE.0, "a-brand-new-password").await, Step::Callback(q) if q.contains_key("code"))
+    );
+    assert_eq!(s.audit_kinds().await.iter().filter(|k| *k == "account_changed").count(), 3);
+    s.stop().await;
+}

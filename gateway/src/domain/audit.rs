@@ -91,6 +91,12 @@ pub enum AuditEvent {
         alg: String,
         new_kid: String,
     },
+    /// An admin changed a local account (password set, disabled, enabled).
+    AccountChanged {
+        account_id: String,
+        change: String,
+        actor: String,
+    },
     TermsAccepted {
         account_id: String,
         version: String,
@@ -138,6 +144,7 @@ impl AuditEvent {
             Self::AccountCreated { .. } => "account_created",
             Self::SigningKeyRotated { .. } => "signing_key_rotated",
             Self::TermsAccepted { .. } => "terms_accepted",
+            Self::AccountChanged { .. } => "account_changed",
             Self::IdentityLinked { .. } => "identity_linked",
             Self::IdentityUnlinked { .. } => "identity_unlinked",
             Self::IdentityImport { .. } => "identity_import",

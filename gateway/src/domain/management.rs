@@ -365,4 +365,33 @@ impl Management<'_> {
         self.record_link(&n).await?;
         Ok(n)
     }
+
+    /// Sets a local account's password (argon2id).
+    pub async fn set_password(&self, policy: &PasswordPolicy, username: &str, password: &str) -> Result<(), ManagementError> {
+        let account = self.account_named(username).await?;
+        let mut salt = [0u8; 16];
+        self.random.fill(&mut salt);
+        let hash = policy.hash(password, &salt).map_err(|e| ManagementError::Invalid(e.to_string()))?;
+        self.storage.set_account_password(account.id, &hash).await?;
+        self.record(AuditEvent::AccountChanged {
+            account_id: account.id.to_string(),
+            change: "password_set".into(),
+            actor: self.actor.into(),
+        })
+        .await
+    }
+
+    /// Disables (or enables again) a local account. A disabled account cannot log in, and its
+    /// refresh tokens and pending codes stop working at their next use.
+    pub async fn set_disabled(&self, username: &str, disabled: bool) -> Result<(), ManagementError> {
+        let account = self.account_named(username).await?;
+        self.storage.set_account_disabled(account.id, disabled).await?;
+        let change = if disabled { "disabled" } else { "enabled" };
+        self.record(AuditEvent::AccountChanged {
+            account_id: account.id.to_string(),
+            change: change.into(),
+            actor: self.actor.into(),
+        })
+        .await
+    }
 }

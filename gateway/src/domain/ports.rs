@@ -149,6 +149,7 @@ pub trait Storage: Send + Sync {
     async fn account_by_username(&self, username: &str) -> Result<Option<Account>, StoreError>;
     async fn insert_account(&self, account: &Account) -> Result<(), StoreError>;
     async fn set_account_password(&self, id: Uuid, password_hash: &str) -> Result<(), StoreError>;
+    async fn set_account_disabled(&self, id: Uuid, disabled: bool) -> Result<(), StoreError>;
 
     async fn insert_refresh_token(&self, token: &RefreshTokenRecord) -> Result<(), StoreError>;
     async fn refresh_token(&self, digest: &str) -> Result<Option<RefreshTokenRecord>, StoreError>;

@@ -285,6 +285,16 @@ impl Storage for SqlStore {
         Ok(())
     }
 
+    async fn set_account_disabled(&self, id: Uuid, disabled: bool) -> Result<(), StoreError> {
+        account::Entity::update_many()
+            .col_expr(account::Column::Disabled, Expr::value(disabled))
+            .filter(account::Column::Id.eq(id.to_string()))
+            .exec(&self.db)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn insert_refresh_token(&self, t: &RefreshTokenRecord) -> Result<(), StoreError> {
         let row = refresh_token::ActiveModel {
             token_digest: Set(t.token_digest.clone()),
