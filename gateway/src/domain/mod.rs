@@ -2,6 +2,8 @@
 //! through the narrow traits in [`ports`]; time and randomness are passed in.
 pub mod account;
 pub mod audit;
+pub mod audit_chain;
+pub mod audit_verify;
 pub mod client;
 pub mod crypto;
 pub mod error;
