@@ -88,6 +88,12 @@ async fn real_flows_make_a_valid_chain(db: Db) {
     assert_eq!(report.records as i64, head);
     assert_eq!((report.first_seq, report.last_seq), (Some(1), Some(head)));
     assert!(report.checkpoints >= 3, "checkpoint every 3 records: {report:?}");
+    // Ranges: inside the chain, and beyond its head (nothing to check).
+    let keys = s.components().keys.as_ref();
+    let inner = audit_verify::verify(s.storage(), keys, Some(2), Some(head - 1)).await.unwrap();
+    assert_eq!((inner.problem, inner.first_seq, inner.last_seq), (None, Some(2), Some(head - 1)));
+    let beyond = audit_verify::verify(s.storage(), keys, Some(head + 5), None).await.unwrap();
+    assert_eq!((beyond.problem, beyond.records), (None, 0));
     let kinds: HashSet<String> = s.audit_kinds().await.into_iter().collect();
     for k in [
         "client_registered",
