@@ -59,6 +59,8 @@ pub struct Config {
     pub identity: IdentityConfig,
     /// Relais as a client of PSC, to verify national identities (off when absent).
     pub psc_client: Option<PscClientConfig>,
+    #[serde(default)]
+    pub audit: AuditConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -107,6 +109,25 @@ pub struct IdentityConfig {
     /// The establishment's FINESS numbers (site or legal entity): Annuaire imports keep the
     /// professionals active there.
     pub finess: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Sign the chain head every this many records. Records after the newest checkpoint are
+    /// protected by the hash chain only.
+    pub checkpoint_every: u64,
+    /// How long records stay online: the default cut-off of `relais audit purge`.
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_every: 1000,
+            retention_days: 365,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -319,6 +340,9 @@ impl Config {
         self.passwords
             .check()
             .map_err(|e| ConfigError::Invalid(format!("passwords: {e}")))?;
+        if self.audit.checkpoint_every == 0 {
+            return Err(ConfigError::Invalid("audit.checkpoint_every must be at least 1".into()));
+        }
         if self.sessions.code_ttl_secs <= 0 || self.sessions.code_ttl_secs > 600 {
             return Err(ConfigError::Invalid("sessions.code_ttl_secs must be between 1 and 600".into()));
         }

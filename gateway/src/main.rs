@@ -68,6 +68,56 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The audit trail: verify the hash chain, export, purge.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain and the signed checkpoints. Exits with status 1 at the first
+    /// altered, inserted or deleted record or bad checkpoint.
+    Verify {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        /// First seq to check (default: the oldest record kept).
+        #[arg(long)]
+        from: Option<i64>,
+        /// Last seq to check (default: the chain head).
+        #[arg(long)]
+        to: Option<i64>,
+    },
+    /// Print records as JSON lines, oldest first. The export is itself audited.
+    Export {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        /// RFC 3339 timestamp or a date (UTC midnight).
+        #[arg(long, value_parser = timestamp)]
+        since: chrono::DateTime<chrono::Utc>,
+        /// Exclusive upper bound (default: now).
+        #[arg(long, value_parser = timestamp)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl"])]
+        format: String,
+    },
+    /// Delete records older than --before (default: `[audit] retention_days` ago). The chain is
+    /// verified first; a signed checkpoint keeps what remains verifiable; the purge is audited.
+    Purge {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        #[arg(long, value_parser = timestamp)]
+        before: Option<chrono::DateTime<chrono::Utc>>,
+    },
+}
+
+/// RFC 3339, or a plain date taken as midnight UTC.
+fn timestamp(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.to_utc())
+        .or_else(|_| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc()))
+        .map_err(|_| format!("{s}: expected an RFC 3339 timestamp or YYYY-MM-DD"))
 }
 
 #[derive(Subcommand)]
@@ -337,6 +387,62 @@ async fn run(cli: Cli) -> Res {
         Command::Client { command } => client_command(command).await,
         Command::Keys { command } => keys_command(command).await,
         Command::Identity { command } => identity_command(command).await,
+        Command::Audit { command } => audit_command(command).await,
+    }
+}
+
+async fn audit_command(command: AuditCommand) -> Res {
+    use relais::domain::audit_verify;
+    match command {
+        AuditCommand::Verify { cfg, from, to } => {
+            let c = Components::build(load(&cfg)?, Arc::new(relais::domain::ports::SystemClock)).await?;
+            let report = audit_verify::verify(c.store.as_ref(), c.keys.as_ref(), from, to).await?;
+            let range = match (report.first_seq, report.last_seq) {
+                (Some(a), Some(b)) => format!("{a}..={b}"),
+                _ => "none".into(),
+            };
+            match report.problem {
+                None => {
+                    println!(
+                        "audit chain OK: {} records (seq {range}), {} signed checkpoints",
+                        report.records, report.checkpoints
+                    );
+                    Ok(())
+                }
+                Some(p) => {
+                    println!("audit chain BROKEN at seq {}: {p}", p.seq());
+                    println!("(checked {} records before it, seq {range})", report.records);
+                    std::process::exit(1);
+                }
+            }
+        }
+        AuditCommand::Export {
+            cfg,
+            since,
+            until,
+            format: _,
+        } => {
+            let c = Components::build(load(&cfg)?, Arc::new(relais::domain::ports::SystemClock)).await?;
+            let until = until.unwrap_or_else(|| c.clock.now());
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let n = audit_verify::export_jsonl(c.store.as_ref(), c.audit.as_ref(), since, Some(until), c.clock.now(), &mut out).await?;
+            eprintln!("exported {n} audit records");
+            Ok(())
+        }
+        AuditCommand::Purge { cfg, before } => {
+            let c = Components::build(load(&cfg)?, Arc::new(relais::domain::ports::SystemClock)).await?;
+            let now = c.clock.now();
+            let before = before.unwrap_or(now - chrono::Duration::days(i64::from(c.config.audit.retention_days)));
+            let outcome = audit_verify::purge(c.store.as_ref(), c.keys.as_ref(), c.audit.as_ref(), before, now).await?;
+            match outcome.through_seq {
+                Some(seq) => println!(
+                    "purged {} audit records (through seq {seq}); a signed checkpoint anchors the rest",
+                    outcome.deleted
+                ),
+                None => println!("no audit record is older than {before}"),
+            }
+            Ok(())
+        }
     }
 }
 

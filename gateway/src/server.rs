@@ -73,7 +73,12 @@ impl Components {
         };
         let kek = Kek::from_base64(config.keys.encryption_key.expose())?;
         let keys = Arc::new(KeyRing::load(storage.as_ref(), kek, clock.now()).await?);
-        let audit: Arc<dyn AuditSink> = Arc::new(SqlAuditSink::new(storage.clone()));
+        let audit: Arc<dyn AuditSink> = Arc::new(SqlAuditSink::new(
+            storage.clone(),
+            keys.clone(),
+            clock.clone(),
+            config.audit.checkpoint_every,
+        ));
         let random: Arc<dyn Random> = Arc::new(SystemRandom);
         let settings = ProviderSettings {
             issuer: config.issuer.clone(),

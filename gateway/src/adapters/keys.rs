@@ -280,6 +280,26 @@ impl KeyRing {
     }
 }
 
+/// The three parts of a compact JWS and its decoded header.
+fn split_jws(jws: &str) -> Result<(&str, &str, &str, Value), KeyError> {
+    let rej = |w: &str| KeyError::Rejected(w.to_owned());
+    let mut parts = jws.split('.');
+    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(rej("not a compact JWS"));
+    };
+    let header: Value = b64url_decode(h)
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| rej("bad header"))?;
+    Ok((h, p, s, header))
+}
+
+fn claims_of(header: &Value, payload: &str) -> Result<(Option<String>, Value), KeyError> {
+    let claims: Value = b64url_decode(payload)
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| KeyError::Rejected("bad payload".into()))?;
+    Ok((header.get("typ").and_then(Value::as_str).map(str::to_owned), claims))
+}
+
 impl Signer for KeyRing {
     fn sign(&self, alg: SigningAlg, typ: &str, claims: &Value) -> Result<String, KeyError> {
         let set = self.current();
@@ -296,13 +316,7 @@ impl Signer for KeyRing {
 
     fn verify(&self, jwt: &str) -> Result<(Option<String>, Value), KeyError> {
         let rej = |w: &str| KeyError::Rejected(w.to_owned());
-        let mut parts = jwt.split('.');
-        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-            return Err(rej("not a compact JWS"));
-        };
-        let header: Value = b64url_decode(h)
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| rej("bad header"))?;
+        let (h, p, s, header) = split_jws(jwt)?;
         let kid = header.get("kid").and_then(Value::as_str).ok_or_else(|| rej("no kid"))?;
         let set = self.current();
         let key = set.by_kid.get(kid).ok_or_else(|| rej("unknown kid"))?;
@@ -314,10 +328,31 @@ impl Signer for KeyRing {
         if !key.verify(&jwt.as_bytes()[..h.len() + 1 + p.len()], &sig) {
             return Err(rej("bad signature"));
         }
-        let claims: Value = b64url_decode(p)
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| rej("bad payload"))?;
-        Ok((header.get("typ").and_then(Value::as_str).map(str::to_owned), claims))
+        claims_of(&header, p)
+    }
+
+    fn verify_with_jwk(&self, jwk: &Value, jws: &str) -> Result<(Option<String>, Value), KeyError> {
+        let rej = |w: &str| KeyError::Rejected(w.to_owned());
+        let (h, p, s, header) = split_jws(jws)?;
+        // Only what Relais itself signs checkpoints with: ES256 on P-256.
+        if header.get("alg").and_then(Value::as_str) != Some("ES256") || jwk["kty"] != "EC" || jwk["crv"] != "P-256" {
+            return Err(rej("not an ES256 signature with a P-256 key"));
+        }
+        let coord = |c: &str| {
+            jwk[c]
+                .as_str()
+                .and_then(b64url_decode)
+                .filter(|b| b.len() == 32)
+                .ok_or_else(|| rej("bad EC key"))
+        };
+        let mut point = vec![0x04];
+        point.extend(coord("x")?);
+        point.extend(coord("y")?);
+        let sig = b64url_decode(s).ok_or_else(|| rej("bad signature encoding"))?;
+        UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, &point)
+            .verify(&jws.as_bytes()[..h.len() + 1 + p.len()], &sig)
+            .map_err(|_| rej("bad signature"))?;
+        claims_of(&header, p)
     }
 
     fn jwks(&self) -> Value {

@@ -124,6 +124,18 @@ pub enum AuditEvent {
         applied: bool,
         actor: String,
     },
+    /// Records were exported (`relais audit export`). The bounds are RFC 3339 timestamps.
+    AuditExported {
+        since: Option<String>,
+        until: Option<String>,
+        records: u64,
+    },
+    /// Records up to `through_seq` were purged; a signed checkpoint at that seq anchors the rest.
+    AuditPurged {
+        before: String,
+        through_seq: i64,
+        deleted: u64,
+    },
 }
 
 impl AuditEvent {
@@ -148,6 +160,8 @@ impl AuditEvent {
             Self::IdentityLinked { .. } => "identity_linked",
             Self::IdentityUnlinked { .. } => "identity_unlinked",
             Self::IdentityImport { .. } => "identity_import",
+            Self::AuditExported { .. } => "audit_exported",
+            Self::AuditPurged { .. } => "audit_purged",
         }
     }
 
@@ -161,6 +175,70 @@ impl AuditEvent {
             | Self::RefreshReuseDetected { .. }
             | Self::ClientAuthFailed { .. } => Outcome::Failure,
             _ => Outcome::Success,
+        }
+    }
+
+    /// The local account concerned, if any: a column of its own so the trail can be searched
+    /// by person.
+    pub fn account_id(&self) -> Option<&str> {
+        match self {
+            Self::LoginPassword { account_id, .. } => account_id.as_deref(),
+            Self::SsoReused { account_id, .. }
+            | Self::CodeIssued { account_id, .. }
+            | Self::TokenIssued { account_id, .. }
+            | Self::RefreshReuseDetected { account_id, .. }
+            | Self::Logout { account_id, .. }
+            | Self::AccountCreated { account_id, .. }
+            | Self::AccountChanged { account_id, .. }
+            | Self::TermsAccepted { account_id, .. }
+            | Self::IdentityLinked { account_id, .. }
+            | Self::IdentityUnlinked { account_id, .. } => Some(account_id),
+            Self::AuthorizeRefused { .. }
+            | Self::TokenRefused { .. }
+            | Self::CodeReplayed { .. }
+            | Self::ClientAuthFailed { .. }
+            | Self::TokenRevoked { .. }
+            | Self::ClientRegistered { .. }
+            | Self::SigningKeyRotated { .. }
+            | Self::IdentityImport { .. }
+            | Self::AuditExported { .. }
+            | Self::AuditPurged { .. } => None,
+        }
+    }
+
+    /// The relying party concerned, if any (searchable column, like `account_id`).
+    pub fn client_id(&self) -> Option<&str> {
+        match self {
+            Self::AuthorizeRefused { client_id, .. }
+            | Self::TokenRefused { client_id, .. }
+            | Self::ClientAuthFailed { client_id, .. }
+            | Self::Logout { client_id, .. } => client_id.as_deref(),
+            Self::SsoReused { client_id, .. }
+            | Self::CodeIssued { client_id, .. }
+            | Self::TokenIssued { client_id, .. }
+            | Self::CodeReplayed { client_id }
+            | Self::RefreshReuseDetected { client_id, .. }
+            | Self::TokenRevoked { client_id, .. }
+            | Self::ClientRegistered { client_id, .. } => Some(client_id),
+            Self::LoginPassword { .. }
+            | Self::AccountCreated { .. }
+            | Self::AccountChanged { .. }
+            | Self::TermsAccepted { .. }
+            | Self::IdentityLinked { .. }
+            | Self::IdentityUnlinked { .. }
+            | Self::IdentityImport { .. }
+            | Self::SigningKeyRotated { .. }
+            | Self::AuditExported { .. }
+            | Self::AuditPurged { .. } => None,
+        }
+    }
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
         }
     }
 }

@@ -3,6 +3,8 @@
 pub mod account;
 pub mod annuaire;
 pub mod audit;
+pub mod audit_chain;
+pub mod audit_verify;
 pub mod client;
 pub mod crypto;
 pub mod error;

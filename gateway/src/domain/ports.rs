@@ -4,6 +4,7 @@
 //! identity mapping, the audit chain (`AuditSink`).
 use crate::domain::account::Account;
 use crate::domain::audit::AuditRecord;
+use crate::domain::audit_chain::{AuditPage, AuditQuery, ChainedRecord, Checkpoint};
 use crate::domain::client::Client;
 use crate::domain::identity::{IdNat, NationalIdentity};
 use crate::domain::identity_import::ReviewItem;
@@ -170,8 +171,21 @@ pub trait Storage: Send + Sync {
     ) -> Result<u64, StoreError>;
     async fn delete_retired_signing_keys(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
 
-    async fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError>;
+    /// Appends to the hash chain: takes the next seq and the head hash and writes the record in
+    /// one transaction that serialises appends in the database (across replicas).
+    async fn append_audit(&self, record: &AuditRecord) -> Result<ChainedRecord, StoreError>;
+    /// The newest records, newest first.
     async fn audit_records(&self, limit: u64) -> Result<Vec<AuditRecord>, StoreError>;
+    async fn audit_query(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;
+    /// The chain head as the append transaction last left it: (seq, hash); (0, GENESIS) when
+    /// nothing was ever written.
+    async fn audit_head(&self) -> Result<(i64, String), StoreError>;
+    /// Every checkpoint, oldest first.
+    async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError>;
+    async fn insert_audit_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError>;
+    /// Deletes records up to `through_seq` and the checkpoints before it (the checkpoint at
+    /// `through_seq` stays as the anchor), in one transaction. Returns the records deleted.
+    async fn purge_audit(&self, through_seq: i64) -> Result<u64, StoreError>;
 }
 
 /// National identities, the identity review queue and terms-of-use acceptances.
@@ -209,6 +223,9 @@ pub trait Signer: Send + Sync {
     fn verify(&self, jwt: &str) -> Result<(Option<String>, serde_json::Value), KeyError>;
     /// The public JWK Set.
     fn jwks(&self) -> serde_json::Value;
+    /// Verifies a JWS with the given public JWK, which Relais may no longer hold (audit
+    /// checkpoints outlive key rotation). Returns the header `typ` and the claims.
+    fn verify_with_jwk(&self, jwk: &serde_json::Value, jws: &str) -> Result<(Option<String>, serde_json::Value), KeyError>;
 }
 
 /// The first factor: a username and password checked somewhere (local accounts now, LDAP next).

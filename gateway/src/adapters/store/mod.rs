@@ -6,18 +6,19 @@ mod identity;
 pub mod migrations;
 
 use crate::domain::account::Account;
-use crate::domain::audit::{AuditRecord, RequestContextRecord};
+use crate::domain::audit::AuditRecord;
+use crate::domain::audit_chain::{AuditPage, AuditQuery, ChainedRecord, Checkpoint, GENESIS, Order};
 use crate::domain::client::{Client, ClientKind, TokenAuthMethod};
 use crate::domain::ports::{Storage, StoreError};
 use crate::domain::records::{RefreshConsume, RefreshTokenRecord, SigningAlg, StoredSigningKey};
 use crate::protocol::{ClientId, RedirectUri, Scopes};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use entities::{account, audit_event, client, refresh_token, signing_key};
+use entities::{account, audit_checkpoint, audit_event, audit_head, client, refresh_token, signing_key};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    SqlErr,
+    ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, SqlErr, Statement, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use std::time::Duration;
@@ -421,43 +422,175 @@ impl Storage for SqlStore {
         Ok(res.rows_affected)
     }
 
-    async fn append_audit(&self, r: &AuditRecord) -> Result<(), StoreError> {
-        let row = audit_event::ActiveModel {
-            seq: sea_orm::ActiveValue::NotSet,
-            at: Set(r.at),
-            event_type: Set(r.event.kind().into()),
-            outcome: Set(serde_json::to_value(r.event.outcome())
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default()),
-            source_ip: Set(r.context.source_ip.clone()),
-            user_agent: Set(r.context.user_agent.clone()),
-            correlation_id: Set(r.context.correlation_id.clone()),
-            event: Set(serde_json::to_string(&r.event).expect("events serialise")),
-        };
-        audit_event::Entity::insert(row).exec(&self.db).await.map_err(unavailable)?;
-        Ok(())
+    async fn append_audit(&self, r: &AuditRecord) -> Result<ChainedRecord, StoreError> {
+        // Taking the next seq is an UPDATE of the single head row: on PostgreSQL it holds the
+        // row lock until commit, so appends from every replica queue up here; on SQLite the
+        // first statement being a write takes the database's write lock (with busy_timeout).
+        let txn = self.db.begin().await.map_err(unavailable)?;
+        let head = txn
+            .query_one_raw(Statement::from_string(
+                txn.get_database_backend(),
+                "UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash",
+            ))
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| StoreError::Corrupt("audit_head row is missing".into()))?;
+        let seq: i64 = head.try_get("", "seq").map_err(unavailable)?;
+        let prev: String = head.try_get("", "hash").map_err(unavailable)?;
+        let rec = ChainedRecord::new(seq, r, &prev);
+        audit_event::Entity::insert(audit_row(&rec)).exec(&txn).await.map_err(unavailable)?;
+        audit_head::Entity::update_many()
+            .col_expr(audit_head::Column::Hash, Expr::value(rec.hash.clone()))
+            .filter(audit_head::Column::Id.eq(1))
+            .exec(&txn)
+            .await
+            .map_err(unavailable)?;
+        txn.commit().await.map_err(unavailable)?;
+        Ok(rec)
     }
 
     async fn audit_records(&self, limit: u64) -> Result<Vec<AuditRecord>, StoreError> {
-        let rows = audit_event::Entity::find()
-            .order_by_desc(audit_event::Column::Seq)
-            .limit(limit)
+        let page = self
+            .audit_query(&AuditQuery {
+                limit,
+                ..Default::default()
+            })
+            .await?;
+        page.records.iter().map(ChainedRecord::record).collect()
+    }
+
+    async fn audit_query(&self, q: &AuditQuery) -> Result<AuditPage, StoreError> {
+        use audit_event::Column as C;
+        let mut find = audit_event::Entity::find();
+        if let Some(t) = q.since {
+            find = find.filter(C::At.gte(t));
+        }
+        if let Some(t) = q.until {
+            find = find.filter(C::At.lt(t));
+        }
+        for (col, v) in [
+            (C::AccountId, &q.account_id),
+            (C::ClientId, &q.client_id),
+            (C::EventType, &q.event_type),
+            (C::Outcome, &q.outcome),
+            (C::SourceIp, &q.source_ip),
+        ] {
+            if let Some(v) = v {
+                find = find.filter(col.eq(v.clone()));
+            }
+        }
+        if let Some(s) = q.min_seq {
+            find = find.filter(C::Seq.gte(s));
+        }
+        if let Some(s) = q.max_seq {
+            find = find.filter(C::Seq.lte(s));
+        }
+        find = match (q.order, q.cursor) {
+            (Order::Ascending, Some(c)) => find.filter(C::Seq.gt(c)).order_by_asc(C::Seq),
+            (Order::Ascending, None) => find.order_by_asc(C::Seq),
+            (Order::Descending, Some(c)) => find.filter(C::Seq.lt(c)).order_by_desc(C::Seq),
+            (Order::Descending, None) => find.order_by_desc(C::Seq),
+        };
+        let limit = q.limit.clamp(1, 10_000);
+        // One more than asked tells whether another page exists.
+        let mut rows = find.limit(limit + 1).all(&self.db).await.map_err(unavailable)?;
+        let more = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        let records: Vec<ChainedRecord> = rows.into_iter().map(chained_from_row).collect();
+        Ok(AuditPage {
+            next_cursor: if more { records.last().map(|r| r.seq) } else { None },
+            records,
+        })
+    }
+
+    async fn audit_head(&self) -> Result<(i64, String), StoreError> {
+        Ok(audit_head::Entity::find_by_id(1)
+            .one(&self.db)
+            .await
+            .map_err(unavailable)?
+            .map_or((0, GENESIS.to_owned()), |h| (h.seq, h.hash)))
+    }
+
+    async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        audit_checkpoint::Entity::find()
+            .order_by_asc(audit_checkpoint::Column::Seq)
             .all(&self.db)
             .await
-            .map_err(unavailable)?;
-        rows.into_iter()
+            .map_err(unavailable)?
+            .into_iter()
             .map(|m| {
-                Ok(AuditRecord {
+                Ok(Checkpoint {
+                    seq: m.seq,
+                    hash: m.hash,
                     at: m.at,
-                    event: serde_json::from_str(&m.event).map_err(|e| corrupt("audit event", e))?,
-                    context: RequestContextRecord {
-                        source_ip: m.source_ip,
-                        user_agent: m.user_agent,
-                        correlation_id: m.correlation_id,
-                    },
+                    kid: m.kid,
+                    jwk: serde_json::from_str(&m.jwk).map_err(|e| corrupt("checkpoint jwk", e))?,
+                    signature: m.signature,
                 })
             })
             .collect()
+    }
+
+    async fn insert_audit_checkpoint(&self, c: &Checkpoint) -> Result<(), StoreError> {
+        let row = audit_checkpoint::ActiveModel {
+            seq: Set(c.seq),
+            at: Set(c.at),
+            hash: Set(c.hash.clone()),
+            kid: Set(c.kid.clone()),
+            jwk: Set(c.jwk.to_string()),
+            signature: Set(c.signature.clone()),
+        };
+        audit_checkpoint::Entity::insert(row).exec(&self.db).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn purge_audit(&self, through_seq: i64) -> Result<u64, StoreError> {
+        let txn = self.db.begin().await.map_err(unavailable)?;
+        let res = audit_event::Entity::delete_many()
+            .filter(audit_event::Column::Seq.lte(through_seq))
+            .exec(&txn)
+            .await
+            .map_err(unavailable)?;
+        audit_checkpoint::Entity::delete_many()
+            .filter(audit_checkpoint::Column::Seq.lt(through_seq))
+            .exec(&txn)
+            .await
+            .map_err(unavailable)?;
+        txn.commit().await.map_err(unavailable)?;
+        Ok(res.rows_affected)
+    }
+}
+
+fn audit_row(r: &ChainedRecord) -> audit_event::ActiveModel {
+    audit_event::ActiveModel {
+        seq: Set(r.seq),
+        at: Set(r.at),
+        event_type: Set(r.event_type.clone()),
+        outcome: Set(r.outcome.clone()),
+        source_ip: Set(r.source_ip.clone()),
+        user_agent: Set(r.user_agent.clone()),
+        correlation_id: Set(r.correlation_id.clone()),
+        event: Set(r.event.clone()),
+        account_id: Set(r.account_id.clone()),
+        client_id: Set(r.client_id.clone()),
+        prev_hash: Set(r.prev_hash.clone()),
+        hash: Set(r.hash.clone()),
+    }
+}
+
+fn chained_from_row(m: audit_event::Model) -> ChainedRecord {
+    ChainedRecord {
+        seq: m.seq,
+        at: m.at,
+        event_type: m.event_type,
+        outcome: m.outcome,
+        source_ip: m.source_ip,
+        user_agent: m.user_agent,
+        correlation_id: m.correlation_id,
+        account_id: m.account_id,
+        client_id: m.client_id,
+        event: m.event,
+        prev_hash: m.prev_hash,
+        hash: m.hash,
     }
 }
