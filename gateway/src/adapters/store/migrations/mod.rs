@@ -3,12 +3,16 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_initial;
+mod m20261210_000002_directory_accounts;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261125_000001_initial::Migration)]
+        vec![
+            Box::new(m20261125_000001_initial::Migration),
+            Box::new(m20261210_000002_directory_accounts::Migration),
+        ]
     }
 }
