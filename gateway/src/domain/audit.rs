@@ -32,6 +32,17 @@ pub enum AuditEvent {
         success: bool,
         reason: Option<String>,
     },
+    /// A login attempt refused before the password was checked: too many recent failures.
+    LoginThrottled {
+        username: String,
+        scope: String,
+    },
+    /// The password was right but the account may not log in (disabled, expired, must change
+    /// its password, not in a required group).
+    LoginAccountRefused {
+        username: String,
+        reason: String,
+    },
     SsoReused {
         account_id: String,
         client_id: String,
@@ -98,6 +109,8 @@ impl AuditEvent {
         match self {
             Self::AuthorizeRefused { .. } => "authorize_refused",
             Self::LoginPassword { .. } => "login_password",
+            Self::LoginThrottled { .. } => "login_throttled",
+            Self::LoginAccountRefused { .. } => "login_account_refused",
             Self::SsoReused { .. } => "sso_reused",
             Self::CodeIssued { .. } => "code_issued",
             Self::TokenIssued { .. } => "token_issued",
@@ -118,6 +131,8 @@ impl AuditEvent {
             Self::LoginPassword { success: true, .. } => Outcome::Success,
             Self::AuthorizeRefused { .. }
             | Self::LoginPassword { .. }
+            | Self::LoginThrottled { .. }
+            | Self::LoginAccountRefused { .. }
             | Self::TokenRefused { .. }
             | Self::CodeReplayed { .. }
             | Self::RefreshReuseDetected { .. }

@@ -6,6 +6,7 @@ mod client_auth;
 mod login;
 mod logout;
 mod params;
+mod throttle;
 mod token;
 mod token_info;
 
@@ -14,6 +15,7 @@ pub use client_auth::ClientCredentials;
 pub use login::{LoginForm, LoginOutcome, LoginPage};
 pub use logout::{LogoutOutcome, LogoutRequest};
 pub use params::Params;
+pub use throttle::{ThrottleSettings, Throttled};
 pub use token::TokenResponse;
 pub use token_info::{Introspection, UserinfoResponse};
 
@@ -41,6 +43,8 @@ pub struct ProviderSettings {
     pub max_param_len: usize,
     /// Longest accepted lifetime of a client assertion (exp - iat), seconds.
     pub max_assertion_lifetime_secs: i64,
+    /// Brute-force throttling of the login form.
+    pub throttle: ThrottleSettings,
 }
 
 impl ProviderSettings {
