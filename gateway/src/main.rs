@@ -63,6 +63,27 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Directories (LDAP, Active Directory).
+    Ldap {
+        #[command(subcommand)]
+        command: LdapCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LdapCommand {
+    /// Check the `[[directories]]` configuration against the live directory for one user and
+    /// explain each step (connection, TLS, service bind, search, attributes, groups, state).
+    Test {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        /// The username as typed on the login form.
+        #[arg(long)]
+        user: String,
+        /// Also bind as the user with a password read from standard input (one line).
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -211,7 +232,40 @@ async fn run(cli: Cli) -> Res {
         }
         Command::Client { command } => client_command(command).await,
         Command::Keys { command } => keys_command(command).await,
+        Command::Ldap {
+            command: LdapCommand::Test { cfg, user, password_stdin },
+        } => ldap_test(load(&cfg)?, &user, password_stdin).await,
     }
+}
+
+async fn ldap_test(config: Config, user: &str, password_stdin: bool) -> Res {
+    if config.directories.is_empty() {
+        return Err("no [[directories]] in the configuration: logins use local accounts".into());
+    }
+    let password = if password_stdin {
+        let mut p = String::new();
+        std::io::stdin().read_to_string(&mut p)?;
+        Some(p.lines().next().unwrap_or("").to_owned())
+    } else {
+        None
+    };
+    let store: Arc<dyn relais::domain::ports::Storage> = Arc::new(server::open_store(&config).await?);
+    let dirs = server::directories(&config, store, Arc::new(relais::domain::ports::SystemClock))?;
+    let mut handled = false;
+    for d in dirs {
+        let Some(login) = d.route(user) else {
+            println!("directory {:?}: does not handle this username (username_suffixes)", d.settings.name);
+            continue;
+        };
+        handled = true;
+        for line in d.explain(&login, password.as_deref()).await {
+            println!("{line}");
+        }
+    }
+    if !handled {
+        println!("no directory handles {user:?}");
+    }
+    Ok(())
 }
 
 async fn client_command(command: ClientCommand) -> Res {
