@@ -48,6 +48,14 @@ if ! (command -v redis-cli >/dev/null && redis-cli -h 127.0.0.1 -p 6379 ping 2>/
   for _ in $(seq 1 20); do redis-cli -h 127.0.0.1 ping 2>/dev/null | grep -q PONG && break; sleep 0.5; done
 fi
 
+# --- OpenLDAP ---------------------------------------------------------------------------------
+# The directory tests start their own private slapd (tests/e2e/slapd.rs) on free loopback ports;
+# only the binaries are needed here. openssl makes the tests' certificates.
+if [ ! -x /usr/sbin/slapd ] || ! command -v slapadd >/dev/null || ! command -v ldapsearch >/dev/null; then
+  apt_install slapd ldap-utils
+fi
+command -v openssl >/dev/null || apt_install openssl
+
 # --- The checks -------------------------------------------------------------------------------
 say "cargo fmt"
 cargo fmt --all -- --check

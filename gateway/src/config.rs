@@ -61,6 +61,12 @@ pub struct Config {
     pub psc_client: Option<PscClientConfig>,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// The login form: local-account fallback and brute-force throttling.
+    #[serde(default)]
+    pub login: LoginConfig,
+    /// Directories (LDAP, Active Directory) checked for passwords, in order. None: local accounts.
+    #[serde(default)]
+    pub directories: Vec<DirectoryConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -128,6 +134,105 @@ impl Default for AuditConfig {
             retention_days: 365,
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginConfig {
+    /// With directories configured, also try local accounts when no directory accepted the
+    /// password (break-glass accounts, also during a directory outage).
+    pub local_fallback: bool,
+    /// Failures on one username before it is locked out (keep it below the directory's own
+    /// lockout threshold).
+    pub max_failures_per_account: u32,
+    /// Failures from one source address before it is locked out.
+    pub max_failures_per_ip: u32,
+    /// A failure is remembered this long after the last one.
+    pub failure_window_secs: u64,
+    /// First lockout; doubled at each further failure.
+    pub lockout_secs: u64,
+    pub max_lockout_secs: u64,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        Self {
+            local_fallback: false,
+            max_failures_per_account: 5,
+            max_failures_per_ip: 50,
+            failure_window_secs: 900,
+            lockout_secs: 60,
+            max_lockout_secs: 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DirectoryPreset {
+    Openldap,
+    ActiveDirectory,
+}
+
+/// One `[[directories]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryConfig {
+    /// Short name, part of each account's stable directory id: never change it once in use.
+    pub name: String,
+    pub preset: DirectoryPreset,
+    /// `ldaps://host:636` or `ldap://host:389`, tried in order.
+    pub urls: Vec<String>,
+    /// Upgrade `ldap://` URLs with StartTLS.
+    #[serde(default)]
+    pub starttls: bool,
+    /// Allows `ldap://` without StartTLS (passwords in clear): laboratory use only.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    /// PEM bundle of the CA(s) that sign the directory's certificate (default: system roots).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Service account for searches (search-then-bind).
+    #[serde(default)]
+    pub bind_dn: Option<String>,
+    #[serde(default)]
+    pub bind_password: Option<Secret>,
+    /// Instead of a service account: bind as this DN, `{login}` replaced (DN-escaped).
+    #[serde(default)]
+    pub bind_dn_template: Option<String>,
+    pub base_dn: String,
+    /// Overrides the preset's filter ANDed with the login match, e.g. `(objectClass=person)`.
+    #[serde(default)]
+    pub user_filter: Option<String>,
+    #[serde(default)]
+    pub attributes: DirectoryAttributes,
+    /// Usernames ending with one of these go to this directory only.
+    #[serde(default)]
+    pub username_suffixes: Vec<String>,
+    /// Remove the matched suffix before the lookup (`jdupont@chu.example` → `jdupont`).
+    #[serde(default)]
+    pub strip_suffix: bool,
+    /// Group DNs; when set, only their members may log in.
+    #[serde(default)]
+    pub required_groups: Vec<String>,
+    #[serde(default = "defaults::ldap_connect")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "defaults::ldap_operation")]
+    pub operation_timeout_ms: u64,
+}
+
+/// Overrides of the preset's attribute names.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DirectoryAttributes {
+    pub login: Option<String>,
+    pub id: Option<String>,
+    pub display_name: Option<String>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub email: Option<String>,
+    pub employee_number: Option<String>,
+    pub groups: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -282,6 +387,12 @@ mod defaults {
     pub fn reload() -> u64 {
         30
     }
+    pub fn ldap_connect() -> u64 {
+        3000
+    }
+    pub fn ldap_operation() -> u64 {
+        5000
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -345,6 +456,45 @@ impl Config {
         }
         if self.sessions.code_ttl_secs <= 0 || self.sessions.code_ttl_secs > 600 {
             return Err(ConfigError::Invalid("sessions.code_ttl_secs must be between 1 and 600".into()));
+        }
+        let mut names = std::collections::HashSet::new();
+        for d in &self.directories {
+            d.check()
+                .map_err(|e| ConfigError::Invalid(format!("directories {:?}: {e}", d.name)))?;
+            if !names.insert(d.name.as_str()) {
+                return Err(ConfigError::Invalid(format!("directories: name {:?} is used twice", d.name)));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DirectoryConfig {
+    fn check(&self) -> Result<(), String> {
+        if self.name.is_empty() || self.name.contains(':') {
+            return Err("name must be non-empty and without ':'".into());
+        }
+        if self.urls.is_empty() {
+            return Err("urls must list at least one server".into());
+        }
+        for u in &self.urls {
+            let tls = u.starts_with("ldaps://") || (u.starts_with("ldap://") && self.starttls);
+            if !u.starts_with("ldaps://") && !u.starts_with("ldap://") {
+                return Err(format!("{u}: only ldap:// and ldaps:// URLs"));
+            }
+            if !tls && !self.allow_plaintext {
+                return Err(format!(
+                    "{u}: passwords would travel in clear; use ldaps://, starttls = true, or allow_plaintext = true"
+                ));
+            }
+        }
+        match (&self.bind_dn, &self.bind_password, &self.bind_dn_template) {
+            (Some(_), Some(_), None) => {}
+            (None, None, Some(t)) if t.contains("{login}") => {}
+            _ => return Err("set bind_dn and bind_password (search then bind), or bind_dn_template with {login}".into()),
+        }
+        if self.connect_timeout_ms == 0 || self.operation_timeout_ms == 0 {
+            return Err("timeouts must be positive".into());
         }
         Ok(())
     }
@@ -423,6 +573,20 @@ mod tests {
     fn bad_argon2_parameters_are_refused_at_load() {
         assert!(Config::from_toml_str(&format!("{MIN}[passwords]\nmemory_kib = 1\n")).is_err());
         assert!(Config::from_toml_str(&format!("{MIN}[passwords]\nmin_length = 64\n")).is_ok());
+    }
+
+    #[test]
+    fn directories_are_checked() {
+        let d = "[[directories]]\nname = \"ad\"\npreset = \"active_directory\"\nbase_dn = \"dc=x\"\nbind_dn = \"cn=s\"\nbind_password = \"p\"\n";
+        assert!(Config::from_toml_str(&format!("{MIN}{d}urls = [\"ldaps://dc1:636\"]\n")).is_ok());
+        let err = Config::from_toml_str(&format!("{MIN}{d}urls = [\"ldap://dc1\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("clear"), "{err}");
+        let err = Config::from_toml_str(&format!("{MIN}{d}urls = [\"ldaps://dc1\"]\nbase = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("base"), "{err}");
     }
 
     #[test]

@@ -73,6 +73,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Directories (LDAP, Active Directory).
+    Ldap {
+        #[command(subcommand)]
+        command: LdapCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -118,6 +123,22 @@ fn timestamp(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
         .map(|t| t.to_utc())
         .or_else(|_| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc()))
         .map_err(|_| format!("{s}: expected an RFC 3339 timestamp or YYYY-MM-DD"))
+}
+
+#[derive(Subcommand)]
+enum LdapCommand {
+    /// Check the `[[directories]]` configuration against the live directory for one user and
+    /// explain each step (connection, TLS, service bind, search, attributes, groups, state).
+    Test {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        /// The username as typed on the login form.
+        #[arg(long)]
+        user: String,
+        /// Also bind as the user with a password read from standard input (one line).
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -388,6 +409,9 @@ async fn run(cli: Cli) -> Res {
         Command::Keys { command } => keys_command(command).await,
         Command::Identity { command } => identity_command(command).await,
         Command::Audit { command } => audit_command(command).await,
+        Command::Ldap {
+            command: LdapCommand::Test { cfg, user, password_stdin },
+        } => ldap_test(load(&cfg)?, &user, password_stdin).await,
     }
 }
 
@@ -444,6 +468,36 @@ async fn audit_command(command: AuditCommand) -> Res {
             Ok(())
         }
     }
+}
+
+async fn ldap_test(config: Config, user: &str, password_stdin: bool) -> Res {
+    if config.directories.is_empty() {
+        return Err("no [[directories]] in the configuration: logins use local accounts".into());
+    }
+    let password = if password_stdin {
+        let mut p = String::new();
+        std::io::stdin().read_to_string(&mut p)?;
+        Some(p.lines().next().unwrap_or("").to_owned())
+    } else {
+        None
+    };
+    let store: Arc<dyn relais::domain::ports::Storage> = Arc::new(server::open_store(&config).await?);
+    let dirs = server::directories(&config, store, Arc::new(relais::domain::ports::SystemClock))?;
+    let mut handled = false;
+    for d in dirs {
+        let Some(login) = d.route(user) else {
+            println!("directory {:?}: does not handle this username (username_suffixes)", d.settings.name);
+            continue;
+        };
+        handled = true;
+        for line in d.explain(&login, password.as_deref()).await {
+            println!("{line}");
+        }
+    }
+    if !handled {
+        println!("no directory handles {user:?}");
+    }
+    Ok(())
 }
 
 async fn client_command(command: ClientCommand) -> Res {

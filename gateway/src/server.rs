@@ -1,13 +1,16 @@
 //! Wiring: builds the adapters from the config, hands them to the domain, serves HTTP.
 use crate::adapters::audit::SqlAuditSink;
+use crate::adapters::directory::{Directory, DirectoryLogin, DirectorySettings, Lookup, Preset};
 use crate::adapters::http::{self, AppState, CookieSettings};
 use crate::adapters::keys::{Kek, KeyRing, KeyStoreError};
 use crate::adapters::local_accounts::LocalAccounts;
 use crate::adapters::sessions::{MemorySessionStore, RedisSessionStore, RedisSettings};
 use crate::adapters::store::{DbSettings, SqlStore};
-use crate::config::{Config, SessionBackend};
-use crate::domain::oidc::{Provider, ProviderSettings};
-use crate::domain::ports::{AuditSink, Clock, Random, SessionStore, SessionStoreError, Storage, StoreError, SystemClock, SystemRandom};
+use crate::config::{Config, DirectoryConfig, DirectoryPreset, SessionBackend};
+use crate::domain::oidc::{Provider, ProviderSettings, ThrottleSettings};
+use crate::domain::ports::{
+    AuditSink, Clock, PasswordChecker, Random, SessionStore, SessionStoreError, Storage, StoreError, SystemClock, SystemRandom,
+};
 use actix_web::{App, HttpServer, dev::ServerHandle, middleware, web};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -97,7 +100,15 @@ impl Components {
                 terms_version: config.psc.terms_version.clone(),
                 terms_url: config.psc.terms_url.clone(),
             },
+            throttle: ThrottleSettings {
+                max_failures_per_account: config.login.max_failures_per_account,
+                max_failures_per_ip: config.login.max_failures_per_ip,
+                failure_window_secs: config.login.failure_window_secs,
+                lockout_secs: config.login.lockout_secs,
+                max_lockout_secs: config.login.max_lockout_secs,
+            },
         };
+        let passwords = password_checker(&config, storage.clone(), clock.clone())?;
         let provider = Arc::new(Provider {
             settings,
             storage: storage.clone(),
@@ -106,7 +117,7 @@ impl Components {
             signer: keys.clone(),
             clock: clock.clone(),
             random: random.clone(),
-            passwords: Arc::new(LocalAccounts::new(storage.clone(), &config.passwords).map_err(|e| StartError::Config(e.to_string()))?),
+            passwords,
             audit: audit.clone(),
         });
         Ok(Self {
@@ -131,6 +142,74 @@ impl Components {
             actor,
         }
     }
+}
+
+/// The adapter settings of one `[[directories]]` entry: the preset resolved, overrides applied.
+pub fn directory_settings(d: &DirectoryConfig) -> Result<DirectorySettings, StartError> {
+    let preset = match d.preset {
+        DirectoryPreset::Openldap => Preset::OpenLdap,
+        DirectoryPreset::ActiveDirectory => Preset::ActiveDirectory,
+    };
+    let mut attributes = preset.attributes();
+    let o = &d.attributes;
+    let set = |slot: &mut String, v: &Option<String>| {
+        if let Some(v) = v {
+            *slot = v.clone();
+        }
+    };
+    set(&mut attributes.login, &o.login);
+    set(&mut attributes.id, &o.id);
+    set(&mut attributes.display_name, &o.display_name);
+    set(&mut attributes.given_name, &o.given_name);
+    set(&mut attributes.family_name, &o.family_name);
+    set(&mut attributes.email, &o.email);
+    set(&mut attributes.employee_number, &o.employee_number);
+    set(&mut attributes.groups, &o.groups);
+    set(&mut attributes.user_filter, &d.user_filter);
+    let lookup = match (&d.bind_dn, &d.bind_password, &d.bind_dn_template) {
+        (Some(dn), Some(pw), _) => Lookup::Search {
+            bind_dn: dn.clone(),
+            bind_password: pw.expose().to_owned(),
+        },
+        (_, _, Some(t)) => Lookup::Template(t.clone()),
+        _ => return Err(StartError::Config(format!("directory {}: no way to find users", d.name))),
+    };
+    Ok(DirectorySettings {
+        name: d.name.clone(),
+        urls: d.urls.clone(),
+        starttls: d.starttls,
+        tls: DirectorySettings::tls_config(d.ca_file.as_deref()).map_err(|e| StartError::Config(format!("directory {}: {e}", d.name)))?,
+        lookup,
+        base_dn: d.base_dn.clone(),
+        attributes,
+        username_suffixes: d.username_suffixes.clone(),
+        strip_suffix: d.strip_suffix,
+        required_groups: d.required_groups.clone(),
+        connect_timeout: Duration::from_millis(d.connect_timeout_ms),
+        operation_timeout: Duration::from_millis(d.operation_timeout_ms),
+    })
+}
+
+/// The directories of the config, in order (for the login and for `relais ldap test`).
+pub fn directories(config: &Config, storage: Arc<dyn Storage>, clock: Arc<dyn Clock>) -> Result<Vec<Arc<Directory>>, StartError> {
+    config
+        .directories
+        .iter()
+        .map(|d| Ok(Arc::new(Directory::new(directory_settings(d)?, storage.clone(), clock.clone()))))
+        .collect()
+}
+
+/// The first factor: local accounts, or the directories (with local accounts as a fallback
+/// when `[login] local_fallback` is set).
+fn password_checker(config: &Config, storage: Arc<dyn Storage>, clock: Arc<dyn Clock>) -> Result<Arc<dyn PasswordChecker>, StartError> {
+    let local = || LocalAccounts::new(storage.clone(), &config.passwords).map_err(|e| StartError::Config(e.to_string()));
+    if config.directories.is_empty() {
+        return Ok(Arc::new(local()?));
+    }
+    Ok(Arc::new(DirectoryLogin {
+        directories: directories(config, storage.clone(), clock)?,
+        local_fallback: if config.login.local_fallback { Some(local()?) } else { None },
+    }))
 }
 
 /// A server that is accepting connections.

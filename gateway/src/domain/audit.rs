@@ -32,6 +32,17 @@ pub enum AuditEvent {
         success: bool,
         reason: Option<String>,
     },
+    /// A login attempt refused before the password was checked: too many recent failures.
+    LoginThrottled {
+        username: String,
+        scope: String,
+    },
+    /// The password was right but the account may not log in (disabled, expired, must change
+    /// its password, not in a required group).
+    LoginAccountRefused {
+        username: String,
+        reason: String,
+    },
     SsoReused {
         account_id: String,
         client_id: String,
@@ -143,6 +154,8 @@ impl AuditEvent {
         match self {
             Self::AuthorizeRefused { .. } => "authorize_refused",
             Self::LoginPassword { .. } => "login_password",
+            Self::LoginThrottled { .. } => "login_throttled",
+            Self::LoginAccountRefused { .. } => "login_account_refused",
             Self::SsoReused { .. } => "sso_reused",
             Self::CodeIssued { .. } => "code_issued",
             Self::TokenIssued { .. } => "token_issued",
@@ -170,6 +183,8 @@ impl AuditEvent {
             Self::LoginPassword { success: true, .. } => Outcome::Success,
             Self::AuthorizeRefused { .. }
             | Self::LoginPassword { .. }
+            | Self::LoginThrottled { .. }
+            | Self::LoginAccountRefused { .. }
             | Self::TokenRefused { .. }
             | Self::CodeReplayed { .. }
             | Self::RefreshReuseDetected { .. }
@@ -201,6 +216,8 @@ impl AuditEvent {
             | Self::ClientRegistered { .. }
             | Self::SigningKeyRotated { .. }
             | Self::IdentityImport { .. }
+            | Self::LoginThrottled { .. }
+            | Self::LoginAccountRefused { .. }
             | Self::AuditExported { .. }
             | Self::AuditPurged { .. } => None,
         }
@@ -227,6 +244,8 @@ impl AuditEvent {
             | Self::IdentityLinked { .. }
             | Self::IdentityUnlinked { .. }
             | Self::IdentityImport { .. }
+            | Self::LoginThrottled { .. }
+            | Self::LoginAccountRefused { .. }
             | Self::SigningKeyRotated { .. }
             | Self::AuditExported { .. }
             | Self::AuditPurged { .. } => None,

@@ -151,6 +151,11 @@ pub trait Storage: Send + Sync {
     async fn insert_account(&self, account: &Account) -> Result<(), StoreError>;
     async fn set_account_password(&self, id: Uuid, password_hash: &str) -> Result<(), StoreError>;
     async fn set_account_disabled(&self, id: Uuid, disabled: bool) -> Result<(), StoreError>;
+    /// Finds the account of a directory entry by `directory_id` (`<directory>:<stable id>`) and
+    /// refreshes its names, or creates it with `account.id`. Returns the stored account, whose
+    /// id never changes for that `directory_id`. `Conflict` if the username belongs to
+    /// another account (e.g. a local one).
+    async fn upsert_directory_account(&self, directory_id: &str, account: &Account) -> Result<Account, StoreError>;
 
     async fn insert_refresh_token(&self, token: &RefreshTokenRecord) -> Result<(), StoreError>;
     async fn refresh_token(&self, digest: &str) -> Result<Option<RefreshTokenRecord>, StoreError>;
@@ -228,11 +233,55 @@ pub trait Signer: Send + Sync {
     fn verify_with_jwk(&self, jwk: &serde_json::Value, jws: &str) -> Result<(Option<String>, serde_json::Value), KeyError>;
 }
 
-/// The first factor: a username and password checked somewhere (local accounts now, LDAP next).
+/// Why an account whose password was right may still not log in. Only ever reported after
+/// the password was verified, so it tells nothing to someone guessing passwords.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountRefusal {
+    Disabled,
+    Locked,
+    Expired,
+    MustChangePassword,
+    /// Not in a group the directory configuration requires.
+    NotAllowed,
+}
+
+impl AccountRefusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disabled => "disabled",
+            Self::Locked => "locked",
+            Self::Expired => "expired",
+            Self::MustChangePassword => "must_change_password",
+            Self::NotAllowed => "not_allowed",
+        }
+    }
+}
+
+/// The answer of a first-factor check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordVerdict {
+    Accepted(Account),
+    /// Unknown user, wrong password, or an account the directory refuses before even looking
+    /// at the password: all look the same.
+    Rejected,
+    /// The password was right but the account cannot be used now.
+    Refused(AccountRefusal),
+}
+
+/// The first factor: a username and password checked somewhere (local accounts, a directory).
 #[async_trait]
 pub trait PasswordChecker: Send + Sync {
     /// `Ok(None)` for an unknown user, a wrong password or a disabled account alike.
     async fn check(&self, username: &str, password: &str) -> Result<Option<Account>, StoreError>;
+
+    /// Like `check`, but says why a correct password still cannot log in. `Unavailable` when
+    /// the place the passwords live (database, directory) cannot answer.
+    async fn verify(&self, username: &str, password: &str) -> Result<PasswordVerdict, StoreError> {
+        Ok(match self.check(username, password).await? {
+            Some(a) => PasswordVerdict::Accepted(a),
+            None => PasswordVerdict::Rejected,
+        })
+    }
 }
 
 /// Where audit records go. `record` failing makes the operation fail closed.

@@ -43,6 +43,8 @@ pub mod account {
         pub password_hash: Option<String>,
         pub disabled: bool,
         pub created_at: DateTimeUtc,
+        /// `<directory>:<stable id>` for directory accounts, NULL for local ones.
+        pub directory_id: Option<String>,
     }
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}

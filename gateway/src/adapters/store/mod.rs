@@ -271,9 +271,54 @@ impl Storage for SqlStore {
             password_hash: Set(a.password_hash.clone()),
             disabled: Set(a.disabled),
             created_at: Set(Utc::now()),
+            directory_id: Set(None),
         };
         account::Entity::insert(row).exec(&self.db).await.map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn upsert_directory_account(&self, directory_id: &str, a: &Account) -> Result<Account, StoreError> {
+        let existing = account::Entity::find()
+            .filter(account::Column::DirectoryId.eq(directory_id))
+            .one(&self.db)
+            .await
+            .map_err(unavailable)?;
+        match existing {
+            Some(row) => {
+                // The directory is the source of truth for names; the id (hence `sub`) stays.
+                let id = row.id.clone();
+                let mut row: account::ActiveModel = row.into();
+                row.username = Set(a.username.clone());
+                row.display_name = Set(a.display_name.clone());
+                row.given_name = Set(a.given_name.clone());
+                row.family_name = Set(a.family_name.clone());
+                row.email = Set(a.email.clone());
+                row.disabled = Set(a.disabled);
+                account::Entity::update(row).exec(&self.db).await.map_err(unavailable)?;
+                let id = Uuid::parse_str(&id).map_err(|e| corrupt("account id", e))?;
+                Ok(Account { id, ..a.clone() })
+            }
+            None => {
+                let row = account::ActiveModel {
+                    id: Set(a.id.to_string()),
+                    username: Set(a.username.clone()),
+                    display_name: Set(a.display_name.clone()),
+                    given_name: Set(a.given_name.clone()),
+                    family_name: Set(a.family_name.clone()),
+                    email: Set(a.email.clone()),
+                    // Never a local password: directory accounts only log in through the directory.
+                    password_hash: Set(None),
+                    disabled: Set(a.disabled),
+                    created_at: Set(Utc::now()),
+                    directory_id: Set(Some(directory_id.to_owned())),
+                };
+                account::Entity::insert(row).exec(&self.db).await.map_err(unavailable)?;
+                Ok(Account {
+                    password_hash: None,
+                    ..a.clone()
+                })
+            }
+        }
     }
 
     async fn set_account_password(&self, id: Uuid, password_hash: &str) -> Result<(), StoreError> {

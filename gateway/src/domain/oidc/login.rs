@@ -6,7 +6,7 @@ use super::psc::Gate;
 use crate::domain::DomainError;
 use crate::domain::audit::{AuditEvent, RequestContext};
 use crate::domain::crypto::{ct_eq, secret_digest};
-use crate::domain::ports::Namespace;
+use crate::domain::ports::{AccountRefusal, Namespace, PasswordVerdict};
 use crate::domain::records::{PendingLogin, SsoSession};
 use crate::protocol::{OAuthError, OAuthErrorCode};
 use std::time::Duration;
@@ -49,6 +49,20 @@ pub enum LoginOutcome {
     /// Logged in, but the client's policy cannot be met: back to the client with an error.
     /// The session is real (other clients may accept it), so its cookie is still set.
     Refused { redirect: String, cookie_secret: String },
+}
+
+/// What the person is told when a correct password cannot log in. Generic enough for a
+/// shared screen, specific enough to know whom to call.
+fn refusal_message(r: AccountRefusal) -> &'static str {
+    match r {
+        AccountRefusal::Disabled | AccountRefusal::Expired | AccountRefusal::Locked => {
+            "this account cannot be used at the moment; contact the IT help desk"
+        }
+        AccountRefusal::MustChangePassword => {
+            "your password must be changed before you can log in; change it on a hospital workstation, then try again"
+        }
+        AccountRefusal::NotAllowed => "this account is not allowed to use this service; contact the IT help desk",
+    }
 }
 
 /// After this many failed attempts on one pending login, it is dropped and must be restarted.
@@ -120,8 +134,41 @@ impl Provider {
             )));
         }
         let username = form.username.chars().take(256).collect::<String>();
-        let account = self.passwords.check(&username, &form.password).await?;
+        let ip = ctx.source_ip.as_deref();
+        // Before the password checker: a locked-out guesser never reaches the directory.
+        if let Some(what) = self.throttled(&username, ip).await? {
+            self.audit_refusal(
+                ctx,
+                AuditEvent::LoginThrottled {
+                    username,
+                    scope: what.as_str().into(),
+                },
+            )
+            .await;
+            return Ok(Err(OAuthError::new(
+                OAuthErrorCode::AccessDenied,
+                "too many failed login attempts; wait a few minutes, then start again from the application",
+            )));
+        }
+        let account = match self.passwords.verify(&username, &form.password).await? {
+            PasswordVerdict::Accepted(a) => Some(a),
+            PasswordVerdict::Rejected => None,
+            PasswordVerdict::Refused(reason) => {
+                // The password was right: saying why is safe and saves a help-desk call.
+                self.record_success(&username).await?;
+                self.audit_refusal(
+                    ctx,
+                    AuditEvent::LoginAccountRefused {
+                        username,
+                        reason: reason.as_str().into(),
+                    },
+                )
+                .await;
+                return Ok(Err(OAuthError::new(OAuthErrorCode::AccessDenied, refusal_message(reason))));
+            }
+        };
         let Some(account) = account else {
+            self.record_failure(&username, ip).await?;
             self.audit(
                 ctx,
                 AuditEvent::LoginPassword {
@@ -143,6 +190,7 @@ impl Provider {
             self.save_pending(&pending).await?;
             return Ok(Ok(LoginOutcome::Rejected(self.page_for(&pending).await?)));
         };
+        self.record_success(&username).await?;
         // One login, one pending request: a second submit of the same form finds nothing.
         if self.sessions.take(Namespace::PendingLogin, &pending.id).await?.is_none() {
             return Ok(Err(OAuthError::invalid_request("this login was already completed")));

@@ -7,6 +7,7 @@ mod login;
 mod logout;
 mod params;
 mod psc;
+mod throttle;
 mod token;
 mod token_info;
 
@@ -16,6 +17,7 @@ pub use login::{LoginForm, LoginOutcome, LoginPage};
 pub use logout::{LogoutOutcome, LogoutRequest};
 pub use params::Params;
 pub use psc::{PscSettings, TermsPage, preferred_national_id};
+pub use throttle::{ThrottleSettings, Throttled};
 pub use token::TokenResponse;
 pub use token_info::{Introspection, UserinfoResponse};
 
@@ -44,6 +46,8 @@ pub struct ProviderSettings {
     /// Longest accepted lifetime of a client assertion (exp - iat), seconds.
     pub max_assertion_lifetime_secs: i64,
     pub psc: PscSettings,
+    /// Brute-force throttling of the login form.
+    pub throttle: ThrottleSettings,
 }
 
 impl ProviderSettings {

@@ -1,0 +1,66 @@
+//! Several directories behind one `PasswordChecker`: chosen by username suffix, otherwise tried
+//! in order; local accounts optionally last (break-glass accounts during a directory outage).
+use super::{Directory, DirectoryError};
+use crate::adapters::local_accounts::LocalAccounts;
+use crate::domain::account::Account;
+use crate::domain::ports::{PasswordChecker, PasswordVerdict, StoreError};
+use async_trait::async_trait;
+use std::sync::Arc;
+
+pub struct DirectoryLogin {
+    pub directories: Vec<Arc<Directory>>,
+    /// Tried when no directory accepted the password (including when one was unreachable).
+    pub local_fallback: Option<LocalAccounts>,
+}
+
+#[async_trait]
+impl PasswordChecker for DirectoryLogin {
+    async fn check(&self, username: &str, password: &str) -> Result<Option<Account>, StoreError> {
+        Ok(match self.verify(username, password).await? {
+            PasswordVerdict::Accepted(a) => Some(a),
+            _ => None,
+        })
+    }
+
+    async fn verify(&self, username: &str, password: &str) -> Result<PasswordVerdict, StoreError> {
+        // Suffix-routed directories claim their usernames; the others take the rest.
+        let routed: Vec<_> = self
+            .directories
+            .iter()
+            .filter(|d| !d.settings.username_suffixes.is_empty())
+            .filter_map(|d| d.route(username).map(|l| (d, l)))
+            .collect();
+        let candidates = if routed.is_empty() {
+            self.directories
+                .iter()
+                .filter(|d| d.settings.username_suffixes.is_empty())
+                .map(|d| (d, username.to_owned()))
+                .collect()
+        } else {
+            routed
+        };
+        let mut outage: Option<DirectoryError> = None;
+        for (dir, login) in candidates {
+            match dir.authenticate(&login, password).await {
+                Ok(PasswordVerdict::Rejected) => continue,
+                Ok(v) => return Ok(v),
+                Err(DirectoryError::Unavailable(m)) => {
+                    tracing::error!(directory = %dir.settings.name, error = %m, "directory unavailable");
+                    outage = Some(DirectoryError::Unavailable(format!("{}: {m}", dir.settings.name)));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(local) = &self.local_fallback
+            && let v @ PasswordVerdict::Accepted(_) = local.verify(username, password).await?
+        {
+            return Ok(v);
+        }
+        // A directory that could not answer might have held this person: say "unavailable",
+        // never "wrong password".
+        match outage {
+            Some(e) => Err(e.into()),
+            None => Ok(PasswordVerdict::Rejected),
+        }
+    }
+}
