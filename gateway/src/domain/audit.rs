@@ -118,6 +118,36 @@ pub enum AuditEvent {
         applied: bool,
         actor: String,
     },
+    /// An admin issued a one-time code for enrolling a first security key.
+    Fido2EnrolmentCodeIssued {
+        account_id: String,
+        expires_at: i64,
+        actor: String,
+    },
+    /// A security key registration, accepted or refused (`reason` says why).
+    Fido2KeyRegistered {
+        account_id: String,
+        key_id: Option<String>,
+        aaguid: Option<String>,
+        success: bool,
+        reason: Option<String>,
+    },
+    /// A login step with a security key, accepted or refused.
+    Fido2Authentication {
+        account_id: String,
+        key_id: Option<String>,
+        success: bool,
+        reason: Option<String>,
+    },
+    /// A key's signature counter went backwards: possibly a cloned key. The login is refused.
+    Fido2CounterRegression {
+        account_id: String,
+    },
+    Fido2KeyRevoked {
+        account_id: String,
+        key_id: String,
+        actor: String,
+    },
 }
 
 impl AuditEvent {
@@ -141,14 +171,24 @@ impl AuditEvent {
             Self::IdentityLinked { .. } => "identity_linked",
             Self::IdentityUnlinked { .. } => "identity_unlinked",
             Self::IdentityImport { .. } => "identity_import",
+            Self::Fido2EnrolmentCodeIssued { .. } => "fido2_enrolment_code_issued",
+            Self::Fido2KeyRegistered { .. } => "fido2_key_registered",
+            Self::Fido2Authentication { .. } => "fido2_authentication",
+            Self::Fido2CounterRegression { .. } => "fido2_counter_regression",
+            Self::Fido2KeyRevoked { .. } => "fido2_key_revoked",
         }
     }
 
     pub fn outcome(&self) -> Outcome {
         match self {
-            Self::LoginPassword { success: true, .. } => Outcome::Success,
+            Self::LoginPassword { success: true, .. }
+            | Self::Fido2KeyRegistered { success: true, .. }
+            | Self::Fido2Authentication { success: true, .. } => Outcome::Success,
             Self::AuthorizeRefused { .. }
             | Self::LoginPassword { .. }
+            | Self::Fido2KeyRegistered { .. }
+            | Self::Fido2Authentication { .. }
+            | Self::Fido2CounterRegression { .. }
             | Self::TokenRefused { .. }
             | Self::CodeReplayed { .. }
             | Self::RefreshReuseDetected { .. }
