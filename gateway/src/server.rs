@@ -5,8 +5,10 @@ use crate::adapters::keys::{Kek, KeyRing, KeyStoreError};
 use crate::adapters::local_accounts::LocalAccounts;
 use crate::adapters::sessions::{MemorySessionStore, RedisSessionStore, RedisSettings};
 use crate::adapters::store::{DbSettings, SqlStore};
+use crate::adapters::webauthn::WebauthnKeys;
 use crate::config::{Config, SessionBackend};
-use crate::domain::oidc::{Provider, ProviderSettings};
+use crate::domain::oidc::{AssurancePolicy, MethodAssurance, Provider, ProviderSettings};
+use crate::domain::ports::SecurityKeys;
 use crate::domain::ports::{AuditSink, Clock, Random, SessionStore, SessionStoreError, Storage, StoreError, SystemClock, SystemRandom};
 use actix_web::{App, HttpServer, dev::ServerHandle, middleware, web};
 use std::net::{SocketAddr, TcpListener};
@@ -84,7 +86,16 @@ impl Components {
             id_token_ttl_secs: config.tokens.id_token_ttl_secs,
             refresh_token_ttl_secs: config.tokens.refresh_token_ttl_secs,
             acr_levels: config.assurance.acr_levels.clone(),
-            password_acr: config.assurance.password_acr.clone(),
+            assurance: AssurancePolicy {
+                password: MethodAssurance {
+                    amr: config.assurance.password_amr.clone(),
+                    acr: config.assurance.password_acr.clone(),
+                },
+                password_and_key: MethodAssurance {
+                    amr: config.assurance.security_key_amr.clone(),
+                    acr: config.assurance.security_key_acr.clone(),
+                },
+            },
             max_param_len: config.tokens.max_param_len,
             max_assertion_lifetime_secs: config.tokens.max_assertion_lifetime_secs,
             psc: crate::domain::oidc::PscSettings {
@@ -92,6 +103,12 @@ impl Components {
                 terms_version: config.psc.terms_version.clone(),
                 terms_url: config.psc.terms_url.clone(),
             },
+        };
+        let security_keys: Option<Arc<dyn SecurityKeys>> = match &config.fido2.attestation_policy {
+            Some(path) => Some(Arc::new(
+                WebauthnKeys::new(&config.issuer, &config.fido2.rp_name, path).map_err(|e| StartError::Config(format!("fido2: {e}")))?,
+            )),
+            None => None,
         };
         let provider = Arc::new(Provider {
             settings,
@@ -103,6 +120,8 @@ impl Components {
             random: random.clone(),
             passwords: Arc::new(LocalAccounts::new(storage.clone(), &config.passwords).map_err(|e| StartError::Config(e.to_string()))?),
             audit: audit.clone(),
+            security_keys,
+            key_store: store.clone(),
         });
         Ok(Self {
             config,
@@ -123,6 +142,7 @@ impl Components {
             audit: self.audit.as_ref(),
             random: self.random.as_ref(),
             clock: self.clock.as_ref(),
+            security_keys: self.store.as_ref(),
             actor,
         }
     }

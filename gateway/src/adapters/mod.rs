@@ -5,3 +5,4 @@ pub mod keys;
 pub mod local_accounts;
 pub mod sessions;
 pub mod store;
+pub mod webauthn;

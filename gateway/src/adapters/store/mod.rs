@@ -3,6 +3,7 @@
 mod entities;
 mod identity;
 pub mod migrations;
+mod security_keys;
 
 use crate::domain::account::Account;
 use crate::domain::audit::{AuditRecord, RequestContextRecord};
