@@ -67,6 +67,8 @@ pub struct Config {
     /// Directories (LDAP, Active Directory) checked for passwords, in order. None: local accounts.
     #[serde(default)]
     pub directories: Vec<DirectoryConfig>,
+    #[serde(default)]
+    pub fido2: Fido2Config,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,6 +85,29 @@ pub struct PscClientConfig {
     pub scopes: Vec<String>,
     #[serde(default = "defaults::psc_acr")]
     pub acr_values: Option<String>,
+}
+
+/// FIDO2 security keys (docs/factors.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Fido2Config {
+    /// The attestation trust file (allowed attestation CAs and AAGUIDs). Without it, security
+    /// keys are off and logins are password only.
+    pub attestation_policy: Option<std::path::PathBuf>,
+    /// Lifetime of an enrolment code issued by `relais fido2 enrolment-code`.
+    pub enrolment_code_ttl_secs: i64,
+    /// The name browsers show when registering a key.
+    pub rp_name: String,
+}
+
+impl Default for Fido2Config {
+    fn default() -> Self {
+        Self {
+            attestation_policy: None,
+            enrolment_code_ttl_secs: 7 * 24 * 3600,
+            rp_name: "Relais".into(),
+        }
+    }
 }
 
 /// The Pro Santé Connect profile.
@@ -333,6 +358,13 @@ pub struct AssuranceConfig {
     pub acr_levels: Vec<String>,
     /// acr of a password-only login.
     pub password_acr: String,
+    /// amr of a password-only login.
+    pub password_amr: Vec<String>,
+    /// acr of a password followed by a FIDO2 security key with user verification.
+    pub security_key_acr: String,
+    /// amr of a password followed by a FIDO2 security key with user verification. `user`, not
+    /// `pin`: WebAuthn says user verification happened, not whether by PIN or fingerprint.
+    pub security_key_amr: Vec<String>,
 }
 
 impl Default for AssuranceConfig {
@@ -340,6 +372,9 @@ impl Default for AssuranceConfig {
         Self {
             acr_levels: vec!["loa1".into(), "loa2".into(), "loa3".into()],
             password_acr: "loa1".into(),
+            password_amr: vec!["pwd".into()],
+            security_key_acr: "loa3".into(),
+            security_key_amr: ["pwd", "hwk", "user", "mfa"].map(String::from).to_vec(),
         }
     }
 }
@@ -446,6 +481,19 @@ impl Config {
         if !self.assurance.acr_levels.contains(&self.assurance.password_acr) {
             return Err(ConfigError::Invalid(
                 "assurance.password_acr must be one of assurance.acr_levels".into(),
+            ));
+        }
+        if !self.assurance.acr_levels.contains(&self.assurance.security_key_acr) {
+            return Err(ConfigError::Invalid(
+                "assurance.security_key_acr must be one of assurance.acr_levels".into(),
+            ));
+        }
+        if self.assurance.password_amr.is_empty() || self.assurance.security_key_amr.is_empty() {
+            return Err(ConfigError::Invalid("assurance amr lists must not be empty".into()));
+        }
+        if self.fido2.attestation_policy.is_some() && url.host_str().is_some_and(|h| h.parse::<std::net::IpAddr>().is_ok()) {
+            return Err(ConfigError::Invalid(
+                "fido2: WebAuthn needs a host name in the issuer, not an IP address".into(),
             ));
         }
         self.passwords

@@ -78,6 +78,11 @@ enum Command {
         #[command(subcommand)]
         command: LdapCommand,
     },
+    /// FIDO2 security keys of people: enrolment codes, listing, revocation.
+    Fido2 {
+        #[command(subcommand)]
+        command: Fido2Command,
+    },
 }
 
 #[derive(Subcommand)]
@@ -138,6 +143,34 @@ enum LdapCommand {
         /// Also bind as the user with a password read from standard input (one line).
         #[arg(long)]
         password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum Fido2Command {
+    /// Issue a one-time code that lets a person enrol a first security key (printed once).
+    EnrolmentCode {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        #[arg(long)]
+        user: String,
+    },
+    /// List a person's security keys.
+    List {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        #[arg(long)]
+        user: String,
+    },
+    /// Revoke a security key; it is refused from the next login.
+    Revoke {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        #[arg(long)]
+        user: String,
+        /// The key id shown by `relais fido2 list`.
+        #[arg(long)]
+        key: uuid::Uuid,
     },
 }
 
@@ -412,6 +445,7 @@ async fn run(cli: Cli) -> Res {
         Command::Ldap {
             command: LdapCommand::Test { cfg, user, password_stdin },
         } => ldap_test(load(&cfg)?, &user, password_stdin).await,
+        Command::Fido2 { command } => fido2_command(command).await,
     }
 }
 
@@ -496,6 +530,38 @@ async fn ldap_test(config: Config, user: &str, password_stdin: bool) -> Res {
     }
     if !handled {
         println!("no directory handles {user:?}");
+    }
+    Ok(())
+}
+
+async fn fido2_command(command: Fido2Command) -> Res {
+    match command {
+        Fido2Command::EnrolmentCode { cfg, user } => {
+            let c = components(&cfg).await?;
+            let ttl = c.config.fido2.enrolment_code_ttl_secs;
+            let (code, expires) = c.management("cli").issue_enrolment_code(&user, ttl).await?;
+            println!("enrolment code for {user}: {code}");
+            println!("valid once, until {expires}; hand it over in person or by a trusted channel");
+        }
+        Fido2Command::List { cfg, user } => {
+            let c = components(&cfg).await?;
+            for k in c.management("cli").security_keys_of(&user).await? {
+                let state = match k.revoked_at {
+                    Some(t) => format!("revoked {t}"),
+                    None => "active".into(),
+                };
+                let used = k.last_used_at.map(|t| t.to_string()).unwrap_or_else(|| "never".into());
+                println!(
+                    "{}  {}  aaguid {}  created {}  last used {}  {}",
+                    k.id, k.name, k.aaguid, k.created_at, used, state
+                );
+            }
+        }
+        Fido2Command::Revoke { cfg, user, key } => {
+            let c = components(&cfg).await?;
+            c.management("cli").revoke_security_key(&user, key).await?;
+            println!("key {key} of {user} revoked");
+        }
     }
     Ok(())
 }

@@ -6,10 +6,12 @@ use crate::adapters::keys::{Kek, KeyRing, KeyStoreError};
 use crate::adapters::local_accounts::LocalAccounts;
 use crate::adapters::sessions::{MemorySessionStore, RedisSessionStore, RedisSettings};
 use crate::adapters::store::{DbSettings, SqlStore};
+use crate::adapters::webauthn::WebauthnKeys;
 use crate::config::{Config, DirectoryConfig, DirectoryPreset, SessionBackend};
-use crate::domain::oidc::{Provider, ProviderSettings, ThrottleSettings};
+use crate::domain::oidc::{AssurancePolicy, MethodAssurance, Provider, ProviderSettings, ThrottleSettings};
 use crate::domain::ports::{
-    AuditSink, Clock, PasswordChecker, Random, SessionStore, SessionStoreError, Storage, StoreError, SystemClock, SystemRandom,
+    AuditSink, Clock, PasswordChecker, Random, SecurityKeys, SessionStore, SessionStoreError, Storage, StoreError, SystemClock,
+    SystemRandom,
 };
 use actix_web::{App, HttpServer, dev::ServerHandle, middleware, web};
 use std::net::{SocketAddr, TcpListener};
@@ -92,7 +94,16 @@ impl Components {
             id_token_ttl_secs: config.tokens.id_token_ttl_secs,
             refresh_token_ttl_secs: config.tokens.refresh_token_ttl_secs,
             acr_levels: config.assurance.acr_levels.clone(),
-            password_acr: config.assurance.password_acr.clone(),
+            assurance: AssurancePolicy {
+                password: MethodAssurance {
+                    amr: config.assurance.password_amr.clone(),
+                    acr: config.assurance.password_acr.clone(),
+                },
+                password_and_key: MethodAssurance {
+                    amr: config.assurance.security_key_amr.clone(),
+                    acr: config.assurance.security_key_acr.clone(),
+                },
+            },
             max_param_len: config.tokens.max_param_len,
             max_assertion_lifetime_secs: config.tokens.max_assertion_lifetime_secs,
             psc: crate::domain::oidc::PscSettings {
@@ -109,6 +120,12 @@ impl Components {
             },
         };
         let passwords = password_checker(&config, storage.clone(), clock.clone())?;
+        let security_keys: Option<Arc<dyn SecurityKeys>> = match &config.fido2.attestation_policy {
+            Some(path) => Some(Arc::new(
+                WebauthnKeys::new(&config.issuer, &config.fido2.rp_name, path).map_err(|e| StartError::Config(format!("fido2: {e}")))?,
+            )),
+            None => None,
+        };
         let provider = Arc::new(Provider {
             settings,
             storage: storage.clone(),
@@ -119,6 +136,8 @@ impl Components {
             random: random.clone(),
             passwords,
             audit: audit.clone(),
+            security_keys,
+            key_store: store.clone(),
         });
         Ok(Self {
             config,
@@ -139,6 +158,7 @@ impl Components {
             audit: self.audit.as_ref(),
             random: self.random.as_ref(),
             clock: self.clock.as_ref(),
+            security_keys: self.store.as_ref(),
             actor,
         }
     }

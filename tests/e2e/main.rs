@@ -4,6 +4,7 @@
 mod audit;
 mod browser;
 mod faults;
+mod fido2;
 mod flows;
 mod harness;
 mod hostile;

@@ -72,10 +72,14 @@ impl Psc {
 
 /// Relais configured with a tenant id; a PSC client; Élodie Martin mapped and verified.
 async fn setup(min_acr: &str, policy: PscPolicy) -> (Server, Psc) {
+    setup_with(min_acr, policy, "").await
+}
+
+async fn setup_with(min_acr: &str, policy: PscPolicy, extra: &str) -> (Server, Psc) {
     let s = harness::start_with(
         Db::Sqlite,
         Sessions::Memory,
-        &format!("[psc]\ntenant_id = \"{TID}\"\nterms_version = \"2026-01\"\n"),
+        &format!("{extra}[psc]\ntenant_id = \"{TID}\"\nterms_version = \"2026-01\"\n"),
     )
     .await;
     person(&s, "emartin", "Élodie", "Martin").await;
@@ -89,7 +93,7 @@ async fn setup(min_acr: &str, policy: PscPolicy) -> (Server, Psc) {
 }
 
 fn sandbox_policy() -> PscPolicy {
-    // In the sandbox, this test FI declared `pwd` too (there is no second factor yet).
+    // A sandbox FI that declared `pwd` too, for the loa1 tests below (password-only logins).
     PscPolicy {
         tenants: vec![TID],
         amr: vec!["pwd", "hwk", "sc", "pin", "mfa", "user"],
@@ -250,5 +254,46 @@ async fn declining_the_terms_returns_access_denied_and_forged_answers_are_refuse
     };
     assert_eq!(cb.get("error").map(String::as_str), Some("access_denied"));
     assert!(!s.audit_kinds().await.iter().any(|k| k == "terms_accepted"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn with_a_security_key_the_default_loa3_profile_is_met_and_psc_accepts_the_amr() {
+    use crate::fido2;
+    use webauthn_authenticator_rs::softtoken::{AAGUID, SoftToken};
+    let (mut token, ca) = SoftToken::new(true).unwrap();
+    let extra = format!("[fido2]\nattestation_policy = \"{}\"\n", fido2::trust_file(&ca, AAGUID));
+    // PSC as declared for this FI: the key's amr set only, no password-only set.
+    let policy = PscPolicy {
+        tenants: vec![TID],
+        amr: vec!["pwd", "hwk", "user", "mfa"],
+    };
+    let (s, psc) = setup_with("loa3", policy, &extra).await;
+    let b = Browser::new();
+    let req = rp::auth_request(&psc.rp, &[]);
+    let Step::LoginForm(login) = b.start(&req.url).await else {
+        panic!()
+    };
+    let Step::LoginForm(key_page) = b.submit_login(&s.base, &login, "emartin", "password-long-1").await else {
+        panic!("the key step follows the password")
+    };
+    let k = fido2::key_step(&b, &s, &key_page).await;
+    let (code, _) = s
+        .components()
+        .management("test")
+        .issue_enrolment_code("emartin", 3600)
+        .await
+        .unwrap();
+    assert_eq!(fido2::register(&b, &s, &mut token, &k, Some(&code)).await.0, StatusCode::OK);
+    let (st, body) = fido2::authenticate(&b, &s, &mut token, &k).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let terms = body["redirect"].as_str().unwrap().to_owned();
+    assert!(terms.starts_with("/terms?id="), "{terms}");
+    let Step::Callback(cb) = b.answer_terms(&s.base, &terms, true).await else {
+        panic!()
+    };
+    let claims = psc.complete(&s, req, &cb["code"]).await.expect("PSC accepts the token");
+    assert_eq!(claims["acr"], "loa3");
+    assert_eq!(claims["amr"], serde_json::json!(["pwd", "hwk", "user", "mfa"]));
     s.stop().await;
 }

@@ -7,3 +7,4 @@ pub mod local_accounts;
 pub mod psc_client;
 pub mod sessions;
 pub mod store;
+pub mod webauthn;

@@ -147,6 +147,36 @@ pub enum AuditEvent {
         through_seq: i64,
         deleted: u64,
     },
+    /// An admin issued a one-time code for enrolling a first security key.
+    Fido2EnrolmentCodeIssued {
+        account_id: String,
+        expires_at: i64,
+        actor: String,
+    },
+    /// A security key registration, accepted or refused (`reason` says why).
+    Fido2KeyRegistered {
+        account_id: String,
+        key_id: Option<String>,
+        aaguid: Option<String>,
+        success: bool,
+        reason: Option<String>,
+    },
+    /// A login step with a security key, accepted or refused.
+    Fido2Authentication {
+        account_id: String,
+        key_id: Option<String>,
+        success: bool,
+        reason: Option<String>,
+    },
+    /// A key's signature counter went backwards: possibly a cloned key. The login is refused.
+    Fido2CounterRegression {
+        account_id: String,
+    },
+    Fido2KeyRevoked {
+        account_id: String,
+        key_id: String,
+        actor: String,
+    },
 }
 
 impl AuditEvent {
@@ -175,16 +205,26 @@ impl AuditEvent {
             Self::IdentityImport { .. } => "identity_import",
             Self::AuditExported { .. } => "audit_exported",
             Self::AuditPurged { .. } => "audit_purged",
+            Self::Fido2EnrolmentCodeIssued { .. } => "fido2_enrolment_code_issued",
+            Self::Fido2KeyRegistered { .. } => "fido2_key_registered",
+            Self::Fido2Authentication { .. } => "fido2_authentication",
+            Self::Fido2CounterRegression { .. } => "fido2_counter_regression",
+            Self::Fido2KeyRevoked { .. } => "fido2_key_revoked",
         }
     }
 
     pub fn outcome(&self) -> Outcome {
         match self {
-            Self::LoginPassword { success: true, .. } => Outcome::Success,
+            Self::LoginPassword { success: true, .. }
+            | Self::Fido2KeyRegistered { success: true, .. }
+            | Self::Fido2Authentication { success: true, .. } => Outcome::Success,
             Self::AuthorizeRefused { .. }
             | Self::LoginPassword { .. }
             | Self::LoginThrottled { .. }
             | Self::LoginAccountRefused { .. }
+            | Self::Fido2KeyRegistered { .. }
+            | Self::Fido2Authentication { .. }
+            | Self::Fido2CounterRegression { .. }
             | Self::TokenRefused { .. }
             | Self::CodeReplayed { .. }
             | Self::RefreshReuseDetected { .. }
@@ -207,7 +247,12 @@ impl AuditEvent {
             | Self::AccountChanged { account_id, .. }
             | Self::TermsAccepted { account_id, .. }
             | Self::IdentityLinked { account_id, .. }
-            | Self::IdentityUnlinked { account_id, .. } => Some(account_id),
+            | Self::IdentityUnlinked { account_id, .. }
+            | Self::Fido2EnrolmentCodeIssued { account_id, .. }
+            | Self::Fido2KeyRegistered { account_id, .. }
+            | Self::Fido2Authentication { account_id, .. }
+            | Self::Fido2CounterRegression { account_id }
+            | Self::Fido2KeyRevoked { account_id, .. } => Some(account_id),
             Self::AuthorizeRefused { .. }
             | Self::TokenRefused { .. }
             | Self::CodeReplayed { .. }
@@ -246,6 +291,11 @@ impl AuditEvent {
             | Self::IdentityImport { .. }
             | Self::LoginThrottled { .. }
             | Self::LoginAccountRefused { .. }
+            | Self::Fido2EnrolmentCodeIssued { .. }
+            | Self::Fido2KeyRegistered { .. }
+            | Self::Fido2Authentication { .. }
+            | Self::Fido2CounterRegression { .. }
+            | Self::Fido2KeyRevoked { .. }
             | Self::SigningKeyRotated { .. }
             | Self::AuditExported { .. }
             | Self::AuditPurged { .. } => None,

@@ -8,7 +8,7 @@ use crate::domain::client::{Client, ClientKind, TokenAuthMethod};
 use crate::domain::crypto::secret_digest;
 use crate::domain::identity::{IdNat, NationalIdentity, Provenance};
 use crate::domain::identity_import::{self, Plan};
-use crate::domain::ports::{AuditSink, Clock, IdentityStore, Random, Storage};
+use crate::domain::ports::{AuditSink, Clock, IdentityStore, Random, SecurityKeyStore, Storage};
 use crate::domain::records::SigningAlg;
 use crate::protocol::{ClientId, RedirectUri};
 use std::collections::HashSet;
@@ -152,12 +152,13 @@ pub struct Management<'a> {
     pub audit: &'a dyn AuditSink,
     pub random: &'a dyn Random,
     pub clock: &'a dyn Clock,
+    pub security_keys: &'a dyn SecurityKeyStore,
     /// Who acts (`cli`, `demo`, an admin's id).
     pub actor: &'a str,
 }
 
 impl Management<'_> {
-    async fn record(&self, event: AuditEvent) -> Result<(), ManagementError> {
+    pub(crate) async fn record(&self, event: AuditEvent) -> Result<(), ManagementError> {
         let ctx = RequestContext {
             correlation_id: Some(format!("actor:{}", self.actor)),
             ..Default::default()

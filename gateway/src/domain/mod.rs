@@ -8,6 +8,8 @@ pub mod audit_verify;
 pub mod client;
 pub mod crypto;
 pub mod error;
+pub mod fido2;
+mod fido2_admin;
 pub mod identity;
 pub mod identity_import;
 pub mod management;

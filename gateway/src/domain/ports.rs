@@ -6,6 +6,7 @@ use crate::domain::account::Account;
 use crate::domain::audit::AuditRecord;
 use crate::domain::audit_chain::{AuditPage, AuditQuery, ChainedRecord, Checkpoint};
 use crate::domain::client::Client;
+use crate::domain::fido2::{Ceremony, EnrolmentCode, Fido2Error, KeyAssertion, KeyHolder, NewKey, SecurityKeyRecord};
 use crate::domain::identity::{IdNat, NationalIdentity};
 use crate::domain::identity_import::ReviewItem;
 use crate::domain::records::{RefreshConsume, RefreshTokenRecord, SigningAlg, StoredSigningKey};
@@ -92,6 +93,8 @@ pub enum Namespace {
     PendingTerms,
     /// A round trip to PSC to prove a national identity.
     PscProof,
+    /// WebAuthn ceremony state (challenge), keyed by pending-login id, consumed once.
+    Webauthn,
 }
 
 impl Namespace {
@@ -106,6 +109,7 @@ impl Namespace {
             Self::Counter => "count",
             Self::PendingTerms => "terms",
             Self::PscProof => "pscproof",
+            Self::Webauthn => "webauthn",
         }
     }
 }
@@ -288,4 +292,38 @@ pub trait PasswordChecker: Send + Sync {
 #[async_trait]
 pub trait AuditSink: Send + Sync {
     async fn record(&self, record: AuditRecord) -> Result<(), StoreError>;
+}
+
+/// FIDO2 ceremonies (WebAuthn). Implemented with webauthn-rs in `adapters::webauthn`, which
+/// also holds the attestation trust policy. The domain decides who may run which ceremony.
+pub trait SecurityKeys: Send + Sync {
+    /// Starts registering a new key for `holder`; `existing` keys are excluded.
+    fn start_registration(&self, holder: &KeyHolder, existing: &[SecurityKeyRecord]) -> Result<Ceremony, Fido2Error>;
+    /// Checks the browser's answer: attestation against the trust policy, user verification.
+    fn finish_registration(&self, response: &serde_json::Value, state: &str) -> Result<NewKey, Fido2Error>;
+    /// Starts an assertion by any of `keys` (the active ones only are passed).
+    fn start_authentication(&self, keys: &[SecurityKeyRecord]) -> Result<Ceremony, Fido2Error>;
+    /// Checks the answer: signature, user verification, sign counter.
+    fn finish_authentication(
+        &self,
+        response: &serde_json::Value,
+        state: &str,
+        keys: &[SecurityKeyRecord],
+    ) -> Result<KeyAssertion, Fido2Error>;
+}
+
+/// Durable storage of security keys and enrolment codes (SQL).
+#[async_trait]
+pub trait SecurityKeyStore: Send + Sync {
+    async fn security_keys(&self, account_id: Uuid) -> Result<Vec<SecurityKeyRecord>, StoreError>;
+    /// A credential id already registered (to anyone) is a conflict.
+    async fn insert_security_key(&self, key: &SecurityKeyRecord) -> Result<(), StoreError>;
+    async fn record_security_key_use(&self, id: Uuid, credential: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// `false` when no such active key of this person exists.
+    async fn revoke_security_key(&self, account_id: Uuid, id: Uuid, at: DateTime<Utc>) -> Result<bool, StoreError>;
+    async fn insert_enrolment_code(&self, code: &EnrolmentCode) -> Result<(), StoreError>;
+    /// A live (unused, unexpired) code of this person, by digest.
+    async fn live_enrolment_code(&self, digest: &str, account_id: Uuid, now: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// Marks the code used if it is still live, atomically: one winner.
+    async fn consume_enrolment_code(&self, digest: &str, account_id: Uuid, now: DateTime<Utc>) -> Result<bool, StoreError>;
 }

@@ -44,6 +44,23 @@ pub struct PendingLogin {
     pub browser_binding_digest: String,
     pub failed_attempts: u32,
     pub expires_at: i64,
+    /// Set once the password is checked (or for a step-up of a live session) when a security
+    /// key must follow. Absent in logins parked by older versions.
+    #[serde(default)]
+    pub second_factor: Option<SecondFactorStage>,
+}
+
+/// A login past its first factor, waiting for a security key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecondFactorStage {
+    pub account_id: Uuid,
+    pub username: String,
+    pub display_name: String,
+    /// The SSO session being stepped up (no password asked again), if any.
+    pub step_up_of: Option<String>,
+    /// A key of the person was verified in this login: another key may now be enrolled.
+    #[serde(default)]
+    pub key_verified: bool,
 }
 
 /// An authorization code's grant, stored under the code's digest and consumed exactly once.

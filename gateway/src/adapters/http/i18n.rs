@@ -79,6 +79,17 @@ pub struct Texts {
     pub not_eligible_body: &'static str,
     pub verified_title: &'static str,
     pub verified_body: &'static str,
+    pub key_title: &'static str,
+    pub key_intro: &'static str,
+    pub key_use: &'static str,
+    pub key_none: &'static str,
+    pub key_enrol_title: &'static str,
+    pub key_enrol_intro: &'static str,
+    pub key_enrol_code: &'static str,
+    pub key_name: &'static str,
+    pub key_enrol: &'static str,
+    pub key_add_another: &'static str,
+    pub key_no_js: &'static str,
 }
 
 static FR: Texts = Texts {
@@ -108,6 +119,17 @@ static FR: Texts = Texts {
     verified_title: "Identité nationale vérifiée",
     verified_body: "Pro Santé Connect a confirmé votre identifiant national :",
     not_eligible_body: "Votre compte n'est rattaché à aucune identité nationale vérifiée (RPPS, ADELI). Vous pouvez continuer à utiliser les applications de l'établissement. Pour les services nationaux, contactez le support informatique.",
+    key_title: "Clé de sécurité",
+    key_intro: "Pour terminer la connexion, branchez votre clé de sécurité, puis touchez-la et saisissez son code PIN si elle le demande.",
+    key_use: "Utiliser ma clé de sécurité",
+    key_none: "Aucune clé de sécurité n'est enregistrée pour vous. Enregistrez-en une avec le code d'enrôlement remis par votre administrateur.",
+    key_enrol_title: "Enregistrer une clé de sécurité",
+    key_enrol_intro: "Seules les clés fournies par l'établissement sont acceptées.",
+    key_enrol_code: "Code d'enrôlement (première clé)",
+    key_name: "Nom de la clé",
+    key_enrol: "Enregistrer la clé",
+    key_add_another: "Ajouter une autre clé après connexion",
+    key_no_js: "Cette étape nécessite JavaScript et un navigateur compatible WebAuthn.",
 };
 
 static EN: Texts = Texts {
@@ -137,4 +159,15 @@ static EN: Texts = Texts {
     verified_title: "National identity verified",
     verified_body: "Pro Santé Connect confirmed your national identifier:",
     not_eligible_body: "Your account is not linked to a verified national identity (RPPS, ADELI). You can keep using the establishment's applications. For national services, contact IT support.",
+    key_title: "Security key",
+    key_intro: "To finish signing in, plug in your security key, then touch it and enter its PIN if asked.",
+    key_use: "Use my security key",
+    key_none: "No security key is registered for you. Register one with the enrolment code your administrator gave you.",
+    key_enrol_title: "Register a security key",
+    key_enrol_intro: "Only keys supplied by the establishment are accepted.",
+    key_enrol_code: "Enrolment code (first key)",
+    key_name: "Key name",
+    key_enrol: "Register the key",
+    key_add_another: "Add another key after signing in",
+    key_no_js: "This step needs JavaScript and a browser with WebAuthn.",
 };

@@ -66,6 +66,10 @@ pub async fn submit(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
             .cookie(state.cookies.make(SSO_COOKIE, cookie_secret, state.cookies.sso_max_age_secs))
             .cookie(state.cookies.removal(LOGIN_BINDING_COOKIE))
             .finish(),
+        Ok(Ok(LoginOutcome::SecondFactor { pending_id })) => HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, super::webauthn::location(&pending_id)))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .finish(),
         Ok(Ok(LoginOutcome::Refused { redirect, cookie_secret })) => HttpResponse::SeeOther()
             .insert_header((header::LOCATION, redirect))
             .cookie(state.cookies.make(SSO_COOKIE, cookie_secret, state.cookies.sso_max_age_secs))

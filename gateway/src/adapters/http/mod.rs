@@ -11,6 +11,7 @@ mod oidc;
 mod pages;
 mod terms;
 mod verify;
+mod webauthn;
 
 use crate::domain::oidc::Provider;
 use crate::domain::ports::{SessionStore, Storage};
@@ -53,6 +54,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/logout", web::post().to(oidc::logout_post))
         .route("/login", web::get().to(login::page))
         .route("/login", web::post().to(login::submit))
+        .route("/login/webauthn", web::get().to(webauthn::page))
+        .route("/login/webauthn/options", web::post().to(webauthn::options))
+        .route("/login/webauthn/finish", web::post().to(webauthn::finish))
+        .route("/static/webauthn.js", web::get().to(webauthn::script))
         .route("/terms", web::get().to(terms::page))
         .route("/terms", web::post().to(terms::submit))
         .route("/verify/psc", web::get().to(verify::start))

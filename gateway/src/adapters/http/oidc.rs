@@ -43,6 +43,17 @@ async fn authorize(req: HttpRequest, params: Params, state: &AppState) -> HttpRe
                 state.provider.settings.pending_login_ttl_secs,
             ))
             .finish(),
+        Ok(AuthorizeOutcome::SecondFactor {
+            pending_id,
+            browser_binding,
+        }) => {
+            let ttl = state.provider.settings.pending_login_ttl_secs;
+            HttpResponse::Found()
+                .insert_header((header::LOCATION, super::webauthn::location(&pending_id)))
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .cookie(state.cookies.make(LOGIN_BINDING_COOKIE, browser_binding, ttl))
+                .finish()
+        }
         Ok(AuthorizeOutcome::Login {
             pending_id,
             browser_binding,

@@ -56,6 +56,18 @@ pub struct TermsView<'a> {
     pub url: Option<&'a str>,
 }
 
+#[derive(Template)]
+#[template(path = "webauthn.html")]
+pub struct KeyView<'a> {
+    pub lang: &'static str,
+    pub t: &'static Texts,
+    pub client_name: &'a str,
+    pub username: &'a str,
+    pub pending_id: &'a str,
+    pub csrf: &'a str,
+    pub has_keys: bool,
+}
+
 pub fn not_eligible(lang: Lang) -> HttpResponse {
     message(
         StatusCode::FORBIDDEN,

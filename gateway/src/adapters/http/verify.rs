@@ -91,6 +91,7 @@ pub async fn callback(req: HttpRequest, state: web::Data<AppState>) -> HttpRespo
     let m = crate::domain::management::Management {
         storage: state.storage.as_ref(),
         identities: state.provider.identities.as_ref(),
+        security_keys: state.provider.key_store.as_ref(),
         audit: state.provider.audit.as_ref(),
         random: state.provider.random.as_ref(),
         clock: state.provider.clock.as_ref(),

@@ -4,6 +4,7 @@ mod client_cache;
 mod entities;
 mod identity;
 pub mod migrations;
+mod security_keys;
 
 use crate::domain::account::Account;
 use crate::domain::audit::AuditRecord;

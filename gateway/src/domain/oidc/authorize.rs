@@ -7,7 +7,7 @@ use crate::domain::audit::{AuditEvent, RequestContext};
 use crate::domain::client::Client;
 use crate::domain::crypto::secret_digest;
 use crate::domain::ports::Namespace;
-use crate::domain::records::{AuthorizationRequest, CodeGrant, PendingLogin, SsoSession};
+use crate::domain::records::{AuthorizationRequest, CodeGrant, PendingLogin, SecondFactorStage, SsoSession};
 use crate::protocol::{Acr, ClientId, CodeChallenge, OAuthError, OAuthErrorCode, Prompt, RedirectUri, Scopes};
 use std::time::Duration;
 
@@ -23,6 +23,9 @@ pub enum AuthorizeOutcome {
     NotEligible,
     /// The person must accept the terms of use first (same cookie handling as `Login`).
     Terms { pending_id: String, browser_binding: String },
+    /// The session is recent enough but too weak for this request: step-up with a security key
+    /// only, no password again (same cookie handling as `Login`).
+    SecondFactor { pending_id: String, browser_binding: String },
 }
 
 impl Provider {
@@ -74,7 +77,7 @@ impl Provider {
             Some(sid) => self.load_sso(sid, now).await?,
             None => None,
         };
-        if let Some(session) = session.filter(|s| self.session_satisfies(s, &request, &client, now)) {
+        if let Some(session) = session.clone().filter(|s| self.session_satisfies(s, &request, &client, now)) {
             self.audit(
                 ctx,
                 AuditEvent::SsoReused {
@@ -101,7 +104,15 @@ impl Provider {
             return Ok(AuthorizeOutcome::Redirect(fail(e)));
         }
 
-        // 4. Park the request and send the browser to the login form.
+        // 4. Step-up: a fresh session that only lacks assurance gets the key step, not the
+        // password again.
+        let step_up = match session {
+            Some(s) if self.step_up_would_satisfy(&s, &request, &client, now) => self.step_up_stage(&s).await?,
+            _ => None,
+        };
+        let is_step_up = step_up.is_some();
+
+        // 5. Park the request and send the browser to the login form (or the key step).
         let browser_binding = self.random.token();
         let pending = PendingLogin {
             id: self.random.token(),
@@ -110,12 +121,47 @@ impl Provider {
             browser_binding_digest: secret_digest(&browser_binding),
             failed_attempts: 0,
             expires_at: now + self.settings.pending_login_ttl_secs,
+            second_factor: step_up,
         };
         self.save_pending(&pending).await?;
-        Ok(AuthorizeOutcome::Login {
-            pending_id: pending.id,
-            browser_binding,
+        Ok(if is_step_up {
+            AuthorizeOutcome::SecondFactor {
+                pending_id: pending.id,
+                browser_binding,
+            }
+        } else {
+            AuthorizeOutcome::Login {
+                pending_id: pending.id,
+                browser_binding,
+            }
         })
+    }
+
+    /// Whether the session, were it completed with a security key now, would answer the
+    /// request. Only then is a step-up offered; otherwise a full login.
+    fn step_up_would_satisfy(&self, s: &SsoSession, r: &AuthorizationRequest, client: &Client, now: i64) -> bool {
+        if self.security_keys.is_none() || s.amr.iter().any(|m| m == "hwk") {
+            return false;
+        }
+        let stepped = SsoSession {
+            auth_time: now,
+            acr: self.settings.assurance.password_and_key.acr.clone(),
+            ..s.clone()
+        };
+        // prompt=login and max_age are about the password's age too: those need a full login.
+        let age_ok = r.max_age.is_none_or(|m| now - s.auth_time <= m) && client.max_auth_age.is_none_or(|m| now - s.auth_time <= m);
+        age_ok && self.session_satisfies(&stepped, r, client, now)
+    }
+
+    async fn step_up_stage(&self, s: &SsoSession) -> Result<Option<SecondFactorStage>, DomainError> {
+        let account = self.storage.account(s.account_id).await?.filter(|a| !a.disabled);
+        Ok(account.map(|a| SecondFactorStage {
+            account_id: a.id,
+            username: a.username,
+            display_name: a.display_name,
+            step_up_of: Some(s.id.clone()),
+            key_verified: false,
+        }))
     }
 
     async fn trusted_redirect(&self, params: &Params) -> Result<Result<(Client, RedirectUri), OAuthError>, DomainError> {

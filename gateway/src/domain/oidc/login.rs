@@ -1,5 +1,6 @@
 //! The login step: the form's data checked against the pending request, the password checked
 //! by the first-factor adapter, then a fresh SSO session and a code.
+use super::MethodAssurance;
 use super::Provider;
 use super::authorize::redirect_error;
 use super::psc::Gate;
@@ -7,9 +8,10 @@ use crate::domain::DomainError;
 use crate::domain::audit::{AuditEvent, RequestContext};
 use crate::domain::crypto::{ct_eq, secret_digest};
 use crate::domain::ports::{AccountRefusal, Namespace, PasswordVerdict};
-use crate::domain::records::{PendingLogin, SsoSession};
+use crate::domain::records::{AuthorizationRequest, PendingLogin, SecondFactorStage, SsoSession};
 use crate::protocol::{OAuthError, OAuthErrorCode};
 use std::time::Duration;
+use uuid::Uuid;
 
 pub struct LoginForm {
     pub pending_id: String,
@@ -46,6 +48,8 @@ pub enum LoginOutcome {
         browser_binding: String,
         cookie_secret: String,
     },
+    /// Password right; a security key must follow (the browser goes to the key page).
+    SecondFactor { pending_id: String },
     /// Logged in, but the client's policy cannot be met: back to the client with an error.
     /// The session is real (other clients may accept it), so its cookie is still set.
     Refused { redirect: String, cookie_secret: String },
@@ -66,7 +70,7 @@ fn refusal_message(r: AccountRefusal) -> &'static str {
 }
 
 /// After this many failed attempts on one pending login, it is dropped and must be restarted.
-const MAX_ATTEMPTS_PER_PENDING_LOGIN: u32 = 5;
+pub(super) const MAX_ATTEMPTS_PER_PENDING_LOGIN: u32 = 5;
 
 impl Provider {
     /// The pending login for the page, if it exists and belongs to this browser.
@@ -89,7 +93,7 @@ impl Provider {
         })
     }
 
-    async fn pending_for_browser(
+    pub(super) async fn pending_for_browser(
         &self,
         pending_id: &str,
         browser_binding: Option<&str>,
@@ -131,6 +135,11 @@ impl Provider {
             return Ok(Err(OAuthError::new(
                 OAuthErrorCode::AccessDenied,
                 "the form is stale or forged (CSRF check failed)",
+            )));
+        }
+        if pending.second_factor.is_some() {
+            return Ok(Err(OAuthError::invalid_request(
+                "the password was already checked; continue with your security key",
             )));
         }
         let username = form.username.chars().take(256).collect::<String>();
@@ -191,6 +200,27 @@ impl Provider {
             return Ok(Ok(LoginOutcome::Rejected(self.page_for(&pending).await?)));
         };
         self.record_success(&username).await?;
+        if self.key_step_needed(account.id, &pending.request).await? {
+            self.audit(
+                ctx,
+                AuditEvent::LoginPassword {
+                    username,
+                    account_id: Some(account.id.to_string()),
+                    success: true,
+                    reason: None,
+                },
+            )
+            .await?;
+            pending.second_factor = Some(SecondFactorStage {
+                account_id: account.id,
+                username: account.username.clone(),
+                display_name: account.display_name.clone(),
+                step_up_of: None,
+                key_verified: false,
+            });
+            self.save_pending(&pending).await?;
+            return Ok(Ok(LoginOutcome::SecondFactor { pending_id: pending.id }));
+        }
         // One login, one pending request: a second submit of the same form finds nothing.
         if self.sessions.take(Namespace::PendingLogin, &pending.id).await?.is_none() {
             return Ok(Err(OAuthError::invalid_request("this login was already completed")));
@@ -205,7 +235,20 @@ impl Provider {
             },
         )
         .await?;
+        let earned = self.settings.assurance.password.clone();
+        self.complete_login(&pending, account.id, &earned, previous_sso, ctx).await
+    }
 
+    /// After the last factor: a fresh SSO session stating what was done, then the client's
+    /// policy, the PSC gate and a code.
+    pub(super) async fn complete_login(
+        &self,
+        pending: &PendingLogin,
+        account_id: Uuid,
+        earned: &MethodAssurance,
+        previous_sso: Option<&str>,
+        ctx: &RequestContext,
+    ) -> Result<Result<LoginOutcome, OAuthError>, DomainError> {
         // A new session id at every login (no fixation); the old session ends.
         if let Some(old) = previous_sso.filter(|s| s.len() <= 64) {
             self.sessions.delete(Namespace::Sso, &secret_digest(old)).await?;
@@ -216,10 +259,11 @@ impl Provider {
         let now = self.clock.unix();
         let session = SsoSession {
             id: secret_digest(&cookie_secret),
-            account_id: account.id,
+            account_id,
+            // The time of the last factor: after a step-up, the time of the key.
             auth_time: now,
-            amr: vec!["pwd".into()],
-            acr: self.settings.password_acr.clone(),
+            amr: earned.amr.clone(),
+            acr: earned.acr.clone(),
             expires_at: now + self.settings.sso_session_ttl_secs,
         };
         let bytes = serde_json::to_vec(&session).map_err(|e| DomainError::Internal(e.to_string()))?;
@@ -278,5 +322,22 @@ impl Provider {
             session,
             cookie_secret,
         }))
+    }
+
+    /// Whether a security key must follow the password: the person has one, or the request
+    /// or the client asks for more than a password earns. Never when FIDO2 is not configured.
+    async fn key_step_needed(&self, account_id: Uuid, request: &AuthorizationRequest) -> Result<bool, DomainError> {
+        if self.security_keys.is_none() {
+            return Ok(false);
+        }
+        if self.key_store.security_keys(account_id).await?.iter().any(|k| k.active()) {
+            return Ok(true);
+        }
+        let client = self.storage.client(&request.client_id).await?;
+        let wanted_by_request = request.acr_values.iter().filter_map(|a| self.settings.acr_rank(a)).min();
+        let wanted_by_client = client.and_then(|c| c.min_acr).and_then(|m| self.settings.acr_rank(&m));
+        let wanted = wanted_by_request.max(wanted_by_client);
+        let have = self.settings.acr_rank(&self.settings.assurance.password.acr);
+        Ok(wanted.is_some_and(|w| have.is_none_or(|h| h < w)))
     }
 }

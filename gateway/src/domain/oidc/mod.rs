@@ -7,6 +7,7 @@ mod login;
 mod logout;
 mod params;
 mod psc;
+mod second_factor;
 mod throttle;
 mod token;
 mod token_info;
@@ -17,13 +18,16 @@ pub use login::{LoginForm, LoginOutcome, LoginPage};
 pub use logout::{LogoutOutcome, LogoutRequest};
 pub use params::Params;
 pub use psc::{PscSettings, TermsPage, preferred_national_id};
+pub use second_factor::{KeyCeremony, KeyFinish, SecondFactorPage};
 pub use throttle::{ThrottleSettings, Throttled};
 pub use token::TokenResponse;
 pub use token_info::{Introspection, UserinfoResponse};
 
 use crate::domain::DomainError;
 use crate::domain::audit::{AuditEvent, AuditRecord, RequestContext};
-use crate::domain::ports::{AuditSink, Clock, IdentityStore, PasswordChecker, Random, SessionStore, Signer, Storage};
+use crate::domain::ports::{
+    AuditSink, Clock, IdentityStore, PasswordChecker, Random, SecurityKeyStore, SecurityKeys, SessionStore, Signer, Storage,
+};
 use std::sync::Arc;
 
 /// Tunables of the provider (from config `[oidc]`).
@@ -39,8 +43,8 @@ pub struct ProviderSettings {
     pub refresh_token_ttl_secs: i64,
     /// acr values Relais can assert, weakest first. Policy compares by this order.
     pub acr_levels: Vec<String>,
-    /// The acr a password-only login earns.
-    pub password_acr: String,
+    /// What each combination of methods earns (amr, acr).
+    pub assurance: AssurancePolicy,
     /// Longest accepted value of any request parameter.
     pub max_param_len: usize,
     /// Longest accepted lifetime of a client assertion (exp - iat), seconds.
@@ -63,6 +67,22 @@ impl ProviderSettings {
     }
 }
 
+/// The amr and acr one combination of authentication methods earns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MethodAssurance {
+    pub amr: Vec<String>,
+    pub acr: String,
+}
+
+/// The method → amr/acr table (config `[assurance]`). The id_token states exactly the row of
+/// what was done in the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssurancePolicy {
+    pub password: MethodAssurance,
+    /// Password, then a FIDO2 security key with user verification.
+    pub password_and_key: MethodAssurance,
+}
+
 /// Scopes Relais knows; others are dropped from requests (RFC 6749 §3.3 allows it).
 pub const SUPPORTED_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access", "national_id"];
 
@@ -76,6 +96,9 @@ pub struct Provider {
     pub random: Arc<dyn Random>,
     pub passwords: Arc<dyn PasswordChecker>,
     pub audit: Arc<dyn AuditSink>,
+    /// FIDO2 ceremonies; `None` when no attestation policy is configured (no second factor).
+    pub security_keys: Option<Arc<dyn SecurityKeys>>,
+    pub key_store: Arc<dyn SecurityKeyStore>,
 }
 
 impl Provider {

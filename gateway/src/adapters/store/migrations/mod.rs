@@ -4,6 +4,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_initial;
 mod m20261125_000002_identity;
+mod m20261201_000001_security_keys;
 mod m20261201_000002_audit_chain;
 mod m20261210_000002_directory_accounts;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000002_identity::Migration),
             Box::new(m20261201_000002_audit_chain::Migration),
             Box::new(m20261210_000002_directory_accounts::Migration),
+            Box::new(m20261201_000001_security_keys::Migration),
         ]
     }
 }

@@ -1,0 +1,228 @@
+//! FIDO2 ceremonies with webauthn-rs, behind the domain's `SecurityKeys` port. Keys are
+//! webauthn-rs "attested passkeys": attestation is mandatory and checked against the admin's
+//! trust policy (CAs and AAGUIDs), user verification is required, synced (backup-eligible)
+//! credentials are refused. State and credentials cross the port as JSON strings.
+use crate::domain::fido2::{Ceremony, Fido2Error, KeyAssertion, KeyHolder, NewKey, SecurityKeyRecord};
+use crate::domain::ports::SecurityKeys;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use webauthn_rs::prelude::{
+    AttestationCaList, AttestationCaListBuilder, AttestationMetadata, AttestedPasskey, AttestedPasskeyAuthentication,
+    AttestedPasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential, Url, Uuid, WebauthnError,
+};
+use webauthn_rs::{Webauthn, WebauthnBuilder};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrustPolicyError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The attestation trust file (docs/factors.md): one `[[authority]]` per attestation CA, each
+/// with the AAGUIDs (key models) it may vouch for.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrustFile {
+    #[serde(default)]
+    authority: Vec<Authority>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Authority {
+    name: String,
+    /// The CA certificate, PEM, inline...
+    certificate: Option<String>,
+    /// ...or in a file, relative to the trust file.
+    certificate_file: Option<PathBuf>,
+    aaguids: Vec<Uuid>,
+}
+
+/// Reads the trust file into webauthn-rs' CA list. Every authority must list its AAGUIDs:
+/// a CA alone would admit every model its vendor ever made.
+pub fn load_trust_policy(path: &Path) -> Result<AttestationCaList, TrustPolicyError> {
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|source| TrustPolicyError::Read {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    let file: TrustFile =
+        toml::from_str(&read(path)?).map_err(|e| TrustPolicyError::Invalid(format!("{}: {}", path.display(), e.message())))?;
+    if file.authority.is_empty() {
+        return Err(TrustPolicyError::Invalid(format!(
+            "{}: no [[authority]]: no key could ever register",
+            path.display()
+        )));
+    }
+    let mut builder = AttestationCaListBuilder::new();
+    for a in file.authority {
+        let pem = match (a.certificate, a.certificate_file) {
+            (Some(pem), None) => pem,
+            (None, Some(f)) => read(&path.parent().unwrap_or(Path::new(".")).join(f))?,
+            _ => {
+                return Err(TrustPolicyError::Invalid(format!(
+                    "authority {:?}: give exactly one of certificate or certificate_file",
+                    a.name
+                )));
+            }
+        };
+        if a.aaguids.is_empty() {
+            return Err(TrustPolicyError::Invalid(format!(
+                "authority {:?}: list its allowed aaguids",
+                a.name
+            )));
+        }
+        for aaguid in a.aaguids {
+            builder
+                .insert_device_pem(pem.as_bytes(), aaguid, a.name.clone(), BTreeMap::new())
+                .map_err(|e| TrustPolicyError::Invalid(format!("authority {:?}: certificate: {e:?}", a.name)))?;
+        }
+    }
+    Ok(builder.build())
+}
+
+pub struct WebauthnKeys {
+    webauthn: Webauthn,
+    trusted: AttestationCaList,
+}
+
+impl WebauthnKeys {
+    /// The relying party is the issuer: RP id = its host, origin = the issuer URL.
+    pub fn new(issuer: &str, rp_name: &str, policy: &Path) -> Result<Self, TrustPolicyError> {
+        let origin = Url::parse(issuer).map_err(|e| TrustPolicyError::Invalid(format!("issuer: {e}")))?;
+        let rp_id = origin
+            .host_str()
+            .ok_or_else(|| TrustPolicyError::Invalid("issuer has no host".into()))?
+            .to_owned();
+        let webauthn = WebauthnBuilder::new(&rp_id, &origin)
+            .and_then(|b| b.rp_name(rp_name).build())
+            .map_err(|e| TrustPolicyError::Invalid(format!("webauthn: {e}")))?;
+        Ok(Self {
+            webauthn,
+            trusted: load_trust_policy(policy)?,
+        })
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Fido2Error {
+    Fido2Error::Internal(e.to_string())
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, Fido2Error> {
+    serde_json::to_string(v).map_err(internal)
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, Fido2Error> {
+    serde_json::from_str(s).map_err(internal)
+}
+
+/// The base64url form of a credential id (the `security_keys.credential_id` column).
+fn credential_id_string(id: &impl AsRef<[u8]>) -> Result<String, Fido2Error> {
+    Ok(crate::domain::crypto::b64url(id.as_ref()))
+}
+
+/// Errors that mean "the establishment does not trust this key model".
+fn is_policy_refusal(e: &WebauthnError) -> bool {
+    matches!(
+        e,
+        WebauthnError::AttestationNotVerifiable
+            | WebauthnError::AttestationUntrustedAaguid
+            | WebauthnError::AttestationFormatMissingAaguid
+            | WebauthnError::AttestationChainNotTrusted(_)
+            | WebauthnError::AttestationCertificateTrustStoreEmpty
+            | WebauthnError::CredentialMayNotBeHardwareBound
+    ) || format!("{e:?}").starts_with("Attestation")
+}
+
+impl SecurityKeys for WebauthnKeys {
+    fn start_registration(&self, holder: &KeyHolder, existing: &[SecurityKeyRecord]) -> Result<Ceremony, Fido2Error> {
+        let exclude = existing
+            .iter()
+            .filter_map(|k| from_json::<AttestedPasskey>(&k.credential).ok())
+            .map(|p| p.cred_id().clone())
+            .collect::<Vec<_>>();
+        let (options, state) = self
+            .webauthn
+            .start_attested_passkey_registration(
+                holder.account_id,
+                &holder.username,
+                &holder.display_name,
+                Some(exclude),
+                self.trusted.clone(),
+                None,
+            )
+            .map_err(internal)?;
+        Ok(Ceremony {
+            options: serde_json::to_value(&options).map_err(internal)?,
+            state: to_json(&state)?,
+        })
+    }
+
+    fn finish_registration(&self, response: &serde_json::Value, state: &str) -> Result<NewKey, Fido2Error> {
+        let state: AttestedPasskeyRegistration = from_json(state)?;
+        let reg: RegisterPublicKeyCredential =
+            serde_json::from_value(response.clone()).map_err(|e| Fido2Error::Rejected(format!("malformed answer: {e}")))?;
+        let key = self.webauthn.finish_attested_passkey_registration(&reg, &state).map_err(|e| {
+            if is_policy_refusal(&e) {
+                Fido2Error::NotAllowed(e.to_string())
+            } else {
+                Fido2Error::Rejected(e.to_string())
+            }
+        })?;
+        let aaguid = match &key.attestation().metadata {
+            AttestationMetadata::Packed { aaguid } | AttestationMetadata::Tpm { aaguid, .. } => *aaguid,
+            _ => return Err(Fido2Error::NotAllowed("the attestation names no key model (AAGUID)".into())),
+        };
+        Ok(NewKey {
+            credential_id: credential_id_string(key.cred_id())?,
+            credential: to_json(&key)?,
+            aaguid,
+        })
+    }
+
+    fn start_authentication(&self, keys: &[SecurityKeyRecord]) -> Result<Ceremony, Fido2Error> {
+        let creds = keys
+            .iter()
+            .map(|k| from_json::<AttestedPasskey>(&k.credential))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (options, state) = self.webauthn.start_attested_passkey_authentication(&creds).map_err(internal)?;
+        Ok(Ceremony {
+            options: serde_json::to_value(&options).map_err(internal)?,
+            state: to_json(&state)?,
+        })
+    }
+
+    fn finish_authentication(
+        &self,
+        response: &serde_json::Value,
+        state: &str,
+        keys: &[SecurityKeyRecord],
+    ) -> Result<KeyAssertion, Fido2Error> {
+        let state: AttestedPasskeyAuthentication = from_json(state)?;
+        let answer: PublicKeyCredential =
+            serde_json::from_value(response.clone()).map_err(|e| Fido2Error::Rejected(format!("malformed answer: {e}")))?;
+        // Only keys still active may answer: one revoked since the challenge was sent is refused.
+        let answered = credential_id_string(&answer.raw_id)?;
+        let Some(record) = keys.iter().find(|k| k.credential_id == answered) else {
+            return Err(Fido2Error::Rejected("not one of the person's active keys".into()));
+        };
+        let result = self
+            .webauthn
+            .finish_attested_passkey_authentication(&answer, &state)
+            .map_err(|e| match e {
+                WebauthnError::CredentialPossibleCompromise => Fido2Error::CounterRegression,
+                other => Fido2Error::Rejected(other.to_string()),
+            })?;
+        let mut key: AttestedPasskey = from_json(&record.credential)?;
+        key.update_credential(&result);
+        Ok(KeyAssertion {
+            key_id: record.id,
+            credential: to_json(&key)?,
+            user_verified: result.user_verified(),
+        })
+    }
+}

@@ -1,0 +1,383 @@
+//! The second factor: a FIDO2 security key after the password (or alone, to step up a live
+//! session). The ceremonies run in the `SecurityKeys` adapter; this module decides who may run
+//! which ceremony, keeps the challenge in the session store (consumed once) and turns a
+//! verified key into a session that says so.
+use super::Provider;
+use super::login::{LoginOutcome, MAX_ATTEMPTS_PER_PENDING_LOGIN};
+use crate::domain::DomainError;
+use crate::domain::audit::{AuditEvent, RequestContext};
+use crate::domain::crypto::{ct_eq, secret_digest};
+use crate::domain::fido2::{Fido2Error, KeyHolder, PendingCeremony, SecurityKeyRecord, normalise_code};
+use crate::domain::ports::{Namespace, SecurityKeys};
+use crate::domain::records::{PendingLogin, SecondFactorStage};
+use crate::protocol::{OAuthError, OAuthErrorCode};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a ceremony's challenge stays valid (the person has to find and touch the key).
+const CEREMONY_TTL: Duration = Duration::from_secs(300);
+
+/// What the security key page shows.
+#[derive(Debug, Clone)]
+pub struct SecondFactorPage {
+    pub pending_id: String,
+    pub csrf: String,
+    pub client_name: String,
+    pub username: String,
+    pub ui_locales: Option<String>,
+    pub has_keys: bool,
+}
+
+/// Which ceremony the browser asks for.
+#[derive(Debug, Clone)]
+pub enum KeyCeremony {
+    /// Register a key: the first needs the admin's enrolment code, another needs a key verified
+    /// in this login.
+    Register {
+        enrolment_code: Option<String>,
+    },
+    Authenticate,
+}
+
+/// What a finished ceremony leads to.
+#[derive(Debug)]
+pub enum KeyFinish {
+    /// A key was registered; the person now signs in with it.
+    Registered,
+    /// A key was verified and the person asked to enrol another one next.
+    MayEnrol,
+    /// The login is complete (or refused by the client's policy).
+    Login(LoginOutcome),
+}
+
+fn denied(msg: &str) -> OAuthError {
+    OAuthError::new(OAuthErrorCode::AccessDenied, msg)
+}
+
+impl Provider {
+    fn keys_port(&self) -> Result<&Arc<dyn SecurityKeys>, OAuthError> {
+        self.security_keys
+            .as_ref()
+            .ok_or_else(|| OAuthError::invalid_request("security keys are not enabled"))
+    }
+
+    /// The pending login of this browser, past its password (or a step-up).
+    async fn key_step(
+        &self,
+        id: &str,
+        binding: Option<&str>,
+    ) -> Result<Result<(PendingLogin, SecondFactorStage), OAuthError>, DomainError> {
+        if let Err(e) = self.keys_port() {
+            return Ok(Err(e));
+        }
+        let p = match self.pending_for_browser(id, binding).await? {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        let Some(stage) = p.second_factor.clone() else {
+            return Ok(Err(OAuthError::invalid_request("enter your username and password first")));
+        };
+        Ok(Ok((p, stage)))
+    }
+
+    async fn active_keys(&self, stage: &SecondFactorStage) -> Result<(Vec<SecurityKeyRecord>, Vec<SecurityKeyRecord>), DomainError> {
+        let all = self.key_store.security_keys(stage.account_id).await?;
+        let active = all.iter().filter(|k| k.active()).cloned().collect();
+        Ok((all, active))
+    }
+
+    /// Counts a failed attempt; too many drop the pending login.
+    async fn key_attempt_failed(&self, mut p: PendingLogin) -> Result<(), DomainError> {
+        p.failed_attempts += 1;
+        if p.failed_attempts >= MAX_ATTEMPTS_PER_PENDING_LOGIN {
+            self.sessions.delete(Namespace::PendingLogin, &p.id).await?;
+        } else {
+            self.save_pending(&p).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn second_factor_page(&self, id: &str, binding: Option<&str>) -> Result<Result<SecondFactorPage, OAuthError>, DomainError> {
+        let (p, stage) = match self.key_step(id, binding).await? {
+            Ok(x) => x,
+            Err(e) => return Ok(Err(e)),
+        };
+        let (_, active) = self.active_keys(&stage).await?;
+        let client_name = self.storage.client(&p.request.client_id).await?.map(|c| c.name).unwrap_or_default();
+        Ok(Ok(SecondFactorPage {
+            pending_id: p.id,
+            csrf: p.csrf,
+            client_name,
+            username: stage.username,
+            ui_locales: p.request.ui_locales,
+            has_keys: !active.is_empty(),
+        }))
+    }
+
+    /// Starts a ceremony; returns the options for `navigator.credentials`.
+    #[tracing::instrument(skip_all)]
+    pub async fn key_options(
+        &self,
+        id: &str,
+        csrf: &str,
+        binding: Option<&str>,
+        ceremony: KeyCeremony,
+        ctx: &RequestContext,
+    ) -> Result<Result<serde_json::Value, OAuthError>, DomainError> {
+        let (p, stage) = match self.key_step(id, binding).await? {
+            Ok(x) => x,
+            Err(e) => return Ok(Err(e)),
+        };
+        if !ct_eq(csrf.as_bytes(), p.csrf.as_bytes()) {
+            return Ok(Err(denied("the form is stale or forged (CSRF check failed)")));
+        }
+        let port = self.keys_port().map_err(|e| DomainError::Internal(e.description))?;
+        let (all, active) = self.active_keys(&stage).await?;
+        let account_id = stage.account_id.to_string();
+        let (started, register, code_digest) = match ceremony {
+            KeyCeremony::Authenticate => {
+                if active.is_empty() {
+                    return Ok(Err(denied(
+                        "no security key is registered for you: register one with the enrolment code from your administrator",
+                    )));
+                }
+                (port.start_authentication(&active), false, None)
+            }
+            KeyCeremony::Register { enrolment_code } => {
+                let mut code_digest = None;
+                if active.is_empty() {
+                    // The first key: the password is not enough, the admin's one-time code is.
+                    let code = enrolment_code.as_deref().map(normalise_code).unwrap_or_default();
+                    let refusal = if code.is_empty() {
+                        Some("an enrolment code from your administrator is required to register a first security key")
+                    } else if !self
+                        .key_store
+                        .live_enrolment_code(&secret_digest(&code), stage.account_id, self.clock.now())
+                        .await?
+                    {
+                        Some("the enrolment code is wrong, expired or already used")
+                    } else {
+                        None
+                    };
+                    if let Some(reason) = refusal {
+                        self.audit_refusal(
+                            ctx,
+                            AuditEvent::Fido2KeyRegistered {
+                                account_id,
+                                key_id: None,
+                                aaguid: None,
+                                success: false,
+                                reason: Some(reason.into()),
+                            },
+                        )
+                        .await;
+                        self.key_attempt_failed(p).await?;
+                        return Ok(Err(denied(reason)));
+                    }
+                    code_digest = Some(secret_digest(&code));
+                } else if !stage.key_verified {
+                    // Another key: only someone holding a registered key may add one.
+                    let reason = "to add another security key, first sign in with one you already have";
+                    self.audit_refusal(
+                        ctx,
+                        AuditEvent::Fido2KeyRegistered {
+                            account_id,
+                            key_id: None,
+                            aaguid: None,
+                            success: false,
+                            reason: Some(reason.into()),
+                        },
+                    )
+                    .await;
+                    return Ok(Err(denied(reason)));
+                }
+                let holder = KeyHolder {
+                    account_id: stage.account_id,
+                    username: stage.username.clone(),
+                    display_name: stage.display_name.clone(),
+                };
+                (port.start_registration(&holder, &all), true, code_digest)
+            }
+        };
+        let started = started.map_err(|e| DomainError::Internal(e.to_string()))?;
+        let pending = PendingCeremony {
+            register,
+            state: started.state,
+            enrolment_code_digest: code_digest,
+        };
+        let bytes = serde_json::to_vec(&pending).map_err(|e| DomainError::Internal(e.to_string()))?;
+        self.sessions.put(Namespace::Webauthn, &p.id, &bytes, CEREMONY_TTL).await?;
+        Ok(Ok(started.options))
+    }
+
+    /// Checks the key's answer. A registration stores the key; an assertion completes the
+    /// login (or allows enrolling another key when `then_enrol`).
+    #[allow(clippy::too_many_arguments)]
+    #[tracing::instrument(skip_all)]
+    pub async fn key_finish(
+        &self,
+        id: &str,
+        csrf: &str,
+        binding: Option<&str>,
+        response: &serde_json::Value,
+        key_name: Option<&str>,
+        then_enrol: bool,
+        previous_sso: Option<&str>,
+        ctx: &RequestContext,
+    ) -> Result<Result<KeyFinish, OAuthError>, DomainError> {
+        let (mut p, mut stage) = match self.key_step(id, binding).await? {
+            Ok(x) => x,
+            Err(e) => return Ok(Err(e)),
+        };
+        if !ct_eq(csrf.as_bytes(), p.csrf.as_bytes()) {
+            return Ok(Err(denied("the form is stale or forged (CSRF check failed)")));
+        }
+        let port = self.keys_port().map_err(|e| DomainError::Internal(e.description))?.clone();
+        // The challenge is used once: a replayed answer finds nothing.
+        let Some(bytes) = self.sessions.take(Namespace::Webauthn, &p.id).await? else {
+            return Ok(Err(OAuthError::invalid_request(
+                "this security key step has expired or was already used; try again",
+            )));
+        };
+        let ceremony: PendingCeremony = serde_json::from_slice(&bytes).map_err(|e| DomainError::Internal(format!("ceremony: {e}")))?;
+        let account_id = stage.account_id.to_string();
+        let now = self.clock.now();
+
+        if ceremony.register {
+            let new = match port.finish_registration(response, &ceremony.state) {
+                Ok(k) => k,
+                Err(e) => {
+                    let message = match &e {
+                        Fido2Error::NotAllowed(_) => {
+                            "this security key model is not allowed by the establishment's policy (its attestation is not trusted): use a key supplied by your establishment"
+                        }
+                        _ => "the security key registration failed; try again",
+                    };
+                    self.audit_refusal(
+                        ctx,
+                        AuditEvent::Fido2KeyRegistered {
+                            account_id,
+                            key_id: None,
+                            aaguid: None,
+                            success: false,
+                            reason: Some(e.to_string()),
+                        },
+                    )
+                    .await;
+                    return Ok(Err(denied(message)));
+                }
+            };
+            if let Some(digest) = &ceremony.enrolment_code_digest
+                && !self.key_store.consume_enrolment_code(digest, stage.account_id, now).await?
+            {
+                return Ok(Err(denied("the enrolment code is wrong, expired or already used")));
+            }
+            let record = SecurityKeyRecord {
+                id: self.random.uuid(),
+                account_id: stage.account_id,
+                credential_id: new.credential_id,
+                credential: new.credential,
+                aaguid: new.aaguid,
+                name: key_name
+                    .map(|n| n.trim().chars().take(64).collect::<String>())
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| "security key".into()),
+                created_at: now,
+                last_used_at: None,
+                revoked_at: None,
+            };
+            match self.key_store.insert_security_key(&record).await {
+                Ok(()) => {}
+                Err(crate::domain::ports::StoreError::Conflict(_)) => {
+                    return Ok(Err(denied("this security key is already registered")));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            self.audit(
+                ctx,
+                AuditEvent::Fido2KeyRegistered {
+                    account_id,
+                    key_id: Some(record.id.to_string()),
+                    aaguid: Some(record.aaguid.to_string()),
+                    success: true,
+                    reason: None,
+                },
+            )
+            .await?;
+            // The new key is not a login by itself: the person now signs in with it.
+            return Ok(Ok(KeyFinish::Registered));
+        }
+
+        // Keys revoked since the options were sent are refused here too.
+        let (_, active) = self.active_keys(&stage).await?;
+        let assertion = match port.finish_authentication(response, &ceremony.state, &active) {
+            Ok(a) if a.user_verified => a,
+            result => {
+                let reason = match result {
+                    Err(Fido2Error::CounterRegression) => {
+                        self.audit_refusal(
+                            ctx,
+                            AuditEvent::Fido2CounterRegression {
+                                account_id: account_id.clone(),
+                            },
+                        )
+                        .await;
+                        "counter regression".to_string()
+                    }
+                    Err(e) => e.to_string(),
+                    Ok(_) => "user verification was not performed".to_string(),
+                };
+                self.audit_refusal(
+                    ctx,
+                    AuditEvent::Fido2Authentication {
+                        account_id,
+                        key_id: None,
+                        success: false,
+                        reason: Some(reason),
+                    },
+                )
+                .await;
+                self.key_attempt_failed(p).await?;
+                return Ok(Err(denied(
+                    "the security key was refused: use one of your registered, non-revoked keys, with its PIN or fingerprint",
+                )));
+            }
+        };
+        self.key_store
+            .record_security_key_use(assertion.key_id, &assertion.credential, now)
+            .await?;
+        self.audit(
+            ctx,
+            AuditEvent::Fido2Authentication {
+                account_id,
+                key_id: Some(assertion.key_id.to_string()),
+                success: true,
+                reason: None,
+            },
+        )
+        .await?;
+        if then_enrol {
+            stage.key_verified = true;
+            p.second_factor = Some(stage);
+            self.save_pending(&p).await?;
+            return Ok(Ok(KeyFinish::MayEnrol));
+        }
+        // A step-up belongs to a live session: after a logout it cannot complete.
+        if let Some(sid) = &stage.step_up_of
+            && self.sessions.get(Namespace::Sso, sid).await?.is_none()
+        {
+            return Ok(Err(OAuthError::invalid_request(
+                "your session has ended; start again from the application",
+            )));
+        }
+        // One login, one pending request.
+        if self.sessions.take(Namespace::PendingLogin, &p.id).await?.is_none() {
+            return Ok(Err(OAuthError::invalid_request("this login was already completed")));
+        }
+        let earned = self.settings.assurance.password_and_key.clone();
+        Ok(self
+            .complete_login(&p, stage.account_id, &earned, previous_sso, ctx)
+            .await?
+            .map(KeyFinish::Login))
+    }
+}

@@ -1,0 +1,360 @@
+//! FIDO2 security keys end to end: a software authenticator (webauthn-authenticator-rs
+//! SoftToken, which attests with its own CA) drives the real JSON endpoints of the key step
+//! over HTTP, with the browser's cookies; the id_tokens are checked by the `openidconnect` RP.
+use crate::browser::{Browser, Step, field};
+use crate::harness::{self, ALICE, CALLBACK, Db, Server, Sessions};
+use crate::rp;
+use crypto_glue::traits::{EncodePem, LineEndingPem};
+use openidconnect::TokenResponse;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::time::Duration;
+use webauthn_authenticator_rs::WebauthnAuthenticator;
+use webauthn_authenticator_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, Url};
+use webauthn_authenticator_rs::softtoken::{AAGUID, SoftToken};
+
+/// A trust file that admits `ca`'s keys of model `aaguid`.
+pub(crate) fn trust_file(ca: &impl EncodePem, aaguid: uuid::Uuid) -> String {
+    let pem = ca.to_pem(LineEndingPem::LF).unwrap();
+    let dir = std::env::temp_dir().join(harness::unique("relais-fido2"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("attestation.toml");
+    std::fs::write(
+        &path,
+        format!("[[authority]]\nname = \"Test keys\"\ncertificate = \"\"\"\n{pem}\"\"\"\naaguids = [\"{aaguid}\"]\n"),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+/// Relais trusting the SoftToken's CA for its AAGUID; returns the token too.
+async fn setup() -> (Server, SoftToken) {
+    let (token, ca) = SoftToken::new(true).unwrap();
+    let s = start_trusting(&trust_file(&ca, AAGUID)).await;
+    (s, token)
+}
+
+async fn start_trusting(policy: &str) -> Server {
+    harness::start_with(
+        Db::Sqlite,
+        Sessions::Memory,
+        &format!("[fido2]\nattestation_policy = \"{policy}\"\n"),
+    )
+    .await
+}
+
+async fn web(s: &Server) -> rp::Rp {
+    rp::client(rp::metadata(&s.base).await, "web", Some(&s.web_secret), CALLBACK)
+}
+
+pub(crate) struct KeyStep {
+    pub id: String,
+    pub csrf: String,
+}
+
+/// Reads the key page the browser was sent to.
+pub(crate) async fn key_step(b: &Browser, s: &Server, path: &str) -> KeyStep {
+    assert!(path.starts_with("/login/webauthn?id="), "{path}");
+    let page = b.get(&s.url(path)).await.text().await.unwrap();
+    KeyStep {
+        id: field(&page, "login_id").expect("login_id"),
+        csrf: field(&page, "csrf").expect("csrf"),
+    }
+}
+
+/// Authorization request and password: returns the key step.
+async fn password_then_key_step(b: &Browser, s: &Server, url: &str) -> KeyStep {
+    let Step::LoginForm(login) = b.start(url).await else {
+        panic!("login form")
+    };
+    match b.submit_login(&s.base, &login, ALICE.0, ALICE.1).await {
+        Step::LoginForm(p) => key_step(b, s, &p).await,
+        other => panic!("expected the key step, got {other:?}"),
+    }
+}
+
+pub(crate) async fn post(b: &Browser, s: &Server, path: &str, body: Value) -> (StatusCode, Value) {
+    let r = b.http.post(s.url(path)).json(&body).send().await.unwrap();
+    (r.status(), r.json().await.unwrap())
+}
+
+pub(crate) fn origin(s: &Server) -> Url {
+    Url::parse(&s.base).unwrap()
+}
+
+pub(crate) async fn register(b: &Browser, s: &Server, token: &mut SoftToken, k: &KeyStep, code: Option<&str>) -> (StatusCode, Value) {
+    let (st, options) = post(
+        b,
+        s,
+        "/login/webauthn/options",
+        json!({"login_id": k.id, "csrf": k.csrf, "ceremony": "register", "enrolment_code": code}),
+    )
+    .await;
+    if st != StatusCode::OK {
+        return (st, options);
+    }
+    let options: CreationChallengeResponse = serde_json::from_value(options).unwrap();
+    let answer = token.do_registration(origin(s), options).unwrap();
+    post(
+        b,
+        s,
+        "/login/webauthn/finish",
+        json!({"login_id": k.id, "csrf": k.csrf, "credential": answer, "name": "clé bleue"}),
+    )
+    .await
+}
+
+pub(crate) async fn authenticate(b: &Browser, s: &Server, token: &mut SoftToken, k: &KeyStep) -> (StatusCode, Value) {
+    let (st, options) = post(
+        b,
+        s,
+        "/login/webauthn/options",
+        json!({"login_id": k.id, "csrf": k.csrf, "ceremony": "authenticate"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{options}");
+    let options: RequestChallengeResponse = serde_json::from_value(options).unwrap();
+    let answer = token.do_authentication(origin(s), options).unwrap();
+    post(
+        b,
+        s,
+        "/login/webauthn/finish",
+        json!({"login_id": k.id, "csrf": k.csrf, "credential": answer}),
+    )
+    .await
+}
+
+async fn enrolment_code(s: &Server) -> String {
+    s.components()
+        .management("test")
+        .issue_enrolment_code(ALICE.0, 3600)
+        .await
+        .unwrap()
+        .0
+}
+
+/// Exchanges the code the key step returned; returns the id_token's claims.
+async fn id_token(rp: &rp::Rp, req: rp::AuthRequest, finish: &Value) -> Value {
+    let redirect = finish["redirect"].as_str().unwrap_or_else(|| panic!("{finish}"));
+    let code = crate::browser::query(redirect)["code"].clone();
+    let tokens = rp
+        .exchange_code(rp::code(&code))
+        .unwrap()
+        .set_pkce_verifier(req.verifier)
+        .request_async(&rp::http)
+        .await
+        .unwrap();
+    let id = tokens.id_token().unwrap();
+    id.claims(&rp.id_token_verifier().set_allowed_algs(rp::algs()), &req.nonce).unwrap();
+    rp::payload(&id.to_string())
+}
+
+/// Registers a key for alice (enrolment code) and signs in with it; returns the browser.
+async fn enrolled(s: &Server, token: &mut SoftToken) -> Browser {
+    let b = Browser::new();
+    let rp = web(s).await;
+    let req = rp::auth_request(&rp, &[]);
+    let url = format!("{}&acr_values=loa3", req.url);
+    let k = password_then_key_step(&b, s, &url).await;
+    let code = enrolment_code(s).await;
+    let (st, body) = register(&b, s, token, &k, Some(&code)).await;
+    if st != StatusCode::OK {
+        let audit = s.storage().audit_records(5).await.unwrap();
+        panic!("{body} {audit:?}");
+    }
+    let (st, body) = authenticate(&b, s, token, &k).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let claims = id_token(&rp, req, &body).await;
+    assert_eq!(claims["acr"], "loa3");
+    b
+}
+
+#[tokio::test]
+async fn fido2_enrolment_with_a_code_then_password_and_key_give_hwk_mfa_loa3() {
+    let (s, mut token) = setup().await;
+    enrolled(&s, &mut token).await;
+
+    // A new browser: the password alone no longer ends the login, the key follows.
+    let b = Browser::new();
+    let rp = web(&s).await;
+    let req = rp::auth_request(&rp, &[]);
+    let k = password_then_key_step(&b, &s, &req.url).await;
+    let (st, body) = authenticate(&b, &s, &mut token, &k).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let claims = id_token(&rp, req, &body).await;
+    assert_eq!(claims["amr"], json!(["pwd", "hwk", "user", "mfa"]));
+    assert_eq!(claims["acr"], "loa3");
+
+    // The challenge was consumed: the same answer cannot be replayed.
+    let (st, _) = post(
+        &b,
+        &s,
+        "/login/webauthn/finish",
+        json!({"login_id": k.id, "csrf": k.csrf, "credential": {}}),
+    )
+    .await;
+    assert_ne!(st, StatusCode::OK);
+
+    let keys = s.components().management("test").security_keys_of(ALICE.0).await.unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].aaguid, AAGUID);
+    assert_eq!(keys[0].name, "clé bleue");
+    assert!(keys[0].last_used_at.is_some());
+    let kinds = s.audit_kinds().await;
+    for k in ["fido2_enrolment_code_issued", "fido2_key_registered", "fido2_authentication"] {
+        assert!(kinds.iter().any(|x| x == k), "{k} in {kinds:?}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn fido2_enrolment_without_a_valid_code_is_refused() {
+    let (s, mut token) = setup().await;
+    let b = Browser::new();
+    let rp = web(&s).await;
+    let url = format!("{}&acr_values=loa3", rp::auth_request(&rp, &[]).url);
+    let k = password_then_key_step(&b, &s, &url).await;
+    let (st, body) = register(&b, &s, &mut token, &k, None).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    assert!(body["error_description"].as_str().unwrap().contains("enrolment code"), "{body}");
+    let (st, _) = register(&b, &s, &mut token, &k, Some("AAAA-BBBB-CCCC-DDDD")).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    // A code is single use.
+    let code = enrolment_code(&s).await;
+    let (st, _) = register(&b, &s, &mut token, &k, Some(&code)).await;
+    assert_eq!(st, StatusCode::OK);
+    let b2 = Browser::new();
+    let url = format!("{}&acr_values=loa3", rp::auth_request(&rp, &[]).url);
+    let k2 = password_then_key_step(&b2, &s, &url).await;
+    // Alice has a key now: another needs a key verified first, not the used code.
+    let (st, body) = register(&b2, &s, &mut token, &k2, Some(&code)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
+    assert!(s.components().management("test").security_keys_of(ALICE.0).await.unwrap().len() == 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn fido2_keys_from_an_untrusted_ca_or_model_are_refused_at_registration() {
+    let (mut token, ca) = SoftToken::new(true).unwrap();
+    let (_, other_ca) = SoftToken::new(true).unwrap();
+    for policy in [
+        trust_file(&other_ca, AAGUID),
+        trust_file(&ca, uuid::Uuid::parse_str("cb69481e-8ff7-4039-93ec-0a2729a154a8").unwrap()),
+    ] {
+        let s = start_trusting(&policy).await;
+        let b = Browser::new();
+        let rp = web(&s).await;
+        let url = format!("{}&acr_values=loa3", rp::auth_request(&rp, &[]).url);
+        let k = password_then_key_step(&b, &s, &url).await;
+        let code = enrolment_code(&s).await;
+        let (st, body) = register(&b, &s, &mut token, &k, Some(&code)).await;
+        assert_eq!(st, StatusCode::FORBIDDEN);
+        assert!(body["error_description"].as_str().unwrap().contains("not allowed"), "{body}");
+        assert!(
+            s.components()
+                .management("test")
+                .security_keys_of(ALICE.0)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        s.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn fido2_a_revoked_key_is_refused_at_the_next_login() {
+    let (s, mut token) = setup().await;
+    enrolled(&s, &mut token).await;
+    let m = s.components().management("test");
+    let key = m.security_keys_of(ALICE.0).await.unwrap()[0].id;
+    // The key step has started with the key still valid; the revocation lands before the answer.
+    let b = Browser::new();
+    let rp = web(&s).await;
+    let k = password_then_key_step(&b, &s, &rp::auth_request(&rp, &[]).url).await;
+    let (_, options) = post(
+        &b,
+        &s,
+        "/login/webauthn/options",
+        json!({"login_id": k.id, "csrf": k.csrf, "ceremony": "authenticate"}),
+    )
+    .await;
+    m.revoke_security_key(ALICE.0, key).await.unwrap();
+    let answer = token
+        .do_authentication(origin(&s), serde_json::from_value(options).unwrap())
+        .unwrap();
+    let (st, _) = post(
+        &b,
+        &s,
+        "/login/webauthn/finish",
+        json!({"login_id": k.id, "csrf": k.csrf, "credential": answer}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    assert!(s.audit_kinds().await.iter().any(|k| k == "fido2_key_revoked"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn fido2_a_sign_counter_going_backwards_is_refused_and_audited() {
+    let (s, mut token) = setup().await;
+    // A snapshot of the key right after enrolment: a clone of it.
+    let b = Browser::new();
+    let rp = web(&s).await;
+    let url = format!("{}&acr_values=loa3", rp::auth_request(&rp, &[]).url);
+    let k = password_then_key_step(&b, &s, &url).await;
+    let code = enrolment_code(&s).await;
+    assert_eq!(register(&b, &s, &mut token, &k, Some(&code)).await.0, StatusCode::OK);
+    let mut clone = SoftToken::from_cbor(&token.to_cbor().unwrap()).unwrap();
+    assert_eq!(authenticate(&b, &s, &mut token, &k).await.0, StatusCode::OK);
+
+    let b = Browser::new();
+    let k = password_then_key_step(&b, &s, &rp::auth_request(&rp, &[]).url).await;
+    let (st, _) = authenticate(&b, &s, &mut clone, &k).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    assert!(s.audit_kinds().await.iter().any(|k| k == "fido2_counter_regression"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn fido2_step_up_from_a_password_session_asks_only_for_the_key() {
+    let (s, mut token) = setup().await;
+    let b = Browser::new();
+    let rp = web(&s).await;
+    // No key yet, nothing asks for more: a password session (loa1).
+    let req = rp::auth_request(&rp, &[]);
+    let cb = b.login(&s.base, &req.url, ALICE.0, ALICE.1).await;
+    let code = cb["code"].clone();
+    let tokens = rp
+        .exchange_code(rp::code(&code))
+        .unwrap()
+        .set_pkce_verifier(req.verifier)
+        .request_async(&rp::http)
+        .await
+        .unwrap();
+    let first = rp::payload(&tokens.id_token().unwrap().to_string());
+    assert_eq!(first["amr"], json!(["pwd"]));
+    assert_eq!(first["acr"], "loa1");
+
+    // Later, acr_values=loa3: the key page straight away, no password form.
+    s.clock.advance(Duration::from_secs(120));
+    let req = rp::auth_request(&rp, &[]);
+    let url = format!("{}&acr_values=loa3", req.url);
+    let Step::LoginForm(path) = b.start(&url).await else {
+        panic!("key step")
+    };
+    let k = key_step(&b, &s, &path).await;
+    let code = enrolment_code(&s).await;
+    assert_eq!(register(&b, &s, &mut token, &k, Some(&code)).await.0, StatusCode::OK);
+    let (st, body) = authenticate(&b, &s, &mut token, &k).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let claims = id_token(&rp, req, &body).await;
+    assert_eq!(claims["acr"], "loa3");
+    assert_eq!(claims["amr"], json!(["pwd", "hwk", "user", "mfa"]));
+    assert!(
+        claims["auth_time"].as_i64().unwrap() >= first["auth_time"].as_i64().unwrap() + 120,
+        "auth_time is the step-up's"
+    );
+    assert_eq!(claims["sub"], first["sub"]);
+    s.stop().await;
+}
