@@ -10,6 +10,7 @@
 pub mod adapters;
 pub mod config;
 pub mod domain;
+pub mod memory;
 pub mod protocol;
 pub mod server;
 pub mod telemetry;

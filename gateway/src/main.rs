@@ -358,6 +358,7 @@ fn uris(v: &[String]) -> Result<Vec<RedirectUri>, String> {
 
 #[tokio::main]
 async fn main() {
+    relais::memory::return_large_allocations();
     relais::install_crypto_provider();
     let cli = Cli::parse();
     if let Err(e) = run(cli).await {
