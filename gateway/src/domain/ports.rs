@@ -183,6 +183,15 @@ pub trait Storage: Send + Sync {
     /// Appends to the hash chain: takes the next seq and the head hash and writes the record in
     /// one transaction that serialises appends in the database (across replicas).
     async fn append_audit(&self, record: &AuditRecord) -> Result<ChainedRecord, StoreError>;
+    /// Appends several records, in order, in one transaction (group commit): one head-row
+    /// lock and one commit for all of them. All or none.
+    async fn append_audit_batch(&self, records: &[AuditRecord]) -> Result<Vec<ChainedRecord>, StoreError> {
+        let mut out = Vec::with_capacity(records.len());
+        for r in records {
+            out.push(self.append_audit(r).await?);
+        }
+        Ok(out)
+    }
     /// The newest records, newest first.
     async fn audit_records(&self, limit: u64) -> Result<Vec<AuditRecord>, StoreError>;
     async fn audit_query(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;

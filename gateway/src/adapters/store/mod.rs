@@ -469,30 +469,47 @@ impl Storage for SqlStore {
     }
 
     async fn append_audit(&self, r: &AuditRecord) -> Result<ChainedRecord, StoreError> {
-        // Taking the next seq is an UPDATE of the single head row: on PostgreSQL it holds the
+        let mut v = self.append_audit_batch(std::slice::from_ref(r)).await?;
+        v.pop().ok_or_else(|| StoreError::Corrupt("empty audit batch".into()))
+    }
+
+    async fn append_audit_batch(&self, records: &[AuditRecord]) -> Result<Vec<ChainedRecord>, StoreError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Taking the next seqs is an UPDATE of the single head row: on PostgreSQL it holds the
         // row lock until commit, so appends from every replica queue up here; on SQLite the
         // first statement being a write takes the database's write lock (with busy_timeout).
+        let n = records.len() as i64;
         let txn = self.db.begin().await.map_err(unavailable)?;
         let head = txn
             .query_one_raw(Statement::from_string(
                 txn.get_database_backend(),
-                "UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash",
+                format!("UPDATE audit_head SET seq = seq + {n} WHERE id = 1 RETURNING seq, hash"),
             ))
             .await
             .map_err(unavailable)?
             .ok_or_else(|| StoreError::Corrupt("audit_head row is missing".into()))?;
-        let seq: i64 = head.try_get("", "seq").map_err(unavailable)?;
-        let prev: String = head.try_get("", "hash").map_err(unavailable)?;
-        let rec = ChainedRecord::new(seq, r, &prev);
-        audit_event::Entity::insert(audit_row(&rec)).exec(&txn).await.map_err(unavailable)?;
+        let last: i64 = head.try_get("", "seq").map_err(unavailable)?;
+        let mut prev: String = head.try_get("", "hash").map_err(unavailable)?;
+        let mut chained = Vec::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            let rec = ChainedRecord::new(last - n + 1 + i as i64, r, &prev);
+            prev = rec.hash.clone();
+            chained.push(rec);
+        }
+        audit_event::Entity::insert_many(chained.iter().map(audit_row))
+            .exec(&txn)
+            .await
+            .map_err(unavailable)?;
         audit_head::Entity::update_many()
-            .col_expr(audit_head::Column::Hash, Expr::value(rec.hash.clone()))
+            .col_expr(audit_head::Column::Hash, Expr::value(prev))
             .filter(audit_head::Column::Id.eq(1))
             .exec(&txn)
             .await
             .map_err(unavailable)?;
         txn.commit().await.map_err(unavailable)?;
-        Ok(rec)
+        Ok(chained)
     }
 
     async fn audit_records(&self, limit: u64) -> Result<Vec<AuditRecord>, StoreError> {
