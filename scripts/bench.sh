@@ -20,8 +20,8 @@ rss_mib() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 run_loads() { # base secret pid label
   sleep 2
   echo "[$4] idle RSS after start: $(rss_mib "$3") MiB"
-  "$bin/relais-load" --base "$1" --secret "$2" --scenario token --requests "$TOKEN_REQUESTS" --concurrency "$CONCURRENCY" | sed "s/^/[$4] /"
-  "$bin/relais-load" --base "$1" --secret "$2" --scenario login --requests "$LOGIN_REQUESTS" --concurrency 4 | sed "s/^/[$4] /"
+  "$bin/relais-load" --base "$1" --secret="$2" --scenario token --requests "$TOKEN_REQUESTS" --concurrency "$CONCURRENCY" | sed "s/^/[$4] /"
+  "$bin/relais-load" --base "$1" --secret="$2" --scenario login --requests "$LOGIN_REQUESTS" --concurrency 4 | sed "s/^/[$4] /"
   echo "[$4] RSS after load: $(rss_mib "$3") MiB"
 }
 
@@ -58,8 +58,8 @@ pid=$!
 wait_ready http://localhost:8090
 sleep 2
 echo "[postgres+redis] idle RSS after start: $(rss_mib "$pid") MiB"
-"$bin/relais-load" --base http://localhost:8090 --secret "$secret" --password alice-demo-pw-long --scenario token --requests "$TOKEN_REQUESTS" --concurrency "$CONCURRENCY" | sed "s/^/[postgres+redis] /"
-"$bin/relais-load" --base http://localhost:8090 --secret "$secret" --password alice-demo-pw-long --scenario login --requests "$LOGIN_REQUESTS" --concurrency 4 | sed "s/^/[postgres+redis] /"
+"$bin/relais-load" --base http://localhost:8090 --secret="$secret" --password alice-demo-pw-long --scenario token --requests "$TOKEN_REQUESTS" --concurrency "$CONCURRENCY" | sed "s/^/[postgres+redis] /"
+"$bin/relais-load" --base http://localhost:8090 --secret="$secret" --password alice-demo-pw-long --scenario login --requests "$LOGIN_REQUESTS" --concurrency 4 | sed "s/^/[postgres+redis] /"
 echo "[postgres+redis] RSS after load: $(rss_mib "$pid") MiB"
 kill "$pid"; wait "$pid" 2>/dev/null || true
 
