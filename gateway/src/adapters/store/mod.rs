@@ -4,6 +4,7 @@ mod client_cache;
 mod entities;
 mod identity;
 pub mod migrations;
+mod refresh_writer;
 mod security_keys;
 
 use crate::domain::account::Account;
@@ -29,6 +30,7 @@ use uuid::Uuid;
 pub struct SqlStore {
     db: DatabaseConnection,
     clients: std::sync::Arc<client_cache::ClientCache>,
+    refresh_writer: refresh_writer::RefreshWriter,
 }
 
 /// How to reach the database.
@@ -77,6 +79,7 @@ impl SqlStore {
             }
         }
         Ok(Self {
+            refresh_writer: refresh_writer::RefreshWriter::start(db.clone()),
             db,
             clients: Default::default(),
         })
@@ -358,8 +361,7 @@ impl Storage for SqlStore {
             used_at: Set(t.used_at),
             revoked_at: Set(t.revoked_at),
         };
-        refresh_token::Entity::insert(row).exec(&self.db).await.map_err(unavailable)?;
-        Ok(())
+        self.refresh_writer.insert(row).await
     }
 
     async fn refresh_token(&self, digest: &str) -> Result<Option<RefreshTokenRecord>, StoreError> {
