@@ -152,15 +152,7 @@ impl Components {
     }
 
     pub fn management<'a>(&'a self, actor: &'a str) -> crate::domain::management::Management<'a> {
-        crate::domain::management::Management {
-            storage: self.store.as_ref(),
-            identities: self.store.as_ref(),
-            audit: self.audit.as_ref(),
-            random: self.random.as_ref(),
-            clock: self.clock.as_ref(),
-            security_keys: self.store.as_ref(),
-            actor,
-        }
+        self.provider.management(actor)
     }
 }
 

@@ -2,8 +2,11 @@
 //! test controls. Relais refuses cleanly (never a token it would not issue when healthy),
 //! reports not-ready, keeps answering health checks, and recovers without a restart.
 use crate::browser::{Browser, Step};
-use crate::flows::urlencode;
 use crate::harness::{self, ALICE, CALLBACK, Server};
+
+fn authorize_url(s: &Server) -> String {
+    harness::authorize_url(s, "web", CALLBACK, "")
+}
 use reqwest::StatusCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -95,14 +98,6 @@ async fn pump(
             return;
         }
     }
-}
-
-fn authorize_url(s: &Server) -> String {
-    format!(
-        "{}/authorize?response_type=code&client_id=web&scope=openid&redirect_uri={}&state=st&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
-        s.base,
-        urlencode(CALLBACK)
-    )
 }
 
 async fn ready(s: &Server) -> StatusCode {

@@ -212,3 +212,17 @@ pub fn es256_client_key() -> (Vec<u8>, serde_json::Value) {
     let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "x": b(&pt[1..33]), "y": b(&pt[33..65]), "kid": unique("k"), "use": "sig", "alg": "ES256"});
     (der, jwk)
 }
+
+/// The PKCE pair of RFC 7636 appendix B, used by tests that build authorization URLs by hand.
+pub const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+pub const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+/// An authorization request for `client` with `state=st` and the S256 challenge of [`VERIFIER`];
+/// `extra` is appended as is (`&prompt=login`).
+pub fn authorize_url(s: &Server, client: &str, redirect: &str, extra: &str) -> String {
+    let redirect: String = url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect();
+    format!(
+        "{}/authorize?response_type=code&client_id={client}&scope=openid&redirect_uri={redirect}&state=st&code_challenge={CHALLENGE}&code_challenge_method=S256{extra}",
+        s.base
+    )
+}

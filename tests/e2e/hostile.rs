@@ -1,7 +1,7 @@
 //! Hostile and broken input: each gets the right error, nothing is issued, and it is recorded.
 use crate::browser::{Browser, Step};
 use crate::flows::urlencode;
-use crate::harness::{self, ALICE, CALLBACK, Db, Server, Sessions};
+use crate::harness::{self, ALICE, CALLBACK, Db, Server, Sessions, VERIFIER, authorize_url};
 use crate::rp;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use openidconnect::{OAuth2TokenResponse, TokenResponse};
@@ -38,16 +38,6 @@ async fn token_form(s: &Server, form: &[(&str, &str)], basic: Option<(&str, &str
     let body = r.json::<Value>().await.unwrap_or(Value::Null);
     (status, body, headers)
 }
-
-fn authorize_url(s: &Server, client: &str, redirect: &str, extra: &str) -> String {
-    format!(
-        "{}/authorize?response_type=code&client_id={client}&scope=openid&redirect_uri={}&state=st&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256{extra}",
-        s.base,
-        urlencode(redirect)
-    )
-}
-
-const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 
 /// Logs alice in through `web` with the fixed PKCE pair; returns the code.
 async fn code_for_web(s: &Server, b: &Browser) -> String {

@@ -1,7 +1,10 @@
 //! Per-client policy (minimum acr, maximum login age) and where requests come from.
 use crate::browser::{Browser, Step};
-use crate::flows::urlencode;
 use crate::harness::{self, ALICE, CALLBACK, Db, Server, Sessions};
+
+fn url(s: &Server, client: &str) -> String {
+    harness::authorize_url(s, client, CALLBACK, "")
+}
 use relais::domain::management::NewClient;
 use relais::protocol::{ClientId, RedirectUri};
 use reqwest::StatusCode;
@@ -11,14 +14,6 @@ async fn register(s: &Server, id: &str, f: impl FnOnce(NewClient) -> NewClient) 
     let c = s.components();
     let base = NewClient::confidential(ClientId::parse(id).unwrap(), id, vec![RedirectUri::parse(CALLBACK).unwrap()]);
     c.management("test").register_client(f(base)).await.unwrap().1.unwrap()
-}
-
-fn url(s: &Server, client: &str) -> String {
-    format!(
-        "{}/authorize?response_type=code&client_id={client}&scope=openid&redirect_uri={}&state=st&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
-        s.base,
-        urlencode(CALLBACK)
-    )
 }
 
 #[tokio::test]

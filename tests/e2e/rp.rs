@@ -4,20 +4,7 @@ use openidconnect::{
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
 };
 
-/// openidconnect's HTTP client contract, served by reqwest 0.13 (no redirects followed).
-pub async fn http(req: openidconnect::HttpRequest) -> Result<openidconnect::HttpResponse, reqwest::Error> {
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
-    let mut rb = client.request(req.method().clone(), req.uri().to_string());
-    for (k, v) in req.headers() {
-        rb = rb.header(k, v);
-    }
-    let resp = rb.body(req.body().clone()).send().await?;
-    let mut b = openidconnect::http::Response::builder().status(resp.status());
-    for (k, v) in resp.headers() {
-        b = b.header(k, v);
-    }
-    Ok(b.body(resp.bytes().await?.to_vec()).expect("valid response"))
-}
+pub use relais::adapters::psc_client::http;
 
 pub async fn metadata(base: &str) -> CoreProviderMetadata {
     CoreProviderMetadata::discover_async(IssuerUrl::new(base.to_owned()).unwrap(), &http)

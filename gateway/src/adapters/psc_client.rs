@@ -48,7 +48,8 @@ struct PscClaims {
 }
 impl AdditionalClaims for PscClaims {}
 
-async fn http(req: openidconnect::HttpRequest) -> Result<openidconnect::HttpResponse, reqwest::Error> {
+/// openidconnect's HTTP client contract served by reqwest 0.13 (no redirects followed).
+pub async fn http(req: openidconnect::HttpRequest) -> Result<openidconnect::HttpResponse, reqwest::Error> {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(std::time::Duration::from_secs(10))

@@ -88,15 +88,7 @@ pub async fn callback(req: HttpRequest, state: web::Data<AppState>) -> HttpRespo
         Ok(i) => i,
         Err(e) => return refused(lang, &e.to_string()),
     };
-    let m = crate::domain::management::Management {
-        storage: state.storage.as_ref(),
-        identities: state.provider.identities.as_ref(),
-        security_keys: state.provider.key_store.as_ref(),
-        audit: state.provider.audit.as_ref(),
-        random: state.provider.random.as_ref(),
-        clock: state.provider.clock.as_ref(),
-        actor: "psc",
-    };
+    let m = state.provider.management("psc");
     match m.link_proven(pending.account_id, idnat.clone(), Provenance::PscProof).await {
         Ok(_) => {
             let body = format!("{} {idnat}", lang.text().verified_body);

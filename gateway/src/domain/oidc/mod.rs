@@ -102,6 +102,19 @@ pub struct Provider {
 }
 
 impl Provider {
+    /// The admin operations, acting as `actor`, on the same parts the provider uses.
+    pub fn management<'a>(&'a self, actor: &'a str) -> crate::domain::management::Management<'a> {
+        crate::domain::management::Management {
+            storage: self.storage.as_ref(),
+            identities: self.identities.as_ref(),
+            audit: self.audit.as_ref(),
+            random: self.random.as_ref(),
+            clock: self.clock.as_ref(),
+            security_keys: self.key_store.as_ref(),
+            actor,
+        }
+    }
+
     /// Records an audit event; a failure to record fails the operation (fail closed).
     pub async fn audit(&self, ctx: &RequestContext, event: AuditEvent) -> Result<(), DomainError> {
         let record = AuditRecord {

@@ -160,17 +160,7 @@ impl Provider {
                         None
                     };
                     if let Some(reason) = refusal {
-                        self.audit_refusal(
-                            ctx,
-                            AuditEvent::Fido2KeyRegistered {
-                                account_id,
-                                key_id: None,
-                                aaguid: None,
-                                success: false,
-                                reason: Some(reason.into()),
-                            },
-                        )
-                        .await;
+                        self.registration_refused(ctx, account_id, reason).await;
                         self.key_attempt_failed(p).await?;
                         return Ok(Err(denied(reason)));
                     }
@@ -178,17 +168,7 @@ impl Provider {
                 } else if !stage.key_verified {
                     // Another key: only someone holding a registered key may add one.
                     let reason = "to add another security key, first sign in with one you already have";
-                    self.audit_refusal(
-                        ctx,
-                        AuditEvent::Fido2KeyRegistered {
-                            account_id,
-                            key_id: None,
-                            aaguid: None,
-                            success: false,
-                            reason: Some(reason.into()),
-                        },
-                    )
-                    .await;
+                    self.registration_refused(ctx, account_id, reason).await;
                     return Ok(Err(denied(reason)));
                 }
                 let holder = KeyHolder {
@@ -253,17 +233,7 @@ impl Provider {
                         }
                         _ => "the security key registration failed; try again",
                     };
-                    self.audit_refusal(
-                        ctx,
-                        AuditEvent::Fido2KeyRegistered {
-                            account_id,
-                            key_id: None,
-                            aaguid: None,
-                            success: false,
-                            reason: Some(e.to_string()),
-                        },
-                    )
-                    .await;
+                    self.registration_refused(ctx, account_id, e.to_string()).await;
                     return Ok(Err(denied(message)));
                 }
             };
@@ -379,5 +349,19 @@ impl Provider {
             .complete_login(&p, stage.account_id, &earned, previous_sso, ctx)
             .await?
             .map(KeyFinish::Login))
+    }
+}
+
+impl Provider {
+    /// Records a refused key registration (the refusal stands even if recording fails).
+    async fn registration_refused(&self, ctx: &RequestContext, account_id: String, reason: impl Into<String>) {
+        let event = AuditEvent::Fido2KeyRegistered {
+            account_id,
+            key_id: None,
+            aaguid: None,
+            success: false,
+            reason: Some(reason.into()),
+        };
+        self.audit_refusal(ctx, event).await;
     }
 }
