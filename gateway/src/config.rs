@@ -121,6 +121,9 @@ pub struct PscConfig {
     pub terms_version: String,
     /// Link to the full text of the terms.
     pub terms_url: Option<String>,
+    /// Also release the `roles` claim (directory groups) to PSC clients. Off: roles are for
+    /// local applications.
+    pub release_roles: bool,
 }
 
 impl Default for PscConfig {
@@ -129,17 +132,30 @@ impl Default for PscConfig {
             tenant_id: "unset".into(),
             terms_version: "1".into(),
             terms_url: None,
+            release_roles: false,
         }
     }
 }
 
 /// National identity mapping.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IdentityConfig {
     /// The establishment's FINESS numbers (site or legal entity): Annuaire imports keep the
     /// professionals active there.
     pub finess: Vec<String>,
+    /// Annuaire imports first match people by the identifier their directory entry holds
+    /// (`[directories] attributes.national_id`), before matching by name.
+    pub directory_match: bool,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            finess: Vec::new(),
+            directory_match: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -240,10 +256,78 @@ pub struct DirectoryConfig {
     /// Group DNs; when set, only their members may log in.
     #[serde(default)]
     pub required_groups: Vec<String>,
+    /// Relais roles granted by directory groups: `admin = ["cn=relais-admins,ou=groups,dc=x"]`.
+    /// A value with `=` is a group DN, otherwise a group CN. Role names are free.
+    #[serde(default)]
+    pub roles: std::collections::BTreeMap<String, Vec<String>>,
+    /// When set, only people holding one of these roles may log in.
+    #[serde(default)]
+    pub required_roles: Vec<String>,
+    /// How the person's groups are found (direct and nested).
+    #[serde(default)]
+    pub groups: DirectoryGroups,
+    /// Connections kept open for searches, bound as the service account.
+    #[serde(default = "defaults::ldap_search_pool")]
+    pub search_pool_size: usize,
+    /// Connections kept open for the people's own binds (never the service account's).
+    #[serde(default = "defaults::ldap_bind_pool")]
+    pub bind_pool_size: usize,
     #[serde(default = "defaults::ldap_connect")]
     pub connect_timeout_ms: u64,
     #[serde(default = "defaults::ldap_operation")]
     pub operation_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupLookup {
+    /// The person's own `memberOf` (attributes.groups): AD, OpenLDAP with the memberof overlay.
+    #[default]
+    MemberOf,
+    /// A search for groups naming the person (`groups.filter`).
+    Search,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NestedGroups {
+    /// Direct groups only.
+    #[default]
+    None,
+    /// Active Directory's LDAP_MATCHING_RULE_IN_CHAIN (1.2.840.113556.1.4.1941): one search.
+    InChain,
+    /// Level by level with `groups.filter` (OpenLDAP and any server without the AD rule).
+    Iterative,
+}
+
+/// `[directories.groups]`: where groups come from, and how far nesting is followed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DirectoryGroups {
+    pub lookup: GroupLookup,
+    /// Where groups are searched (default: the directory's base_dn).
+    pub base_dn: Option<String>,
+    /// Groups naming a member: `{dn}` is the member's DN, `{login}` the person's login (both
+    /// escaped). `(memberUid={login})` suits posixGroup; nesting needs `{dn}`.
+    pub filter: String,
+    pub nested: NestedGroups,
+    /// Nesting levels followed by the iterative search.
+    pub max_depth: u32,
+    /// At most this many groups per person; more are ignored (and logged).
+    pub max_groups: u32,
+}
+
+impl Default for DirectoryGroups {
+    fn default() -> Self {
+        Self {
+            lookup: GroupLookup::MemberOf,
+            base_dn: None,
+            filter: "(member={dn})".into(),
+            nested: NestedGroups::None,
+            max_depth: 5,
+            max_groups: 500,
+        }
+    }
 }
 
 /// Overrides of the preset's attribute names.
@@ -258,6 +342,9 @@ pub struct DirectoryAttributes {
     pub email: Option<String>,
     pub employee_number: Option<String>,
     pub groups: Option<String>,
+    /// The attribute holding the person's RPPS number or idNat (none by default): used to
+    /// match people with the Annuaire Santé (`[identity] match_rules`).
+    pub national_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -428,6 +515,12 @@ mod defaults {
     pub fn ldap_operation() -> u64 {
         5000
     }
+    pub fn ldap_search_pool() -> usize {
+        4
+    }
+    pub fn ldap_bind_pool() -> usize {
+        8
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -544,12 +637,40 @@ impl DirectoryConfig {
         if self.connect_timeout_ms == 0 || self.operation_timeout_ms == 0 {
             return Err("timeouts must be positive".into());
         }
+        if self.search_pool_size == 0 || self.search_pool_size > 64 || self.bind_pool_size > 256 {
+            return Err("search_pool_size must be 1–64 and bind_pool_size 0–256".into());
+        }
+        let g = &self.groups;
+        if !g.filter.contains("{dn}") && !g.filter.contains("{login}") {
+            return Err("groups.filter must contain {dn} or {login}".into());
+        }
+        if g.nested == NestedGroups::Iterative && !g.filter.contains("{dn}") {
+            return Err("nested groups follow groups.filter with {dn}: put {dn} in it".into());
+        }
+        if g.max_groups == 0 || g.max_depth == 0 || g.max_depth > 20 {
+            return Err("groups.max_groups must be positive and groups.max_depth 1–20".into());
+        }
+        if (g.lookup == GroupLookup::Search || g.nested != NestedGroups::None) && self.bind_dn.is_none() {
+            return Err("group searches need the service account (bind_dn)".into());
+        }
+        for (role, groups) in &self.roles {
+            if role.is_empty() || groups.is_empty() {
+                return Err(format!("roles.{role}: a role name and at least one group"));
+            }
+        }
+        for r in &self.required_roles {
+            if !self.roles.contains_key(r) {
+                return Err(format!("required_roles: {r:?} is not granted by any [directories.roles] entry"));
+            }
+        }
         Ok(())
     }
 }
 
-/// `RELAIS_A__B=value` sets key `b` of table `a`. Values parse as TOML when they can
-/// (numbers, booleans, arrays) and are strings otherwise.
+/// `RELAIS_A__B=value` sets key `b` of table `a`; `RELAIS_A__0__B` sets key `b` of the first
+/// entry of the array of tables `a` (which the file must define: the environment adds settings
+/// to entries, it does not create them). Values parse as TOML when they can (numbers,
+/// booleans, arrays) and are strings otherwise.
 fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
     for (name, value) in env {
         let Some(path) = name.strip_prefix("RELAIS_") else { continue };
@@ -561,17 +682,42 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
         if keys.iter().any(String::is_empty) {
             return Err(ConfigError::Invalid(format!("environment variable {name}: malformed name")));
         }
-        let parsed = format!("v = {value}")
-            .parse::<toml::Table>()
-            .ok()
+        let last = &keys[keys.len() - 1];
+        // Secrets are taken as typed: a password of digits or `true` stays a string.
+        let secret = last.ends_with("password") || last.ends_with("secret") || last.ends_with("_key");
+        let parsed = Some(format!("v = {value}"))
+            .filter(|_| !secret)
+            .and_then(|v| v.parse::<toml::Table>().ok())
             .and_then(|mut t| t.remove("v"))
             .unwrap_or(toml::Value::String(value));
         let mut cur = &mut *table;
-        for k in &keys[..keys.len() - 1] {
+        let mut i = 0;
+        while i < keys.len() - 1 {
+            let k = &keys[i];
             let entry = cur.entry(k.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            // An array of tables (`[[directories]]`) is entered by index: `DIRECTORIES__0__X`.
+            if let toml::Value::Array(items) = entry {
+                let index = keys
+                    .get(i + 1)
+                    .filter(|_| i + 2 < keys.len())
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .ok_or_else(|| ConfigError::Invalid(format!("environment variable {name}: {k} is a list; name an entry by index")))?;
+                let len = items.len();
+                let item = items.get_mut(index).ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "environment variable {name}: {k} has {len} entries in the file; the index must name one"
+                    ))
+                })?;
+                cur = item
+                    .as_table_mut()
+                    .ok_or_else(|| ConfigError::Invalid(format!("environment variable {name}: {k} entries are not tables")))?;
+                i += 2;
+                continue;
+            }
             cur = entry
                 .as_table_mut()
                 .ok_or_else(|| ConfigError::Invalid(format!("environment variable {name}: {k} is not a table")))?;
+            i += 1;
         }
         cur.insert(keys[keys.len() - 1].clone(), parsed);
     }
@@ -609,6 +755,38 @@ mod tests {
             .to_string();
         assert!(err.contains("sesions"), "{err}");
         std::fs::remove_file(dir).ok();
+    }
+
+    #[test]
+    fn env_reaches_array_entries_by_index() {
+        let path = std::env::temp_dir().join(format!("relais-cfg-dirs-{}", std::process::id()));
+        let d = "[[directories]]\nname = \"{n}\"\npreset = \"openldap\"\nurls = [\"ldaps://dc1\"]\nbase_dn = \"dc=x\"\nbind_dn = \"cn=s\"\n";
+        std::fs::write(&path, format!("{MIN}{}{}", d.replace("{n}", "a"), d.replace("{n}", "b"))).unwrap();
+        let env = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        // The secret only in the environment, as a Kubernetes secret or systemd credential gives it.
+        let cfg = Config::load(
+            Some(&path),
+            env(&[
+                ("RELAIS_DIRECTORIES__0__BIND_PASSWORD", "s3cret=;\"x"),
+                ("RELAIS_DIRECTORIES__1__BIND_PASSWORD", "12345678"),
+                ("RELAIS_DIRECTORIES__1__OPERATION_TIMEOUT_MS", "700"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.directories[0].bind_password.as_ref().unwrap().expose(), "s3cret=;\"x");
+        assert_eq!(cfg.directories[1].bind_password.as_ref().unwrap().expose(), "12345678");
+        assert_eq!(cfg.directories[1].operation_timeout_ms, 700);
+        assert!(!format!("{cfg:?}").contains("s3cret"));
+        for (var, needle) in [
+            ("RELAIS_DIRECTORIES__2__BIND_PASSWORD", "2 entries"),
+            ("RELAIS_DIRECTORIES__BIND_PASSWORD", "index"),
+            ("RELAIS_DIRECTORIES__X__BIND_PASSWORD", "index"),
+            ("RELAIS_DIRECTORIES__0__BIND_PASWORD", "bind_pasword"),
+        ] {
+            let err = Config::load(Some(&path), env(&[(var, "p")])).unwrap_err().to_string();
+            assert!(err.contains(needle), "{var}: {err}");
+        }
+        std::fs::remove_file(path).ok();
     }
 
     #[test]

@@ -684,7 +684,8 @@ async fn identity_command(command: IdentityCommand) -> Res {
                 return Err("no FINESS number: pass --finess or set [identity] finess".into());
             }
             let reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&file)?);
-            let plan = c.management("cli").import_annuaire(reader, &finess, dry_run).await?;
+            let claims = server::directory_claims(&c).await?;
+            let plan = c.management("cli").import_annuaire_with(reader, &finess, &claims, dry_run).await?;
             report_plan(&plan, dry_run)
         }
         IdentityCommand::ImportMapping { cfg, file, dry_run } => {

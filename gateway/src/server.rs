@@ -1,13 +1,13 @@
 //! Wiring: builds the adapters from the config, hands them to the domain, serves HTTP.
 use crate::adapters::audit::SqlAuditSink;
-use crate::adapters::directory::{Directory, DirectoryLogin, DirectorySettings, Lookup, Preset};
+use crate::adapters::directory::{Directory, DirectoryLogin, DirectorySettings, GroupDirect, GroupNesting, GroupSettings, Lookup, Preset};
 use crate::adapters::http::{self, AppState, CookieSettings};
 use crate::adapters::keys::{Kek, KeyRing, KeyStoreError};
 use crate::adapters::local_accounts::LocalAccounts;
 use crate::adapters::sessions::{MemorySessionStore, RedisSessionStore, RedisSettings};
 use crate::adapters::store::{DbSettings, SqlStore};
 use crate::adapters::webauthn::WebauthnKeys;
-use crate::config::{Config, DirectoryConfig, DirectoryPreset, SessionBackend};
+use crate::config::{Config, DirectoryConfig, DirectoryPreset, GroupLookup, NestedGroups, SessionBackend};
 use crate::domain::oidc::{AssurancePolicy, MethodAssurance, Provider, ProviderSettings, ThrottleSettings};
 use crate::domain::ports::{
     AuditSink, Clock, PasswordChecker, Random, SecurityKeys, SessionStore, SessionStoreError, Storage, StoreError, SystemClock,
@@ -110,6 +110,7 @@ impl Components {
                 tenant_id: config.psc.tenant_id.clone(),
                 terms_version: config.psc.terms_version.clone(),
                 terms_url: config.psc.terms_url.clone(),
+                release_roles: config.psc.release_roles,
             },
             throttle: ThrottleSettings {
                 max_failures_per_account: config.login.max_failures_per_account,
@@ -177,6 +178,7 @@ pub fn directory_settings(d: &DirectoryConfig) -> Result<DirectorySettings, Star
     set(&mut attributes.email, &o.email);
     set(&mut attributes.employee_number, &o.employee_number);
     set(&mut attributes.groups, &o.groups);
+    attributes.national_id = o.national_id.clone();
     set(&mut attributes.user_filter, &d.user_filter);
     let lookup = match (&d.bind_dn, &d.bind_password, &d.bind_dn_template) {
         (Some(dn), Some(pw), _) => Lookup::Search {
@@ -197,6 +199,25 @@ pub fn directory_settings(d: &DirectoryConfig) -> Result<DirectorySettings, Star
         username_suffixes: d.username_suffixes.clone(),
         strip_suffix: d.strip_suffix,
         required_groups: d.required_groups.clone(),
+        roles: d.roles.clone(),
+        required_roles: d.required_roles.clone(),
+        groups: GroupSettings {
+            direct: match d.groups.lookup {
+                GroupLookup::MemberOf => GroupDirect::MemberOf,
+                GroupLookup::Search => GroupDirect::Search,
+            },
+            base_dn: d.groups.base_dn.clone().unwrap_or_else(|| d.base_dn.clone()),
+            filter: d.groups.filter.clone(),
+            nested: match d.groups.nested {
+                NestedGroups::None => GroupNesting::None,
+                NestedGroups::InChain => GroupNesting::InChain,
+                NestedGroups::Iterative => GroupNesting::Iterative,
+            },
+            max_depth: d.groups.max_depth,
+            max_groups: d.groups.max_groups as usize,
+        },
+        search_pool_size: d.search_pool_size,
+        bind_pool_size: d.bind_pool_size,
         connect_timeout: Duration::from_millis(d.connect_timeout_ms),
         operation_timeout: Duration::from_millis(d.operation_timeout_ms),
     })
@@ -209,6 +230,28 @@ pub fn directories(config: &Config, storage: Arc<dyn Storage>, clock: Arc<dyn Cl
         .iter()
         .map(|d| Ok(Arc::new(Directory::new(directory_settings(d)?, storage.clone(), clock.clone()))))
         .collect()
+}
+
+/// The national identifiers the directories hold (`attributes.national_id`), for the
+/// Annuaire import's directory rule; none when `[identity] directory_match` is off.
+pub async fn directory_claims(c: &Components) -> Result<Vec<crate::domain::identity_import::DirectoryClaim>, StartError> {
+    let mut out = Vec::new();
+    if !c.config.identity.directory_match {
+        return Ok(out);
+    }
+    let storage: Arc<dyn Storage> = c.store.clone();
+    for d in directories(&c.config, storage, c.clock.clone())? {
+        let found = d
+            .national_ids()
+            .await
+            .map_err(|e| StartError::Config(format!("directory {}: {e}", d.settings.name)))?;
+        out.extend(found.into_iter().map(|n| crate::domain::identity_import::DirectoryClaim {
+            account_id: n.account.id,
+            value: n.value,
+            source: format!("{}:{}", d.settings.name, n.attribute),
+        }));
+    }
+    Ok(out)
 }
 
 /// The first factor: local accounts, or the directories (with local accounts as a fallback

@@ -177,9 +177,12 @@ async fn ldap_active_directory_preset_reads_ad_attributes_and_state() {
         d.ldaps(),
         d.ca_file().display()
     );
-    let s = start(&dir).await;
+    // Roles by group CN, as AD administrators name their security groups.
+    let s = start(&format!("{dir}[directories.roles]\nadmin = [\"GG-Relais-Admins\"]\n")).await;
     let c = login_claims(&s, "adupuis", "adupuis-pw-1").await;
     assert_eq!(c["preferred_username"], "adupuis");
+    let (with_roles, _, _) = login_with_scopes(&s, "adupuis", "adupuis-pw-1", &["roles"]).await;
+    assert_eq!(with_roles["roles"], serde_json::json!(["admin"]));
     assert_eq!(c["email"], "anne.dupuis@chu.example");
     // The Relais account is keyed by objectGUID, read in AD byte order.
     let sub = uuid::Uuid::parse_str(c["sub"].as_str().unwrap()).unwrap();
@@ -226,5 +229,189 @@ async fn ldap_throttle_locks_before_the_directory_does_then_lifts() {
     // The directory saw 3 failures, below its own lockout: the account still works.
     let c = login_claims(&s, "hlefevre", "hlefevre-pw-1").await;
     assert_eq!(c["preferred_username"], "hlefevre");
+    s.stop().await;
+}
+
+const ROLES: &str = "[directories.roles]\nadmin = [\"cn=relais-admins,ou=groups,dc=chu,dc=example\"]\ndoctor = [\"medecins\"]\nauditor = [\"CN=Auditeurs, OU=groups, DC=chu, DC=example\"]\nnobody = [\"cn=empty,ou=groups,dc=chu,dc=example\"]\n";
+
+/// A login through `web` asking for `scopes`: (id_token claims, userinfo JSON, refreshed id_token claims).
+async fn login_with_scopes(s: &Server, user: &str, pw: &str, scopes: &[&str]) -> (serde_json::Value, serde_json::Value, serde_json::Value) {
+    let web = rp::client(rp::metadata(&s.base).await, "web", Some(&s.web_secret), CALLBACK);
+    let req = rp::auth_request(&web, scopes);
+    let cb = Browser::new().login(&s.base, &req.url, user, pw).await;
+    let tokens = web
+        .exchange_code(rp::code(&cb["code"]))
+        .unwrap()
+        .set_pkce_verifier(req.verifier)
+        .request_async(&rp::http)
+        .await
+        .expect("code exchange");
+    let id = rp::payload(&tokens.id_token().expect("id_token").to_string());
+    let info: serde_json::Value = reqwest::Client::new()
+        .get(s.url("/userinfo"))
+        .bearer_auth(tokens.access_token().secret())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let refreshed = web
+        .exchange_refresh_token(tokens.refresh_token().expect("refresh token"))
+        .unwrap()
+        .request_async(&rp::http)
+        .await
+        .expect("refresh");
+    let again = rp::payload(&refreshed.id_token().expect("id_token").to_string());
+    (id, info, again)
+}
+
+#[tokio::test]
+async fn ldap_nested_groups_become_roles_for_the_roles_scope_only() {
+    let d = Slapd::start();
+    let extra = format!("[directories.groups]\nnested = \"iterative\"\n{ROLES}");
+    let s = start(&openldap(&[d.ldaps()], &d.ca_file(), &extra)).await;
+    // jdupont: doctor (direct, by CN) and admin through chefs-de-service ⊂ relais-admins.
+    let (id, info, refreshed) = login_with_scopes(&s, "jdupont", "jdupont-pw-1", &["profile", "roles"]).await;
+    assert_eq!(id["roles"], serde_json::json!(["admin", "doctor"]));
+    assert_eq!(info["roles"], id["roles"], "userinfo repeats the roles");
+    assert_eq!(refreshed["roles"], id["roles"], "a refresh within the session keeps them");
+    // hlefevre: auditor (DN written with other case and spaces); the cycle-a ⊂ cycle-b ⊂ cycle-a
+    // loop ends.
+    let (id, _, _) = login_with_scopes(&s, "hlefevre", "hlefevre-pw-1", &["roles"]).await;
+    assert_eq!(id["roles"], serde_json::json!(["auditor"]));
+    // Released, but empty, for someone without a mapped group; absent without the scope.
+    let (id, _, _) = login_with_scopes(&s, "o*brien(ext)", "obrien-pw-1", &["roles"]).await;
+    assert_eq!(id["roles"], serde_json::json!([]));
+    let (id, info, _) = login_with_scopes(&s, "jdupont", "jdupont-pw-1", &["profile"]).await;
+    assert!(id.get("roles").is_none() && info.get("roles").is_none(), "{id} {info}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn ldap_group_search_with_a_depth_bound_and_required_roles() {
+    let d = Slapd::start();
+    // Groups found by searching (member={dn}) rather than memberOf; nesting stops after one
+    // level, so relais-admins (two levels above jdupont) is not reached.
+    let extra = format!(
+        "required_roles = [\"doctor\", \"admin\"]\n[directories.groups]\nlookup = \"search\"\nbase_dn = \"ou=groups,dc=chu,dc=example\"\nfilter = \"(member={{dn}})\"\nnested = \"iterative\"\nmax_depth = 1\n{ROLES}"
+    );
+    let s = start(&openldap(&[d.ldaps()], &d.ca_file(), &extra)).await;
+    let (id, _, _) = login_with_scopes(&s, "jdupont", "jdupont-pw-1", &["roles"]).await;
+    assert_eq!(id["roles"], serde_json::json!(["doctor"]));
+    // hlefevre is an auditor, neither doctor nor admin: the right password, still refused.
+    let (st, body) = page(attempt(&s, "hlefevre", "hlefevre-pw-1").await);
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    assert!(body.contains("not allowed"), "{body}");
+    s.stop().await;
+
+    // With depth 2 the admin role appears.
+    let s = start(&openldap(&[d.ldaps()], &d.ca_file(), &extra.replace("max_depth = 1", "max_depth = 2"))).await;
+    let (id, _, _) = login_with_scopes(&s, "jdupont", "jdupont-pw-1", &["roles"]).await;
+    assert_eq!(id["roles"], serde_json::json!(["admin", "doctor"]));
+    s.stop().await;
+}
+
+/// slapd's count of connections opened since it started (back-monitor).
+pub fn slapd_connections_total(d: &Slapd) -> u64 {
+    let out = std::process::Command::new("ldapsearch")
+        .args(["-x", "-LLL", "-H", &d.ldap(), "-D", "cn=admin,dc=chu,dc=example", "-w", "admin-secret"])
+        .args(["-b", "cn=Total,cn=Connections,cn=Monitor", "-s", "base", "monitorCounter"])
+        .output()
+        .expect("ldapsearch (scripts/test.sh installs ldap-utils)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("monitorCounter: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no monitorCounter: {text} {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test]
+async fn ldap_logins_reuse_pooled_connections() {
+    const LOGINS: u64 = 12;
+    let d = Slapd::start();
+    let s = start(&openldap(&[d.ldaps()], &d.ca_file(), "search_pool_size = 2\nbind_pool_size = 2\n")).await;
+    let before = slapd_connections_total(&d);
+    for _ in 0..LOGINS {
+        attempt_ok(&s, "jdupont", "jdupont-pw-1").await;
+    }
+    // Concurrent logins may open up to the pools' sizes, not one per login.
+    for _ in 0..LOGINS / 4 {
+        let one = || attempt_ok(&s, "hlefevre", "hlefevre-pw-1");
+        tokio::join!(one(), one(), one(), one());
+    }
+    // Each reading of the counter is itself one connection.
+    let opened = slapd_connections_total(&d) - before - 1;
+    assert!(opened <= 4, "{} logins opened {opened} connections", 2 * LOGINS);
+    s.stop().await;
+
+    // Without a bind pool every login opens a connection for its bind (and the search
+    // connections are still reused): the counter does see connections.
+    let s = start(&openldap(&[d.ldaps()], &d.ca_file(), "search_pool_size = 1\nbind_pool_size = 0\n")).await;
+    let before = slapd_connections_total(&d);
+    for _ in 0..LOGINS {
+        attempt_ok(&s, "jdupont", "jdupont-pw-1").await;
+    }
+    let opened = slapd_connections_total(&d) - before - 1;
+    assert_eq!(opened, LOGINS + 1, "one per bind, one for the searches");
+    s.stop().await;
+}
+
+/// A login that must succeed (the code reaches the client).
+async fn attempt_ok(s: &Server, user: &str, pw: &str) {
+    match attempt(s, user, pw).await {
+        Step::Callback(q) => assert!(q.contains_key("code"), "{q:?}"),
+        other => panic!("{user}: expected a code, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn ldap_rpps_attribute_matches_people_to_the_annuaire_or_sends_them_to_review() {
+    use crate::identity::{FINESS, SAMPLE, line};
+    use relais::domain::identity::Provenance;
+    use relais::domain::ports::IdentityStore;
+    let d = Slapd::start();
+    let s = start(&openldap(&[d.ldaps()], &d.ca_file(), "[directories.attributes]\nnational_id = \"rppsNumber\"\n")).await;
+    // Read from slapd: jdupont (an RPPS number), hlefevre (an idNat), cbernard (a bad check digit).
+    let claims = relais::server::directory_claims(s.components()).await.unwrap();
+    let mut values: Vec<&str> = claims.iter().map(|c| c.value.as_str()).collect();
+    values.sort();
+    assert_eq!(values, ["10001000107", "10003000304", "810002000205"]);
+    assert!(claims.iter().all(|c| c.source == "chu:rppsNumber"));
+    let text = format!(
+        "{SAMPLE}{}\n{}\n",
+        line("10001000107", "DUPONT", "Jean", "10", FINESS),
+        line("10002000205", "MARTIN", "Claire", "60", FINESS)
+    );
+    let m = s.components().management("test");
+    let finess = vec![FINESS.to_string()];
+    let dry = m.import_annuaire_with(text.as_bytes(), &finess, &claims, true).await.unwrap();
+    assert_eq!(dry.changes.len(), 1, "{dry}");
+    assert_eq!(dry.review.len(), 2, "{dry}");
+    assert!(s.components().store.review_items().await.unwrap().is_empty(), "a dry run changes nothing");
+    m.import_annuaire_with(text.as_bytes(), &finess, &claims, false).await.unwrap();
+    let jdupont = s.storage().account_by_username("jdupont").await.unwrap().unwrap();
+    let ids = s.components().store.national_ids(jdupont.id).await.unwrap();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(ids[0].idnat.as_str(), "810001000107");
+    assert!(ids[0].verified);
+    assert_eq!(ids[0].provenance, Provenance::AnnuaireImport);
+    let mut review: Vec<(String, String)> = s
+        .components()
+        .store
+        .review_items()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.username, r.reason))
+        .collect();
+    review.sort();
+    assert_eq!(review[0].0, "cbernard");
+    assert!(review[0].1.contains("invalid"), "{review:?}");
+    assert_eq!(review[1].0, "hlefevre");
+    assert!(review[1].1.contains("Claire MARTIN"), "{review:?}");
+    // hlefevre was not matched by name instead, and nothing was linked for her.
+    let h = s.storage().account_by_username("hlefevre").await.unwrap().unwrap();
+    assert!(s.components().store.national_ids(h.id).await.unwrap().is_empty());
     s.stop().await;
 }

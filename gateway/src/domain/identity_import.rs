@@ -131,6 +131,27 @@ impl fmt::Display for Plan {
     }
 }
 
+/// A national identifier the directory holds for a person (an RPPS attribute, or an employee
+/// number that is one), as read; parsed by the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryClaim {
+    pub account_id: Uuid,
+    pub value: String,
+    /// `directory:attribute`, for the plan and the audit trail.
+    pub source: String,
+}
+
+impl DirectoryClaim {
+    /// The idNat the value stands for: an 11-digit RPPS number, or an idNat.
+    pub fn idnat(&self) -> Result<IdNat, crate::protocol::ParseError> {
+        let v = self.value.trim();
+        match crate::domain::identity::Rpps::parse(v) {
+            Ok(r) => Ok(IdNat::from_rpps(&r)),
+            Err(_) => IdNat::parse(v),
+        }
+    }
+}
+
 /// Matches the Annuaire extraction against local people.
 ///
 /// Rules, in order: an existing unverified mapping found in the extraction is verified; a
@@ -138,6 +159,15 @@ impl fmt::Display for Plan {
 /// active at our establishment is linked; several candidates (homonyms) or several people
 /// with the same name go to review.
 pub fn plan_annuaire(x: Extraction, accounts: &[Account], existing: &[NationalIdentity]) -> Plan {
+    plan_annuaire_with(x, accounts, existing, &[])
+}
+
+/// `plan_annuaire` with the directory's own identifiers first: a person whose directory entry
+/// names an idNat that the extraction lists under the same family name is linked (verified);
+/// anything else about such a person (not in the extraction, another name, an invalid value,
+/// an idNat mapped to someone else, a different existing mapping) goes to review. People with
+/// a directory claim are not matched by name.
+pub fn plan_annuaire_with(x: Extraction, accounts: &[Account], existing: &[NationalIdentity], claims: &[DirectoryClaim]) -> Plan {
     let mut plan = Plan {
         lines: x.lines,
         errors: x.errors,
@@ -158,12 +188,72 @@ pub fn plan_annuaire(x: Extraction, accounts: &[Account], existing: &[NationalId
         }
     }
 
+    let by_id: HashMap<Uuid, &Account> = accounts.iter().map(|a| (a.id, a)).collect();
+    let mut claimed: HashSet<Uuid> = HashSet::new();
+    for c in claims {
+        let Some(a) = by_id.get(&c.account_id) else { continue };
+        claimed.insert(a.id);
+        let review = |reason: String, candidates: Vec<IdNat>| ReviewItem {
+            account_id: a.id,
+            username: a.username.clone(),
+            candidates,
+            reason,
+        };
+        let idnat = match c.idnat() {
+            Ok(i) => i,
+            Err(e) => {
+                plan.review.push(review(format!("{} holds an invalid national identifier: {e}", c.source), vec![]));
+                continue;
+            }
+        };
+        let mine: Vec<&NationalIdentity> = existing.iter().filter(|n| n.account_id == a.id).collect();
+        if mine.iter().any(|n| n.idnat == idnat) {
+            continue; // already mapped; rule 1 verifies it
+        }
+        if !mine.is_empty() {
+            plan.review.push(review(
+                format!("{} names another identifier than the one already mapped", c.source),
+                vec![idnat],
+            ));
+            continue;
+        }
+        if taken.contains(&idnat) {
+            plan.review.push(review(
+                format!("{} names an identifier already mapped to someone else", c.source),
+                vec![idnat],
+            ));
+            continue;
+        }
+        match x.professionals.get(&idnat) {
+            None => plan.review.push(review(
+                format!("{} names an identifier absent from the Annuaire extraction", c.source),
+                vec![idnat],
+            )),
+            Some(p) if a.family_name.as_deref().map(name_key) != Some(name_key(&p.family_name)) => plan.review.push(review(
+                format!("{} names an identifier the Annuaire gives to {} {}", c.source, p.given_name, p.family_name),
+                vec![idnat],
+            )),
+            Some(p) => plan.changes.push(Change::Link {
+                account_id: a.id,
+                username: a.username.clone(),
+                idnat,
+                profession: Some(p.profession.clone()),
+                provenance: Provenance::AnnuaireImport,
+                verified: true,
+                rule: "directory attribute, confirmed by the Annuaire",
+            }),
+        }
+    }
+
     let key = |family: &str, given: &str| format!("{}|{}", name_key(family), name_key(given));
     let mut by_name: HashMap<String, Vec<&crate::domain::annuaire::Professional>> = HashMap::new();
     for p in x.professionals.values().filter(|p| !p.activities_here.is_empty()) {
         by_name.entry(key(&p.family_name, &p.given_name)).or_default().push(p);
     }
-    let unmapped: Vec<&Account> = accounts.iter().filter(|a| !mapped_people.contains(&a.id) && !a.disabled).collect();
+    let unmapped: Vec<&Account> = accounts
+        .iter()
+        .filter(|a| !mapped_people.contains(&a.id) && !claimed.contains(&a.id) && !a.disabled)
+        .collect();
     let mut people_by_name: HashMap<String, usize> = HashMap::new();
     for a in &unmapped {
         if let (Some(f), Some(g)) = (&a.family_name, &a.given_name) {

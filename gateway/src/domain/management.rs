@@ -249,12 +249,25 @@ impl Management<'_> {
     /// Reads an Annuaire Santé extraction and plans (and, unless `dry_run`, applies) the
     /// mapping changes for people active at the establishment's `finess` numbers.
     pub async fn import_annuaire(&self, input: impl std::io::BufRead, finess: &[String], dry_run: bool) -> Result<Plan, ManagementError> {
+        self.import_annuaire_with(input, finess, &[], dry_run).await
+    }
+
+    /// `import_annuaire` with the identifiers the directories hold (the "directory" rule).
+    pub async fn import_annuaire_with(
+        &self,
+        input: impl std::io::BufRead,
+        finess: &[String],
+        claims: &[identity_import::DirectoryClaim],
+        dry_run: bool,
+    ) -> Result<Plan, ManagementError> {
         let existing = self.identities.all_national_ids().await?;
-        let wanted: HashSet<String> = existing.iter().map(|n| n.idnat.to_string()).collect();
+        let mut wanted: HashSet<String> = existing.iter().map(|n| n.idnat.to_string()).collect();
+        // Kept even when active elsewhere, so the plan can say so rather than "absent".
+        wanted.extend(claims.iter().filter_map(|c| c.idnat().ok()).map(|i| i.to_string()));
         let extraction =
             annuaire::read(input, &Selection { finess, wanted: &wanted }).map_err(|e| ManagementError::Invalid(e.to_string()))?;
         let accounts = self.identities.accounts().await?;
-        let plan = identity_import::plan_annuaire(extraction, &accounts, &existing);
+        let plan = identity_import::plan_annuaire_with(extraction, &accounts, &existing, claims);
         self.apply(plan, "annuaire", dry_run).await
     }
 

@@ -273,7 +273,9 @@ impl AccountRefusal {
 /// The answer of a first-factor check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PasswordVerdict {
-    Accepted(Account),
+    /// The account, and the Relais roles its directory groups grant (sorted, none for local
+    /// accounts).
+    Accepted(Account, Vec<String>),
     /// Unknown user, wrong password, or an account the directory refuses before even looking
     /// at the password: all look the same.
     Rejected,
@@ -291,7 +293,7 @@ pub trait PasswordChecker: Send + Sync {
     /// the place the passwords live (database, directory) cannot answer.
     async fn verify(&self, username: &str, password: &str) -> Result<PasswordVerdict, StoreError> {
         Ok(match self.check(username, password).await? {
-            Some(a) => PasswordVerdict::Accepted(a),
+            Some(a) => PasswordVerdict::Accepted(a, Vec::new()),
             None => PasswordVerdict::Rejected,
         })
     }

@@ -15,6 +15,9 @@ pub struct SsoSession {
     pub amr: Vec<String>,
     pub acr: String,
     pub expires_at: i64,
+    /// Relais roles granted at login (directory groups mapped by `[directories.roles]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
 }
 
 /// A validated authorization request, parked while the user logs in.
@@ -48,6 +51,9 @@ pub struct PendingLogin {
     /// key must follow. Absent in logins parked by older versions.
     #[serde(default)]
     pub second_factor: Option<SecondFactorStage>,
+    /// Roles the first factor granted (or the stepped-up session had), for the new session.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
 }
 
 /// A login past its first factor, waiting for a security key.
@@ -77,6 +83,8 @@ pub struct CodeGrant {
     pub amr: Vec<String>,
     pub acr: String,
     pub expires_at: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
 }
 
 /// Left behind when a code is redeemed, so a replay can be told from a typo and the tokens

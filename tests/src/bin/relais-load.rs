@@ -6,6 +6,11 @@
 //!   only the redemptions are timed.
 //! - `login`: complete local-account logins from a fresh browser each time: authorize, login
 //!   page, password POST, code exchange.
+//! - `dirlogin`: password logins against a directory from a fresh browser each time: authorize,
+//!   login page, password POST up to the code (no exchange). Users `--user`/`--password` with
+//!   `{n}` replaced by `i % --users`. Reports the whole flow and the POST alone (the request
+//!   that checks the directory). With `--rate`, an open loop at that many logins per second
+//!   (latency counted from the scheduled start, so a stall is not hidden).
 use clap::Parser;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,6 +39,12 @@ struct Args {
     requests: usize,
     #[arg(long, default_value_t = 4_000)]
     batch: usize,
+    /// `dirlogin`: how many distinct users `{n}` ranges over.
+    #[arg(long, default_value_t = 1)]
+    users: usize,
+    /// `dirlogin`: logins per second (open loop); 0 = as fast as `--concurrency` allows.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
 }
 
 fn browser() -> reqwest::Client {
@@ -77,6 +88,51 @@ fn code_of(loc: &str) -> String {
         .find(|(k, _)| k == "code")
         .map(|(_, v)| v.into_owned())
         .unwrap_or_else(|| panic!("no code in {loc}"))
+}
+
+/// One directory login of user number `i` in a fresh browser, up to the code. Returns the
+/// latency of the password POST alone.
+async fn dir_login(a: &Args, i: usize) -> Duration {
+    let b = browser();
+    let n = (i % a.users.max(1)).to_string();
+    let r = b.get(authorize_url(a)).send().await.unwrap();
+    let loc = location(&r);
+    assert!(loc.starts_with('/'), "expected the login page, got {loc}");
+    let page = b.get(format!("{}{}", a.base, loc)).send().await.unwrap().text().await.unwrap();
+    let form = [
+        ("login_id", field(&page, "login_id")),
+        ("csrf", field(&page, "csrf")),
+        ("username", a.user.replace("{n}", &n)),
+        ("password", a.password.replace("{n}", &n)),
+    ];
+    let t = Instant::now();
+    let r = b.post(format!("{}/login", a.base)).form(&form).send().await.unwrap();
+    let took = t.elapsed();
+    let loc = location(&r);
+    assert!(loc.contains("code="), "login {i} failed: {} {}", r.status(), r.text().await.unwrap_or_default());
+    took
+}
+
+/// Open loop: login `i` starts at `i / rate` seconds; latencies (flow, POST) from that moment.
+async fn open_loop(a: Arc<Args>) -> (Vec<Duration>, Vec<Duration>, Duration) {
+    let start = tokio::time::Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..a.requests {
+        let at = start + Duration::from_secs_f64(i as f64 / a.rate);
+        tokio::time::sleep_until(at).await;
+        let a = a.clone();
+        set.spawn(async move {
+            let post = dir_login(&a, i).await;
+            (at.elapsed(), post)
+        });
+    }
+    let (mut flow, mut post) = (Vec::new(), Vec::new());
+    while let Some(r) = set.join_next().await {
+        let (f, p) = r.unwrap();
+        flow.push(f);
+        post.push(p);
+    }
+    (flow, post, start.elapsed())
 }
 
 /// One login in browser `b`; returns the code.
@@ -213,6 +269,32 @@ async fn main() {
             })
             .await;
             report("full login (authorize, form, password, code exchange)", lat, wall);
+        }
+        "dirlogin" => {
+            let a = Arc::new(a);
+            let (flow, post, wall) = if a.rate > 0.0 {
+                open_loop(a.clone()).await
+            } else {
+                let posts = Arc::new(std::sync::Mutex::new(Vec::with_capacity(a.requests)));
+                let (a2, p2) = (a.clone(), posts.clone());
+                let (flow, wall) = drive(a.requests, a.concurrency, move |i| {
+                    let (a, p) = (a2.clone(), p2.clone());
+                    async move {
+                        let t = dir_login(&a, i).await;
+                        p.lock().unwrap().push(t);
+                    }
+                })
+                .await;
+                let post = std::mem::take(&mut *posts.lock().unwrap());
+                (flow, post, wall)
+            };
+            let how = if a.rate > 0.0 {
+                format!("open loop at {} logins/s", a.rate)
+            } else {
+                format!("{} concurrent", a.concurrency)
+            };
+            report(&format!("directory login flow (authorize, form, password POST; {how})"), flow, wall);
+            report(&format!("  of which the password POST (directory check; {how})"), post, wall);
         }
         other => panic!("unknown scenario {other}"),
     }

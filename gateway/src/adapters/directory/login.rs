@@ -17,7 +17,7 @@ pub struct DirectoryLogin {
 impl PasswordChecker for DirectoryLogin {
     async fn check(&self, username: &str, password: &str) -> Result<Option<Account>, StoreError> {
         Ok(match self.verify(username, password).await? {
-            PasswordVerdict::Accepted(a) => Some(a),
+            PasswordVerdict::Accepted(a, _) => Some(a),
             _ => None,
         })
     }
@@ -52,7 +52,7 @@ impl PasswordChecker for DirectoryLogin {
             }
         }
         if let Some(local) = &self.local_fallback
-            && let v @ PasswordVerdict::Accepted(_) = local.verify(username, password).await?
+            && let v @ PasswordVerdict::Accepted(..) = local.verify(username, password).await?
         {
             return Ok(v);
         }

@@ -1,23 +1,29 @@
 //! The first factor on a directory (OpenLDAP, Active Directory): find the person with the
 //! service account, then bind as them with the typed password. The password is never stored.
 //!
-//! - Searches share one long-lived connection per directory (reopened with failover when it
-//!   breaks); user binds use their own short-lived connection, never the service account's.
+//! - Searches use a pool of connections bound as the service account; the people's binds use
+//!   a separate pool (or, with `bind_pool_size = 0`, a fresh connection each), never the
+//!   service account's connections (pool.rs).
+//! - Groups (direct, nested within bounds) become Relais roles (groups.rs).
 //! - The directory entry's stable id (entryUUID, objectGUID) names the Relais account, so `sub`
 //!   survives renames.
 mod conn;
 mod entry;
+mod groups;
 mod login;
+mod pool;
 
 pub use entry::{Attributes, EntryError, Profile};
+pub use groups::{Direct as GroupDirect, GroupSettings, Nested as GroupNesting};
 pub use login::DirectoryLogin;
 
 use crate::domain::account::{Account, normalise_username};
 use crate::domain::ports::{AccountRefusal, Clock, PasswordVerdict, Storage, StoreError};
 use ldap3::{Ldap, Scope, SearchEntry, dn_escape, ldap_escape};
+use pool::{Pool, PoolKind};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Mutex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
@@ -66,6 +72,8 @@ pub struct AttributeMap {
     pub email: String,
     pub employee_number: String,
     pub groups: String,
+    /// Holds the RPPS number or idNat, if the directory has one (no preset sets it).
+    pub national_id: Option<String>,
     /// Ands with the login match, e.g. `(objectClass=inetOrgPerson)`.
     pub user_filter: String,
 }
@@ -82,6 +90,7 @@ impl Preset {
             email: "mail".into(),
             employee_number: "employeeNumber".into(),
             groups: "memberOf".into(),
+            national_id: None,
             user_filter: filter.into(),
         };
         match self {
@@ -116,6 +125,14 @@ pub struct DirectorySettings {
     pub strip_suffix: bool,
     /// If not empty, the person must be in one of these groups (DNs, case-insensitive).
     pub required_groups: Vec<String>,
+    /// Role → groups granting it (DNs, or CNs when without `=`).
+    pub roles: BTreeMap<String, Vec<String>>,
+    /// If not empty, the person must hold one of these roles.
+    pub required_roles: Vec<String>,
+    pub groups: GroupSettings,
+    pub search_pool_size: usize,
+    /// 0: a fresh connection for each user bind.
+    pub bind_pool_size: usize,
     pub connect_timeout: Duration,
     pub operation_timeout: Duration,
 }
@@ -140,6 +157,7 @@ impl DirectorySettings {
         .into_iter()
         .cloned()
         .collect();
+        v.extend(m.national_id.clone());
         v.push("cn".into());
         v.extend(entry::STATE_ATTRIBUTES.iter().map(|s| s.to_string()));
         v
@@ -156,12 +174,31 @@ impl DirectorySettings {
     }
 }
 
-/// One directory: the shared search connection and the checks.
+/// One directory: its connection pools and the checks.
 pub struct Directory {
     pub settings: DirectorySettings,
-    search_conn: Mutex<Option<Ldap>>,
+    /// Service-account connections (searches); `None` with a bind-DN template.
+    search_pool: Option<Pool>,
+    /// Connections for the people's own binds.
+    bind_pool: Pool,
     storage: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
+}
+
+/// Connections each pool of a directory opened since start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub search_connections_opened: u64,
+    pub bind_connections_opened: u64,
+}
+
+/// A person's national-id attribute, read for the Annuaire matching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryNationalId {
+    pub account: Account,
+    /// The raw attribute value (RPPS number or idNat); parsed by the caller.
+    pub value: String,
+    pub attribute: String,
 }
 
 /// What was found for a login, before the password is checked.
@@ -172,11 +209,30 @@ struct Found {
 
 impl Directory {
     pub fn new(settings: DirectorySettings, storage: Arc<dyn Storage>, clock: Arc<dyn Clock>) -> Self {
+        let search_pool = match &settings.lookup {
+            Lookup::Search { bind_dn, bind_password } => Some(Pool::new(
+                PoolKind::Search {
+                    bind_dn: bind_dn.clone(),
+                    bind_password: bind_password.clone(),
+                },
+                settings.search_pool_size.max(1),
+            )),
+            Lookup::Template(_) => None,
+        };
+        let bind_pool = Pool::new(PoolKind::Bind, settings.bind_pool_size);
         Self {
             settings,
-            search_conn: Mutex::new(None),
+            search_pool,
+            bind_pool,
             storage,
             clock,
+        }
+    }
+
+    pub fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            search_connections_opened: self.search_pool.as_ref().map_or(0, Pool::opened),
+            bind_connections_opened: self.bind_pool.opened(),
         }
     }
 
@@ -195,37 +251,27 @@ impl Directory {
         })
     }
 
-    /// The pooled, service-bound search connection (opened on first use or after a failure).
-    async fn search_connection(&self) -> Result<Ldap, DirectoryError> {
-        let Lookup::Search { bind_dn, bind_password } = &self.settings.lookup else {
-            return Err(DirectoryError::Config("no service account configured".into()));
-        };
-        let mut slot = self.search_conn.lock().await;
-        if let Some(l) = slot.as_mut()
-            && !l.is_closed()
-        {
-            return Ok(l.clone());
+    /// A pooled connection bound as the service account.
+    async fn search_connection(&self) -> Result<pool::Lease<'_>, DirectoryError> {
+        match &self.search_pool {
+            Some(p) => p.get(&self.settings).await,
+            None => Err(DirectoryError::Config("no service account configured".into())),
         }
-        let (mut ldap, _) = conn::open_any(&self.settings).await?;
-        if !conn::bind(&mut ldap, self.settings.operation_timeout, bind_dn, bind_password).await? {
-            return Err(DirectoryError::Unavailable("the service account's bind was refused".into()));
-        }
-        *slot = Some(ldap.clone());
-        Ok(ldap)
-    }
-
-    async fn drop_search_connection(&self) {
-        self.search_conn.lock().await.take();
     }
 
     async fn search(&self, ldap: &mut Ldap, base: &str, scope: Scope, filter: &str) -> Result<Vec<Found>, DirectoryError> {
         let attrs = self.settings.requested_attributes();
-        let (entries, _) = conn::timed(self.settings.operation_timeout, "search", async {
+        let (entries, res) = conn::timed(self.settings.operation_timeout, "search", async {
             // At most two entries: more than one match is an ambiguity, not a login.
             ldap.with_search_options(ldap3::SearchOptions::new().sizelimit(2));
-            ldap.search(base, scope, filter, attrs).await?.non_error()
+            let r = ldap.search(base, scope, filter, attrs).await?;
+            Ok((r.0, r.1))
         })
         .await?;
+        // 4 = sizeLimitExceeded: more than two matches, an ambiguity like two.
+        if res.rc != 0 && res.rc != 4 && res.rc != 10 {
+            return Err(DirectoryError::Unavailable(format!("search answered {}: {}", res.rc, res.text)));
+        }
         Ok(entries
             .into_iter()
             .map(|e| {
@@ -244,8 +290,8 @@ impl Directory {
         let filter = self.settings.filter(login);
         let mut last = None;
         for _ in 0..2 {
-            let mut ldap = self.search_connection().await?;
-            match self.search(&mut ldap, &self.settings.base_dn, Scope::Subtree, &filter).await {
+            let mut lease = self.search_connection().await?;
+            match self.search(&mut lease.ldap, &self.settings.base_dn, Scope::Subtree, &filter).await {
                 Ok(mut v) if v.len() == 1 => return Ok(v.pop()),
                 Ok(v) => {
                     if v.len() > 1 {
@@ -254,7 +300,12 @@ impl Directory {
                     return Ok(None);
                 }
                 Err(e) => {
-                    self.drop_search_connection().await;
+                    // The connection (and probably its idle siblings) is dead: reconnect, with
+                    // failover, on the retry.
+                    lease.discard();
+                    if let Some(p) = &self.search_pool {
+                        p.clear();
+                    }
                     last = Some(e);
                 }
             }
@@ -273,25 +324,31 @@ impl Directory {
                 let Some(found) = self.find(login).await? else {
                     return Ok(PasswordVerdict::Rejected);
                 };
-                // The user's bind: its own connection, closed right after.
-                let (mut user, _) = conn::open_any(&self.settings).await?;
-                let ok = conn::bind(&mut user, timeout, &found.dn, password).await;
-                let _ = user.unbind().await;
-                if !ok? {
+                // The user's bind: a bind-pool connection, never a service-account one.
+                if !self.user_bind(&found.dn, password).await? {
                     return Ok(PasswordVerdict::Rejected);
                 }
                 found
             }
             Lookup::Template(t) => {
                 let dn = t.replace("{login}", &dn_escape(login));
-                let (mut user, _) = conn::open_any(&self.settings).await?;
-                if !conn::bind(&mut user, timeout, &dn, password).await? {
-                    let _ = user.unbind().await;
-                    return Ok(PasswordVerdict::Rejected);
+                let mut lease = self.bind_pool.get(&self.settings).await?;
+                match conn::bind(&mut lease.ldap, timeout, &dn, password).await {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(PasswordVerdict::Rejected),
+                    Err(e) => {
+                        lease.discard();
+                        return Err(e);
+                    }
                 }
-                let found = self.search(&mut user, &dn, Scope::Base, "(objectClass=*)").await;
-                let _ = user.unbind().await;
-                match found?.pop() {
+                let found = match self.search(&mut lease.ldap, &dn, Scope::Base, "(objectClass=*)").await {
+                    Ok(f) => f,
+                    Err(e) => {
+                        lease.discard();
+                        return Err(e);
+                    }
+                };
+                match found.into_iter().next() {
                     Some(f) => f,
                     None => return Ok(PasswordVerdict::Rejected),
                 }
@@ -301,20 +358,69 @@ impl Directory {
         if let Some(r) = entry::refusal(&found.attrs, self.clock.now()) {
             return Ok(PasswordVerdict::Refused(r));
         }
-        let profile = entry::profile(&found.attrs, &self.settings.attributes, login)?;
-        if !self.in_required_group(&profile) {
+        let mut profile = entry::profile(&found.attrs, &self.settings.attributes, login)?;
+        profile.groups = self.groups_of(&found.dn, &profile).await?;
+        let roles = groups::roles_for(&profile.groups, &self.settings.roles);
+        if !self.allowed(&profile, &roles) {
             return Ok(PasswordVerdict::Refused(AccountRefusal::NotAllowed));
         }
         let account = self.account_for(&profile).await.map_err(|e| match e {
             StoreError::Unavailable(m) => DirectoryError::Unavailable(m),
             other => DirectoryError::Config(other.to_string()),
         })?;
-        Ok(PasswordVerdict::Accepted(account))
+        Ok(PasswordVerdict::Accepted(account, roles))
     }
 
-    fn in_required_group(&self, p: &Profile) -> bool {
+    /// A person's own bind on a bind-pool connection. A connection whose bind failed for
+    /// another reason than the credentials is not reused.
+    async fn user_bind(&self, dn: &str, password: &str) -> Result<bool, DirectoryError> {
+        let mut first = true;
+        loop {
+            let mut lease = self.bind_pool.get(&self.settings).await?;
+            match conn::bind(&mut lease.ldap, self.settings.operation_timeout, dn, password).await {
+                Ok(ok) => return Ok(ok),
+                Err(e) => {
+                    // A connection the server had already closed (idle timeout, restart) never
+                    // carried the bind: retry once on a fresh one. A timeout might have reached
+                    // the server: not retried, so a password is never tried twice.
+                    let closed = lease.ldap.is_closed();
+                    lease.discard();
+                    self.bind_pool.clear();
+                    if !(closed && first) {
+                        return Err(e);
+                    }
+                    first = false;
+                }
+            }
+        }
+    }
+
+    /// The person's groups: the entry's own list, or searched, nested within bounds.
+    async fn groups_of(&self, dn: &str, p: &Profile) -> Result<Vec<String>, DirectoryError> {
+        let g = &self.settings.groups;
+        if !g.searches() {
+            return Ok(p.groups.clone());
+        }
+        let mut lease = self.search_connection().await?;
+        match groups::resolve(g, &mut lease.ldap, self.settings.operation_timeout, dn, &p.login, &p.groups).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                lease.discard();
+                Err(e)
+            }
+        }
+    }
+
+    /// `required_groups` and `required_roles` (either list, when set, must be met).
+    fn allowed(&self, p: &Profile, roles: &[String]) -> bool {
         let req = &self.settings.required_groups;
-        req.is_empty() || p.groups.iter().any(|g| req.iter().any(|r| r.eq_ignore_ascii_case(g)))
+        let in_group = req.is_empty()
+            || p.groups
+                .iter()
+                .any(|g| req.iter().any(|r| groups::dn_key(r) == groups::dn_key(g)));
+        let req_roles = &self.settings.required_roles;
+        let has_role = req_roles.is_empty() || roles.iter().any(|r| req_roles.contains(r));
+        in_group && has_role
     }
 
     async fn account_for(&self, p: &Profile) -> Result<Account, StoreError> {
@@ -331,6 +437,57 @@ impl Directory {
         };
         let directory_id = format!("{}:{}", self.settings.name, p.stable_id);
         self.storage.upsert_directory_account(&directory_id, &candidate).await
+    }
+
+    /// Everyone under `base_dn` whose entry holds the national-id attribute (paged search as the
+    /// service account), with their Relais account (created as a first login would). Empty
+    /// when no `attributes.national_id` is configured.
+    pub async fn national_ids(&self) -> Result<Vec<DirectoryNationalId>, DirectoryError> {
+        use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+        let s = &self.settings;
+        let Some(attr) = s.attributes.national_id.clone() else {
+            return Ok(Vec::new());
+        };
+        let filter = format!("(&{}({attr}=*))", s.attributes.user_filter);
+        let mut lease = self.search_connection().await?;
+        let mut found = Vec::new();
+        let res = conn::timed(s.operation_timeout * 20, "national-id search", async {
+            let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(500))];
+            let mut search = lease
+                .ldap
+                .streaming_search_with(adapters, &s.base_dn, Scope::Subtree, &filter, s.requested_attributes())
+                .await?;
+            while let Some(e) = search.next().await? {
+                let e = SearchEntry::construct(e);
+                found.push(Attributes::new(e.attrs, e.bin_attrs));
+            }
+            search.finish().await.success()
+        })
+        .await;
+        if let Err(e) = res {
+            lease.discard();
+            return Err(e);
+        }
+        drop(lease);
+        let mut out = Vec::with_capacity(found.len());
+        for a in found {
+            let Some(value) = a.first(&attr).map(str::to_owned) else { continue };
+            let login = a.first(&s.attributes.login).unwrap_or_default().to_owned();
+            let profile = match entry::profile(&a, &s.attributes, &login) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(directory = %s.name, login = %login, error = %e, "entry skipped");
+                    continue;
+                }
+            };
+            let account = self.account_for(&profile).await.map_err(|e| DirectoryError::Unavailable(e.to_string()))?;
+            out.push(DirectoryNationalId {
+                account,
+                value,
+                attribute: attr.clone(),
+            });
+        }
+        Ok(out)
     }
 
     /// For `relais ldap test`: every step, explained, for the administrator.
@@ -360,7 +517,7 @@ impl Directory {
             Lookup::Template(t) => out.push(format!("  lookup: bind-DN template {t} (no service account)")),
             Lookup::Search { bind_dn, .. } => {
                 match self.search_connection().await {
-                    Ok(_) => out.push(format!("  service bind as {bind_dn}: ok")),
+                    Ok(_lease) => out.push(format!("  service bind as {bind_dn}: ok")),
                     Err(e) => {
                         out.push(format!("  service bind as {bind_dn}: FAILED: {e}"));
                         return out;
@@ -371,7 +528,11 @@ impl Directory {
                     Ok(Some(f)) => {
                         out.push(format!("  found: {}", f.dn));
                         match entry::profile(&f.attrs, &s.attributes, login) {
-                            Ok(p) => {
+                            Ok(mut p) => {
+                                match self.groups_of(&f.dn, &p).await {
+                                    Ok(g) => p.groups = g,
+                                    Err(e) => out.push(format!("  group lookup: FAILED: {e}")),
+                                }
                                 out.push(format!("  stable id ({}): {}", s.attributes.id, p.stable_id));
                                 out.push(format!("  login ({}): {}", s.attributes.login, p.login));
                                 out.push(format!("  display name: {}", p.display_name));
@@ -382,8 +543,13 @@ impl Directory {
                                     s.attributes.groups,
                                     if p.groups.is_empty() { "none".into() } else { p.groups.join("; ") }
                                 ));
-                                if !self.in_required_group(&p) {
-                                    out.push("  NOT in any of required_groups: would be refused".into());
+                                let roles = groups::roles_for(&p.groups, &s.roles);
+                                out.push(format!(
+                                    "  roles: {}",
+                                    if roles.is_empty() { "none".into() } else { roles.join(", ") }
+                                ));
+                                if !self.allowed(&p, &roles) {
+                                    out.push("  NOT in required_groups / required_roles: would be refused".into());
                                 }
                             }
                             Err(e) => out.push(format!("  attributes: PROBLEM: {e}")),
@@ -402,7 +568,7 @@ impl Directory {
         }
         if let Some(pw) = password {
             match self.authenticate(login, pw).await {
-                Ok(PasswordVerdict::Accepted(a)) => out.push(format!("  password bind: ok; Relais account {} (sub)", a.id)),
+                Ok(PasswordVerdict::Accepted(a, _)) => out.push(format!("  password bind: ok; Relais account {} (sub)", a.id)),
                 Ok(PasswordVerdict::Rejected) => out.push("  password bind: refused (wrong password, unknown or locked user)".into()),
                 Ok(PasswordVerdict::Refused(r)) => out.push(format!("  password bind: ok, but the login is refused: {}", r.as_str())),
                 Err(e) => out.push(format!("  password bind: FAILED: {e}")),

@@ -291,6 +291,17 @@ impl Storage for SqlStore {
             Some(row) => {
                 // The directory is the source of truth for names; the id (hence `sub`) stays.
                 let id = row.id.clone();
+                let unchanged = row.username == a.username
+                    && row.display_name == a.display_name
+                    && row.given_name == a.given_name
+                    && row.family_name == a.family_name
+                    && row.email == a.email
+                    && row.disabled == a.disabled;
+                if unchanged {
+                    // Most logins: no write at all.
+                    let id = Uuid::parse_str(&id).map_err(|e| corrupt("account id", e))?;
+                    return Ok(Account { id, ..a.clone() });
+                }
                 let mut row: account::ActiveModel = row.into();
                 row.username = Set(a.username.clone());
                 row.display_name = Set(a.display_name.clone());

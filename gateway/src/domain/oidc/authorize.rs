@@ -106,6 +106,7 @@ impl Provider {
 
         // 4. Step-up: a fresh session that only lacks assurance gets the key step, not the
         // password again.
+        let carried_roles = session.as_ref().map(|s| s.roles.clone()).unwrap_or_default();
         let step_up = match session {
             Some(s) if self.step_up_would_satisfy(&s, &request, &client, now) => self.step_up_stage(&s).await?,
             _ => None,
@@ -122,6 +123,8 @@ impl Provider {
             failed_attempts: 0,
             expires_at: now + self.settings.pending_login_ttl_secs,
             second_factor: step_up,
+            // A step-up keeps the first factor's roles; a full login earns its own.
+            roles: if is_step_up { carried_roles } else { Vec::new() },
         };
         self.save_pending(&pending).await?;
         Ok(if is_step_up {
@@ -309,6 +312,14 @@ impl Provider {
         }
     }
 
+    /// The person logged in in this browser and their roles (e.g. `admin`), if any.
+    pub async fn sso_roles(&self, cookie: Option<&str>) -> Result<Option<(uuid::Uuid, Vec<String>)>, DomainError> {
+        match cookie {
+            Some(c) => Ok(self.load_sso(c, self.clock.unix()).await?.map(|s| (s.account_id, s.roles))),
+            None => Ok(None),
+        }
+    }
+
     /// Loads the session named by the cookie's secret value.
     pub(super) async fn load_sso(&self, sid: &str, now: i64) -> Result<Option<SsoSession>, DomainError> {
         if sid.len() > 64 {
@@ -343,6 +354,7 @@ impl Provider {
             amr: s.amr.clone(),
             acr: s.acr.clone(),
             expires_at: self.clock.unix() + self.settings.code_ttl_secs,
+            roles: s.roles.clone(),
         };
         let bytes = serde_json::to_vec(&grant).map_err(|e| DomainError::Internal(e.to_string()))?;
         let ttl = Duration::from_secs(self.settings.code_ttl_secs.max(1) as u64);

@@ -160,7 +160,10 @@ impl Provider {
             )));
         }
         let account = match self.passwords.verify(&username, &form.password).await? {
-            PasswordVerdict::Accepted(a) => Some(a),
+            PasswordVerdict::Accepted(a, roles) => {
+                pending.roles = roles;
+                Some(a)
+            }
             PasswordVerdict::Rejected => None,
             PasswordVerdict::Refused(reason) => {
                 // The password was right: saying why is safe and saves a help-desk call.
@@ -265,6 +268,7 @@ impl Provider {
             amr: earned.amr.clone(),
             acr: earned.acr.clone(),
             expires_at: now + self.settings.sso_session_ttl_secs,
+            roles: pending.roles.clone(),
         };
         let bytes = serde_json::to_vec(&session).map_err(|e| DomainError::Internal(e.to_string()))?;
         self.sessions

@@ -84,7 +84,7 @@ pub struct AssurancePolicy {
 }
 
 /// Scopes Relais knows; others are dropped from requests (RFC 6749 §3.3 allows it).
-pub const SUPPORTED_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access", "national_id"];
+pub const SUPPORTED_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access", "national_id", "roles"];
 
 pub struct Provider {
     pub settings: ProviderSettings,

@@ -24,6 +24,8 @@ pub struct PscSettings {
     pub terms_version: String,
     /// Where the full text of the terms is published (linked from the page).
     pub terms_url: Option<String>,
+    /// Release the `roles` claim to PSC clients too (off: roles are for local applications).
+    pub release_roles: bool,
 }
 
 /// What stands between a login and a code for this client.

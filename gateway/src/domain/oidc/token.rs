@@ -3,7 +3,7 @@ use super::{ClientCredentials, Params, Provider};
 use crate::domain::DomainError;
 use crate::domain::account::Account;
 use crate::domain::audit::{AuditEvent, RequestContext};
-use crate::domain::client::Client;
+use crate::domain::client::{Client, ClientKind};
 use crate::domain::crypto::{half_hash, pkce_s256_matches, secret_digest};
 use crate::domain::ports::Namespace;
 use crate::domain::records::{CodeGrant, RedeemedCode, RefreshConsume, RefreshTokenRecord, SigningAlg};
@@ -34,6 +34,8 @@ pub(super) struct Authentication<'a> {
     pub acr: &'a str,
     pub scopes: &'a Scopes,
     pub nonce: Option<&'a str>,
+    /// The login's roles; released only as `roles_claim` allows.
+    pub roles: &'a [String],
 }
 
 impl Provider {
@@ -149,6 +151,7 @@ impl Provider {
             acr: &grant.acr,
             scopes: &grant.scopes,
             nonce: grant.nonce.as_deref(),
+            roles: &grant.roles,
         };
         Ok(Ok(self.mint(client, &auth, family, access_jti, ctx, "authorization_code").await?))
     }
@@ -237,6 +240,21 @@ impl Provider {
             self.storage.revoke_refresh_family(record.family_id, now).await?;
             return Ok(Err(OAuthError::invalid_grant("the account is no longer active")));
         };
+        // Roles live with the login session: a refresh repeats them while it lasts. Logout
+        // revokes the session's refresh tokens; any other refresh after the session is gone
+        // carries no roles (fewer rights, never stale extra ones).
+        let roles = if scopes.contains("roles") {
+            match self.sessions.get(Namespace::Sso, &record.session_id).await? {
+                Some(b) => serde_json::from_slice::<crate::domain::records::SsoSession>(&b)
+                    .ok()
+                    .filter(|s| s.account_id == record.account_id && s.expires_at > self.clock.unix())
+                    .map(|s| s.roles)
+                    .unwrap_or_default(),
+                None => Vec::new(),
+            }
+        } else {
+            Vec::new()
+        };
         let auth = Authentication {
             account: &account,
             session_id: &record.session_id,
@@ -245,6 +263,7 @@ impl Provider {
             acr: &record.acr,
             scopes: &scopes,
             nonce: None,
+            roles: &roles,
         };
         Ok(Ok(self
             .mint(client, &auth, record.family_id, self.random.token(), ctx, "refresh_token")
@@ -265,11 +284,16 @@ impl Provider {
         let iat = now.timestamp();
         let s = &self.settings;
         let sub = a.account.id.to_string();
-        let access = json!({
+        let mut access = json!({
             "iss": s.issuer, "sub": sub, "aud": client.id.as_str(), "client_id": client.id.as_str(),
             "iat": iat, "exp": iat + s.access_token_ttl_secs, "jti": access_jti,
             "scope": a.scopes.to_string(), "sid": a.session_id, "auth_time": a.auth_time, "acr": a.acr,
         });
+        let roles = self.roles_claim(client, a.scopes, a.roles);
+        if let Some(r) = &roles {
+            // In the access token too: resource servers read it, and userinfo repeats it.
+            access["roles"] = r.clone();
+        }
         // RFC 9068: access tokens are typed so they cannot pass for ID tokens.
         let access_token = self.signer.sign(SigningAlg::ES256, "at+jwt", &access)?;
 
@@ -288,6 +312,9 @@ impl Provider {
             id.insert("nonce".into(), json!(n));
         }
         profile_claims(&mut id, a.account, a.scopes);
+        if let Some(r) = roles {
+            id.insert("roles".into(), r);
+        }
         self.national_claims(client, a.account.id, a.scopes, &mut id).await?;
         let id_token = self.signer.sign(client.id_token_alg, "JWT", &Value::Object(id))?;
 
@@ -336,6 +363,14 @@ impl Provider {
             refresh_token,
             scope: a.scopes.to_string(),
         })
+    }
+
+    /// The `roles` claim: asked for with the `roles` scope, released to local applications,
+    /// and to PSC only when `[psc] release_roles` says so. Present (maybe empty) when released,
+    /// so an application can tell "no role" from "not asked".
+    fn roles_claim(&self, client: &Client, scopes: &Scopes, roles: &[String]) -> Option<Value> {
+        let allowed = client.kind == ClientKind::Local || self.settings.psc.release_roles;
+        (scopes.contains("roles") && allowed).then(|| json!(roles))
     }
 
     pub(super) async fn deny_access_token(&self, jti: &str, exp: i64) -> Result<(), DomainError> {

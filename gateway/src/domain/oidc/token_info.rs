@@ -79,6 +79,10 @@ impl Provider {
         let mut claims = Map::new();
         claims.insert("sub".into(), json!(account.id.to_string()));
         profile_claims(&mut claims, &account, &scopes);
+        // Minted into the access token only when this client may have them.
+        if let Some(r) = at.claims.get("roles").filter(|_| scopes.contains("roles")) {
+            claims.insert("roles".into(), r.clone());
+        }
         let client = match at.str("client_id").and_then(|c| crate::protocol::ClientId::parse(c).ok()) {
             Some(id) => self.storage.client(&id).await?,
             None => None,

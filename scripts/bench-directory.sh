@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Directory password logins (issue #3): a private slapd (the tests' fixture, same template as
+# tests/e2e/slapd.rs, plus 1,000 generated people) over ldaps://, a release `relais` with one
+# [[directories]] entry, driven by `relais-load --scenario dirlogin`. Reports the maximum rate,
+# the latency at a fixed rate, and how many connections slapd saw (back-monitor) for how many
+# logins. Called by scripts/bench.sh; runs alone too (after a release build of both binaries).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/relais/target}"
+bin="$CARGO_TARGET_DIR/release"
+[ -x "$bin/relais" ] && [ -x "$bin/relais-load" ] || cargo build --release --locked -p relais-gateway -p relais-tests --bins
+[ -x /usr/sbin/slapd ] && command -v ldapsearch >/dev/null || { echo "slapd and ldap-utils are needed (scripts/test.sh installs them)"; exit 1; }
+
+DIR_REQUESTS=${DIR_REQUESTS:-20000}
+DIR_CONCURRENCY=${DIR_CONCURRENCY:-64}
+DIR_RATE=${DIR_RATE:-500}
+PORT=${PORT:-8092}
+work=$(mktemp -d)
+slapd_pid=""
+relais_pid=""
+cleanup() {
+  [ -n "$relais_pid" ] && kill "$relais_pid" 2>/dev/null || true
+  [ -n "$slapd_pid" ] && kill "$slapd_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+fixtures="$PWD/tests/fixtures/ldap"
+
+# 1. slapd: a CA, a server certificate for 127.0.0.1, the fixture plus bench people.
+mkdir -p "$work/db"
+(
+  cd "$work"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=Relais bench CA" -keyout ca.key -out ca.pem 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost -keyout server.key -out server.csr 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n' >ext
+  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile ext -out server.pem 2>/dev/null
+)
+sed -e "s#@DIR@#$work#g" -e "s#@FIXTURES@#$fixtures#g" "$fixtures/slapd.conf.in" >"$work/slapd.conf"
+{
+  cat "$fixtures/directory.ldif"
+  for i in $(seq 0 999); do
+    printf '\ndn: uid=bench%d,ou=soignants,ou=people,dc=chu,dc=example\nobjectClass: inetOrgPerson\nuid: bench%d\ncn: Bench %d\ngivenName: Bench\nsn: Person%d\nuserPassword: bench-pw-%d\nmemberOf: cn=soignants,ou=groups,dc=chu,dc=example\n' "$i" "$i" "$i" "$i" "$i"
+  done
+} >"$work/bench.ldif"
+/usr/sbin/slapadd -q -f "$work/slapd.conf" -l "$work/bench.ldif" 2>/dev/null
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ldap_port=$(free_port)
+ldaps_port=$(free_port)
+(cd "$work" && exec /usr/sbin/slapd -f slapd.conf -h "ldap://127.0.0.1:$ldap_port/ ldaps://127.0.0.1:$ldaps_port/" -d 0 >/dev/null 2>&1) &
+slapd_pid=$!
+for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$ldaps_port") 2>/dev/null && break; sleep 0.1; done
+connections() {
+  ldapsearch -x -LLL -H "ldap://127.0.0.1:$ldap_port" -D cn=admin,dc=chu,dc=example -w admin-secret \
+    -b "cn=$1,cn=Connections,cn=Monitor" -s base monitorCounter | awk '/monitorCounter/ {print $2}'
+}
+
+# 2. Relais on SQLite + in-process sessions, one directory, groups mapped to a role.
+cat >"$work/relais.toml" <<TOML
+issuer = "http://localhost:$PORT"
+listen = "127.0.0.1:$PORT"
+dev_mode = true
+[database]
+url = "sqlite://$work/relais.sqlite?mode=rwc"
+[keys]
+encryption_key = "$("$bin/relais" keys generate-kek)"
+[logging]
+filter = "warn"
+[[directories]]
+name = "chu"
+preset = "openldap"
+urls = ["ldaps://127.0.0.1:$ldaps_port"]
+ca_file = "$work/ca.pem"
+bind_dn = "cn=relais,ou=services,dc=chu,dc=example"
+base_dn = "ou=people,dc=chu,dc=example"
+search_pool_size = ${SEARCH_POOL:-4}
+bind_pool_size = ${BIND_POOL:-8}
+[directories.roles]
+nurse = ["soignants"]
+TOML
+export RELAIS_DIRECTORIES__0__BIND_PASSWORD=relais-service-pw  # the secret from the environment
+secret=$("$bin/relais" client add -c "$work/relais.toml" --id demo-app --name Bench --redirect-uri http://localhost:8091/callback | awk '/secret/ {print $NF}')
+"$bin/relais" serve -c "$work/relais.toml" >"$work/relais.log" 2>&1 &
+relais_pid=$!
+for _ in $(seq 1 100); do curl -sf "http://localhost:$PORT/readyz" >/dev/null && break; sleep 0.1; done
+
+load() { "$bin/relais-load" --base "http://localhost:$PORT" --secret="$secret" --scenario dirlogin --user 'bench{n}' --password 'bench-pw-{n}' --users 1000 "$@"; }
+# Warm-up (accounts created on first login, TLS connections opened): not counted.
+load --requests 2000 --concurrency 16 >/dev/null
+before=$(connections Total)
+load --requests "$DIR_REQUESTS" --concurrency "$DIR_CONCURRENCY" | sed 's/^/[directory] /'
+load --requests "$DIR_REQUESTS" --rate "$DIR_RATE" | sed 's/^/[directory] /'
+after=$(connections Total)
+echo "[directory] slapd connections opened during $((2 * DIR_REQUESTS)) logins: $((after - before - 1)) (now open: $(connections Current), counting the query itself)"
+echo "[directory] relais RSS after load: $(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$relais_pid/status") MiB"
