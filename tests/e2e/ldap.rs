@@ -4,7 +4,7 @@ use crate::browser::{Browser, Step};
 use crate::harness::{self, CALLBACK, Db, Server, Sessions};
 use crate::rp;
 use crate::slapd::{self, Slapd};
-use openidconnect::TokenResponse;
+use openidconnect::{OAuth2TokenResponse, TokenResponse};
 use reqwest::StatusCode;
 use std::time::Duration;
 
@@ -232,7 +232,7 @@ async fn ldap_throttle_locks_before_the_directory_does_then_lifts() {
     s.stop().await;
 }
 
-const ROLES: &str = "[directories.roles]\nadmin = [\"cn=relais-admins,ou=groups,dc=chu,dc=example\"]\ndoctor = [\"medecins\"]\nauditor = [\"CN=Auditeurs, OU=groups, DC=chu, DC=example\"]\nnobody = [\"cn=empty,ou=groups,dc=chu,dc=example\"]\n";
+const ROLES: &str = "[directories.roles]\nadmin = [\"cn=relais-admins,ou=groups,dc=chu,dc=example\"]\ndoctor = [\"medecins\"]\nauditor = [\"CN=Auditeurs, OU=groups, DC=chu, DC=example\"]\nnobody = [\"cn=empty,ou=groups,dc=chu,dc=example\"]\ndirector = [\"direction\"]\n";
 
 /// A login through `web` asking for `scopes`: (id_token claims, userinfo JSON, refreshed id_token claims).
 async fn login_with_scopes(s: &Server, user: &str, pw: &str, scopes: &[&str]) -> (serde_json::Value, serde_json::Value, serde_json::Value) {
@@ -269,11 +269,12 @@ async fn login_with_scopes(s: &Server, user: &str, pw: &str, scopes: &[&str]) ->
 #[tokio::test]
 async fn ldap_nested_groups_become_roles_for_the_roles_scope_only() {
     let d = Slapd::start();
-    let extra = format!("[directories.groups]\nnested = \"iterative\"\n{ROLES}");
+    let extra = format!("[directories.groups]\nbase_dn = \"ou=groups,dc=chu,dc=example\"\nnested = \"iterative\"\n{ROLES}");
     let s = start(&openldap(&[d.ldaps()], &d.ca_file(), &extra)).await;
-    // jdupont: doctor (direct, by CN) and admin through chefs-de-service ⊂ relais-admins.
+    // jdupont: doctor (direct, by CN), admin through chefs-de-service ⊂ relais-admins, director
+    // one level further (relais-admins ⊂ direction).
     let (id, info, refreshed) = login_with_scopes(&s, "jdupont", "jdupont-pw-1", &["profile", "roles"]).await;
-    assert_eq!(id["roles"], serde_json::json!(["admin", "doctor"]));
+    assert_eq!(id["roles"], serde_json::json!(["admin", "director", "doctor"]));
     assert_eq!(info["roles"], id["roles"], "userinfo repeats the roles");
     assert_eq!(refreshed["roles"], id["roles"], "a refresh within the session keeps them");
     // hlefevre: auditor (DN written with other case and spaces); the cycle-a ⊂ cycle-b ⊂ cycle-a
@@ -292,23 +293,24 @@ async fn ldap_nested_groups_become_roles_for_the_roles_scope_only() {
 async fn ldap_group_search_with_a_depth_bound_and_required_roles() {
     let d = Slapd::start();
     // Groups found by searching (member={dn}) rather than memberOf; nesting stops after one
-    // level, so relais-admins (two levels above jdupont) is not reached.
+    // level: relais-admins (one level above jdupont's chefs-de-service) is reached, direction
+    // (two levels) is not.
     let extra = format!(
         "required_roles = [\"doctor\", \"admin\"]\n[directories.groups]\nlookup = \"search\"\nbase_dn = \"ou=groups,dc=chu,dc=example\"\nfilter = \"(member={{dn}})\"\nnested = \"iterative\"\nmax_depth = 1\n{ROLES}"
     );
     let s = start(&openldap(&[d.ldaps()], &d.ca_file(), &extra)).await;
     let (id, _, _) = login_with_scopes(&s, "jdupont", "jdupont-pw-1", &["roles"]).await;
-    assert_eq!(id["roles"], serde_json::json!(["doctor"]));
+    assert_eq!(id["roles"], serde_json::json!(["admin", "doctor"]));
     // hlefevre is an auditor, neither doctor nor admin: the right password, still refused.
     let (st, body) = page(attempt(&s, "hlefevre", "hlefevre-pw-1").await);
     assert_eq!(st, StatusCode::FORBIDDEN);
     assert!(body.contains("not allowed"), "{body}");
     s.stop().await;
 
-    // With depth 2 the admin role appears.
+    // With depth 2 the director role appears.
     let s = start(&openldap(&[d.ldaps()], &d.ca_file(), &extra.replace("max_depth = 1", "max_depth = 2"))).await;
     let (id, _, _) = login_with_scopes(&s, "jdupont", "jdupont-pw-1", &["roles"]).await;
-    assert_eq!(id["roles"], serde_json::json!(["admin", "doctor"]));
+    assert_eq!(id["roles"], serde_json::json!(["admin", "director", "doctor"]));
     s.stop().await;
 }
 

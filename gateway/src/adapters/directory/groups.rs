@@ -109,7 +109,7 @@ async fn search_dns(ldap: &mut Ldap, timeout: Duration, base: &str, filter: &str
         ldap.with_search_options(ldap3::SearchOptions::new().sizelimit(limit.min(i32::MAX as usize) as i32));
         // "1.1": no attributes, the DN is all that is needed.
         let r = ldap.search(base, Scope::Subtree, filter, vec!["1.1"]).await?;
-        Ok((r.0, r.1))
+        Ok::<_, ldap3::LdapError>((r.0, r.1))
     })
     .await?;
     // 4 = sizeLimitExceeded: the entries up to the limit are there, the rest is cut off.

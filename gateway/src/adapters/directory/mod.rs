@@ -265,7 +265,7 @@ impl Directory {
             // At most two entries: more than one match is an ambiguity, not a login.
             ldap.with_search_options(ldap3::SearchOptions::new().sizelimit(2));
             let r = ldap.search(base, scope, filter, attrs).await?;
-            Ok((r.0, r.1))
+            Ok::<_, ldap3::LdapError>((r.0, r.1))
         })
         .await?;
         // 4 = sizeLimitExceeded: more than two matches, an ambiguity like two.
@@ -291,7 +291,8 @@ impl Directory {
         let mut last = None;
         for _ in 0..2 {
             let mut lease = self.search_connection().await?;
-            match self.search(&mut lease.ldap, &self.settings.base_dn, Scope::Subtree, &filter).await {
+            let r = self.search(&mut lease.ldap, &self.settings.base_dn, Scope::Subtree, &filter).await;
+            match r {
                 Ok(mut v) if v.len() == 1 => return Ok(v.pop()),
                 Ok(v) => {
                     if v.len() > 1 {
@@ -333,7 +334,8 @@ impl Directory {
             Lookup::Template(t) => {
                 let dn = t.replace("{login}", &dn_escape(login));
                 let mut lease = self.bind_pool.get(&self.settings).await?;
-                match conn::bind(&mut lease.ldap, timeout, &dn, password).await {
+                let r = conn::bind(&mut lease.ldap, timeout, &dn, password).await;
+                match r {
                     Ok(true) => {}
                     Ok(false) => return Ok(PasswordVerdict::Rejected),
                     Err(e) => {
@@ -341,7 +343,8 @@ impl Directory {
                         return Err(e);
                     }
                 }
-                let found = match self.search(&mut lease.ldap, &dn, Scope::Base, "(objectClass=*)").await {
+                let r = self.search(&mut lease.ldap, &dn, Scope::Base, "(objectClass=*)").await;
+                let found = match r {
                     Ok(f) => f,
                     Err(e) => {
                         lease.discard();
@@ -377,7 +380,8 @@ impl Directory {
         let mut first = true;
         loop {
             let mut lease = self.bind_pool.get(&self.settings).await?;
-            match conn::bind(&mut lease.ldap, self.settings.operation_timeout, dn, password).await {
+            let r = conn::bind(&mut lease.ldap, self.settings.operation_timeout, dn, password).await;
+            match r {
                 Ok(ok) => return Ok(ok),
                 Err(e) => {
                     // A connection the server had already closed (idle timeout, restart) never
@@ -402,7 +406,8 @@ impl Directory {
             return Ok(p.groups.clone());
         }
         let mut lease = self.search_connection().await?;
-        match groups::resolve(g, &mut lease.ldap, self.settings.operation_timeout, dn, &p.login, &p.groups).await {
+        let r = groups::resolve(g, &mut lease.ldap, self.settings.operation_timeout, dn, &p.login, &p.groups).await;
+        match r {
             Ok(v) => Ok(v),
             Err(e) => {
                 lease.discard();
