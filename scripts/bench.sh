@@ -92,3 +92,6 @@ echo "[annuaire] file: $(du -h "$work/annuaire.txt" | cut -f1), $(wc -l < "$work
 command -v /usr/bin/time >/dev/null || { as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }; as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time; }
 /usr/bin/time -f "[annuaire] wall %e s, max RSS %M KiB" "$bin/relais" identity import-annuaire -c "$work/pg.toml" "$work/annuaire.txt" --dry-run --finess 750000011 | head -n 1 | sed 's/^/[annuaire] /'
 psql -h 127.0.0.1 -U postgres -d test -qc "DROP SCHEMA $schema CASCADE"
+
+# 4. The audit trail: appends/s and verify over 1,000,000 records (scripts/bench-audit.sh).
+SKIP_BUILD=1 ./scripts/bench-audit.sh
