@@ -119,4 +119,3 @@ pub async fn run(c: &Components, o: &BenchOptions) -> Result<(), Box<dyn std::er
     );
     Ok(())
 }
-

@@ -228,7 +228,8 @@ impl AuditForwardConfig {
             Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
             _ => return Err(format!("address {:?} must be host:port", self.address)),
         }
-        let tls_only = self.ca_file.is_some() || self.server_name.is_some() || self.client_cert_file.is_some() || self.client_key_file.is_some();
+        let tls_only =
+            self.ca_file.is_some() || self.server_name.is_some() || self.client_cert_file.is_some() || self.client_key_file.is_some();
         if self.transport == ForwardTransport::Tcp && tls_only {
             return Err("ca_file, server_name and client certificates need transport = \"tls\"".into());
         }
@@ -615,7 +616,8 @@ impl Config {
         }
         let mut forward_names = std::collections::HashSet::new();
         for f in &self.audit.forward {
-            f.check().map_err(|e| ConfigError::Invalid(format!("audit.forward {:?}: {e}", f.name)))?;
+            f.check()
+                .map_err(|e| ConfigError::Invalid(format!("audit.forward {:?}: {e}", f.name)))?;
             if !forward_names.insert(f.name.as_str()) {
                 return Err(ConfigError::Invalid(format!("audit.forward: name {:?} is used twice", f.name)));
             }

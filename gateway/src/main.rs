@@ -546,7 +546,10 @@ async fn audit_command(command: AuditCommand) -> Res {
                     None => println!("{} ({}): not started yet, lag {head}", f.name, f.address),
                 }
             }
-            for c in cursors.iter().filter(|c| !config.audit.forward.iter().any(|f| f.name == c.destination)) {
+            for c in cursors
+                .iter()
+                .filter(|c| !config.audit.forward.iter().any(|f| f.name == c.destination))
+            {
                 println!("{} (no longer configured): forwarded through seq {}", c.destination, c.seq);
             }
             Ok(())

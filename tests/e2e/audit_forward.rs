@@ -123,7 +123,13 @@ async fn read_frames(stream: Box<dyn Io>, store: Arc<Mutex<Vec<Received>>>, mut 
             }
             let message = String::from_utf8(buf[sp + 1..sp + 1 + len].to_vec()).unwrap();
             buf.drain(..sp + 1 + len);
-            let seq = message.split("seq=\"").nth(1).and_then(|s| s.split('"').next()).unwrap().parse().unwrap();
+            let seq = message
+                .split("seq=\"")
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+                .unwrap()
+                .parse()
+                .unwrap();
             store.lock().unwrap().push(Received { seq, message });
         }
     }
@@ -139,7 +145,14 @@ fn run(cmd: &mut Command) {
 fn issue(dir: &Path, name: &str, cn: &str, eku: &str) {
     run(Command::new("openssl")
         .args(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
-        .args(["-subj", &format!("/CN={cn}"), "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr")])
+        .args([
+            "-subj",
+            &format!("/CN={cn}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ])
         .current_dir(dir));
     std::fs::write(
         dir.join(format!("{name}.ext")),
@@ -147,7 +160,17 @@ fn issue(dir: &Path, name: &str, cn: &str, eku: &str) {
     )
     .unwrap();
     run(Command::new("openssl")
-        .args(["x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial"])
+        .args([
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+        ])
         .args(["-days", "2", "-extfile", &format!("{name}.ext"), "-out", &format!("{name}.pem")])
         .current_dir(dir));
 }
@@ -216,7 +239,11 @@ async fn head(s: &Server) -> i64 {
 async fn wait_for(c: &Collector, upto: i64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while c.seqs().last().copied().unwrap_or(0) < upto {
-        assert!(Instant::now() < deadline, "forwarded {:?}, expected through {upto}", c.seqs().last());
+        assert!(
+            Instant::now() < deadline,
+            "forwarded {:?}, expected through {upto}",
+            c.seqs().last()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -247,7 +274,10 @@ async fn assert_exactly_once(s: &Server, received: &[Received]) {
         let pri = if rec.outcome == "failure" { "<85>1 " } else { "<86>1 " };
         assert!(header.starts_with(pri), "{header}");
         assert!(header.contains(&format!("hash=\"{}\"", rec.hash)), "{header}");
-        assert!(header.contains(&format!(" {} [relais@32473 ", rec.event_type)), "MSGID is the event type: {header}");
+        assert!(
+            header.contains(&format!(" {} [relais@32473 ", rec.event_type)),
+            "MSGID is the event type: {header}"
+        );
         let json: serde_json::Value = serde_json::from_str(json).unwrap();
         assert_eq!(json, rec.export_json(), "the message is the stored record");
     }
@@ -263,7 +293,11 @@ async fn forwarding_survives_a_collector_outage(db: Db, tls: bool) {
     logins(&s.base, 2).await;
     wait_for(&collector, head(&s).await).await;
     let status = readyz_forward(&s).await;
-    assert_eq!((status["state"].as_str(), status["lag"].as_i64()), (Some("forwarding"), Some(0)), "{status}");
+    assert_eq!(
+        (status["state"].as_str(), status["lag"].as_i64()),
+        (Some("forwarding"), Some(0)),
+        "{status}"
+    );
 
     // The SIEM goes away: logins go on, records wait in the database.
     collector.stop().await;

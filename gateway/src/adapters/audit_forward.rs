@@ -111,7 +111,9 @@ fn tls_config(c: &AuditForwardConfig) -> Result<Arc<rustls::ClientConfig>, Forwa
         }
     }
     if roots.is_empty() {
-        return Err(ForwardError::Config("no CA certificate to verify the collector with (set ca_file)".into()));
+        return Err(ForwardError::Config(
+            "no CA certificate to verify the collector with (set ca_file)".into(),
+        ));
     }
     let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
     let config = match (&c.client_cert_file, &c.client_key_file) {
@@ -122,7 +124,9 @@ fn tls_config(c: &AuditForwardConfig) -> Result<Arc<rustls::ClientConfig>, Forwa
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| bad(&cw, &e))?;
             let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(&format!("client_key_file {}", key.display()), &e))?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| bad("client certificate", &e))?
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| bad("client certificate", &e))?
         }
         _ => builder.with_no_client_auth(),
     };
@@ -258,6 +262,10 @@ impl Forwarder {
         let mut backoff = RETRY_MIN;
         loop {
             let err = self.session(&mut backoff).await;
+            // The lag keeps counting while nothing is forwarded.
+            if let Ok((head, _)) = self.store.audit_head().await {
+                self.status.update(&name, |s| s.head_seq = head);
+            }
             match err {
                 ForwardError::Standby => {
                     self.status.update(&name, |s| s.state = "standby");
@@ -497,7 +505,12 @@ pub fn syslog_message(r: &ChainedRecord, facility: u8, hostname: &str) -> String
     let event: Value = serde_json::from_str(&r.event).unwrap_or(Value::Null);
     let field = |k: &str| event.get(k).and_then(Value::as_str).map(str::to_owned);
     let actor = field("actor")
-        .or_else(|| r.correlation_id.as_deref().and_then(|c| c.strip_prefix("actor:")).map(str::to_owned))
+        .or_else(|| {
+            r.correlation_id
+                .as_deref()
+                .and_then(|c| c.strip_prefix("actor:"))
+                .map(str::to_owned)
+        })
         .or_else(|| field("username"))
         .or_else(|| r.account_id.clone());
     let mut sd = format!("[{SD_ID} seq=\"{}\" hash=\"{}\"", r.seq, r.hash);
