@@ -95,3 +95,6 @@ psql -h 127.0.0.1 -U postgres -d test -qc "DROP SCHEMA $schema CASCADE"
 
 # 4. Directory password logins against a private slapd (docs/performance.md, issue #3).
 ./scripts/bench-directory.sh
+
+# 5. The audit trail: appends/s and verify over 1,000,000 records (scripts/bench-audit.sh).
+SKIP_BUILD=1 ./scripts/bench-audit.sh

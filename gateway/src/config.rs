@@ -166,6 +166,8 @@ pub struct AuditConfig {
     pub checkpoint_every: u64,
     /// How long records stay online: the default cut-off of `relais audit purge`.
     pub retention_days: u32,
+    /// SIEM destinations (`[[audit.forward]]`): RFC 5424 syslog over TCP or TLS (docs/audit.md).
+    pub forward: Vec<AuditForwardConfig>,
 }
 
 impl Default for AuditConfig {
@@ -173,7 +175,96 @@ impl Default for AuditConfig {
         Self {
             checkpoint_every: 1000,
             retention_days: 365,
+            forward: Vec::new(),
         }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardTransport {
+    /// Plain TCP: records travel in clear. Only on a network that protects them otherwise.
+    Tcp,
+    Tls,
+}
+
+/// One `[[audit.forward]]` SIEM destination.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditForwardConfig {
+    /// Names the destination's durable cursor: never change it, or forwarding starts over.
+    pub name: String,
+    /// `host:port` of the syslog collector.
+    pub address: String,
+    pub transport: ForwardTransport,
+    /// TLS: PEM bundle of the CA(s) that sign the collector's certificate (default: system roots).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// TLS: name checked in the collector's certificate (default: the host of `address`).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// TLS client certificate chain and key (PEM), when the collector asks for one.
+    #[serde(default)]
+    pub client_cert_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<std::path::PathBuf>,
+    /// Syslog facility number (10 = authpriv, 13 = log audit).
+    #[serde(default = "defaults::forward_facility")]
+    pub facility: u8,
+    /// HOSTNAME field of each message (default: the machine's host name).
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Records per write, and per cursor advance.
+    #[serde(default = "defaults::forward_batch")]
+    pub batch_size: u64,
+    /// How often new records are looked for when the forwarder has caught up.
+    #[serde(default = "defaults::forward_poll")]
+    pub poll_interval_ms: u64,
+    #[serde(default = "defaults::forward_connect")]
+    pub connect_timeout_ms: u64,
+    /// How long the collector's TCP may take to acknowledge a batch before it is resent on a
+    /// new connection.
+    #[serde(default = "defaults::forward_ack")]
+    pub ack_timeout_ms: u64,
+    /// Longest wait between reconnection attempts (the wait doubles from 250 ms).
+    #[serde(default = "defaults::forward_retry")]
+    pub retry_max_ms: u64,
+    /// Lease that lets one replica forward to this destination; another takes over when it
+    /// lapses.
+    #[serde(default = "defaults::forward_lease")]
+    pub lease_secs: u64,
+}
+
+impl AuditForwardConfig {
+    fn check(&self) -> Result<(), String> {
+        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err("name must be non-empty ASCII letters, digits, '-', '_' or '.'".into());
+        }
+        match self.address.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
+            _ => return Err(format!("address {:?} must be host:port", self.address)),
+        }
+        let tls_only =
+            self.ca_file.is_some() || self.server_name.is_some() || self.client_cert_file.is_some() || self.client_key_file.is_some();
+        if self.transport == ForwardTransport::Tcp && tls_only {
+            return Err("ca_file, server_name and client certificates need transport = \"tls\"".into());
+        }
+        if self.client_cert_file.is_some() != self.client_key_file.is_some() {
+            return Err("set both client_cert_file and client_key_file, or neither".into());
+        }
+        if self.facility > 23 {
+            return Err("facility must be 0..=23".into());
+        }
+        if !(1..=10_000).contains(&self.batch_size) {
+            return Err("batch_size must be 1..=10000".into());
+        }
+        if self.poll_interval_ms == 0 || self.connect_timeout_ms == 0 || self.ack_timeout_ms == 0 || self.retry_max_ms == 0 {
+            return Err("intervals and timeouts must be positive".into());
+        }
+        if self.lease_secs < 2 {
+            return Err("lease_secs must be at least 2".into());
+        }
+        Ok(())
     }
 }
 
@@ -521,6 +612,27 @@ mod defaults {
     pub fn ldap_bind_pool() -> usize {
         8
     }
+    pub fn forward_facility() -> u8 {
+        10
+    }
+    pub fn forward_batch() -> u64 {
+        500
+    }
+    pub fn forward_poll() -> u64 {
+        1000
+    }
+    pub fn forward_connect() -> u64 {
+        5000
+    }
+    pub fn forward_ack() -> u64 {
+        10_000
+    }
+    pub fn forward_retry() -> u64 {
+        30_000
+    }
+    pub fn forward_lease() -> u64 {
+        30
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -594,6 +706,14 @@ impl Config {
             .map_err(|e| ConfigError::Invalid(format!("passwords: {e}")))?;
         if self.audit.checkpoint_every == 0 {
             return Err(ConfigError::Invalid("audit.checkpoint_every must be at least 1".into()));
+        }
+        let mut forward_names = std::collections::HashSet::new();
+        for f in &self.audit.forward {
+            f.check()
+                .map_err(|e| ConfigError::Invalid(format!("audit.forward {:?}: {e}", f.name)))?;
+            if !forward_names.insert(f.name.as_str()) {
+                return Err(ConfigError::Invalid(format!("audit.forward: name {:?} is used twice", f.name)));
+            }
         }
         if self.sessions.code_ttl_secs <= 0 || self.sessions.code_ttl_secs > 600 {
             return Err(ConfigError::Invalid("sessions.code_ttl_secs must be between 1 and 600".into()));

@@ -120,6 +120,26 @@ enum AuditCommand {
         #[arg(long, value_parser = timestamp)]
         before: Option<chrono::DateTime<chrono::Utc>>,
     },
+    /// SIEM forwarding: each destination's last forwarded seq, lag behind the chain head and
+    /// which replica holds its lease.
+    ForwardStatus {
+        #[command(flatten)]
+        cfg: ConfigArg,
+    },
+    /// Benchmark appends and verify on an EMPTY database (scripts/bench.sh, docs/performance.md).
+    #[command(hide = true)]
+    Bench {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        #[arg(long, default_value_t = 50_000)]
+        appends: u64,
+        #[arg(long, default_value_t = 64)]
+        writers: u64,
+        #[arg(long, default_value_t = 1_000_000)]
+        fill: u64,
+        #[arg(long, default_value_t = 2000)]
+        fill_batch: u64,
+    },
 }
 
 /// RFC 3339, or a plain date taken as midnight UTC.
@@ -501,6 +521,54 @@ async fn audit_command(command: AuditCommand) -> Res {
                 None => println!("no audit record is older than {before}"),
             }
             Ok(())
+        }
+        AuditCommand::ForwardStatus { cfg } => {
+            use relais::domain::ports::Storage;
+            let config = load(&cfg)?;
+            let store = server::open_store(&config).await?;
+            let (head, _) = store.audit_head().await?;
+            let cursors = store.forward_cursors().await?;
+            println!("audit chain head: seq {head}");
+            for f in &config.audit.forward {
+                match cursors.iter().find(|c| c.destination == f.name) {
+                    Some(c) => println!(
+                        "{} ({}): forwarded through seq {}, lag {}, updated {}, lease {}",
+                        f.name,
+                        f.address,
+                        c.seq,
+                        (head - c.seq).max(0),
+                        c.updated_at.to_rfc3339(),
+                        match (&c.holder, c.lease_until) {
+                            (Some(h), Some(u)) => format!("held by {h} until {}", u.to_rfc3339()),
+                            _ => "free".into(),
+                        }
+                    ),
+                    None => println!("{} ({}): not started yet, lag {head}", f.name, f.address),
+                }
+            }
+            for c in cursors
+                .iter()
+                .filter(|c| !config.audit.forward.iter().any(|f| f.name == c.destination))
+            {
+                println!("{} (no longer configured): forwarded through seq {}", c.destination, c.seq);
+            }
+            Ok(())
+        }
+        AuditCommand::Bench {
+            cfg,
+            appends,
+            writers,
+            fill,
+            fill_batch,
+        } => {
+            let c = Components::build(load(&cfg)?, Arc::new(relais::domain::ports::SystemClock)).await?;
+            let o = relais::audit_bench::BenchOptions {
+                appends,
+                writers,
+                fill,
+                fill_batch,
+            };
+            relais::audit_bench::run(&c, &o).await
         }
     }
 }

@@ -273,10 +273,13 @@ pub struct Running {
     pub handle: ServerHandle,
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
     pub components: Arc<Components>,
+    /// SIEM forwarding tasks (`[[audit.forward]]`).
+    pub forwarders: crate::adapters::audit_forward::Forwarders,
 }
 
 impl Running {
     pub async fn stop(self) {
+        self.forwarders.stop().await;
         self.handle.stop(false).await;
         let _ = self.task.await;
     }
@@ -285,6 +288,8 @@ impl Running {
 /// Serves on an already bound listener (tests bind port 0 and read the port first).
 pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Running, StartError> {
     let cfg = &components.config;
+    let forwarders = crate::adapters::audit_forward::Forwarders::start(components.store.clone(), &cfg.audit.forward)
+        .map_err(|e| StartError::Config(e.to_string()))?;
     let state = web::Data::new(AppState {
         provider: components.provider.clone(),
         cookies: CookieSettings {
@@ -310,6 +315,7 @@ pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Runni
             ))
         }),
         discovery: http::discovery::document(&components.provider.settings).map_err(StartError::Config)?,
+        audit_forward: forwarders.status.clone(),
     });
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
@@ -355,6 +361,7 @@ pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Runni
         handle,
         task,
         components,
+        forwarders,
     })
 }
 

@@ -12,7 +12,12 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let t = state.probe_timeout;
     let db = matches!(tokio::time::timeout(t, state.storage.ping()).await, Ok(Ok(())));
     let sessions = matches!(tokio::time::timeout(t, state.sessions.ping()).await, Ok(Ok(())));
-    let body = json!({"status": if db && sessions {"ready"} else {"not_ready"}, "database": db, "session_store": sessions});
+    let body = json!({
+        "status": if db && sessions {"ready"} else {"not_ready"},
+        "database": db,
+        "session_store": sessions,
+        "audit_forward": state.audit_forward.snapshot(),
+    });
     if db && sessions {
         HttpResponse::Ok().json(body)
     } else {

@@ -37,6 +37,8 @@ pub struct AppState {
     pub discovery: serde_json::Value,
     /// Reverse proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// SIEM forwarders' health, shown by `/readyz` (never makes it fail: records wait in SQL).
+    pub audit_forward: Arc<crate::adapters::audit_forward::ForwardStatus>,
 }
 
 /// Mounts every route.
