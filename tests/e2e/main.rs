@@ -3,6 +3,7 @@
 //! HTTP, as a browser (reqwest with cookies) and as a relying party (the `openidconnect` crate).
 mod audit;
 mod browser;
+mod cards;
 mod faults;
 mod fido2;
 mod flows;

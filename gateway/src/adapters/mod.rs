@@ -1,5 +1,6 @@
 //! Adapters: the domain's ports implemented on real components.
 pub mod audit;
+pub mod cards;
 pub mod directory;
 pub mod http;
 pub mod keys;
