@@ -12,6 +12,7 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, OtherNameValue, RevocationReason, RevokedCertParams, SanType,
     SerialNumber,
 };
+use relais::domain::ports::IdentityStore;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::path::PathBuf;

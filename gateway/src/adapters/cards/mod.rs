@@ -187,6 +187,7 @@ impl CardChecker for CardVerifier {
 }
 
 /// The person-facing reason of a chain error.
+#[allow(deprecated)] // RequiredEkuNotFound: older webpki paths may still return it
 fn refusal_of(e: webpki::Error) -> CardRefusal {
     use webpki::Error as E;
     match e {
