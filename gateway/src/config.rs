@@ -563,7 +563,9 @@ impl Config {
             ));
         }
         if !self.assurance.acr_levels.contains(&self.assurance.card_acr) {
-            return Err(ConfigError::Invalid("assurance.card_acr must be one of assurance.acr_levels".into()));
+            return Err(ConfigError::Invalid(
+                "assurance.card_acr must be one of assurance.acr_levels".into(),
+            ));
         }
         if let Some(c) = &self.cards {
             c.check().map_err(|e| ConfigError::Invalid(format!("cards: {e}")))?;

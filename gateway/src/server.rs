@@ -334,10 +334,10 @@ pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Runni
         None => server,
     };
     let server = server
-    // The binary decides when to stop (SIGTERM/SIGINT both drain in-flight requests).
-    .disable_signals()
-    .shutdown_timeout(10)
-    .run();
+        // The binary decides when to stop (SIGTERM/SIGINT both drain in-flight requests).
+        .disable_signals()
+        .shutdown_timeout(10)
+        .run();
     let handle = server.handle();
     // Replicas pick up keys rotated elsewhere.
     let keys = components.keys.clone();

@@ -40,7 +40,11 @@ fn ca_params(cn: &str) -> CertificateParams {
     let mut p = CertificateParams::default();
     p.distinguished_name = dn(cn);
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     p
 }
 
@@ -130,7 +134,11 @@ impl Pki {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("root.pem"), chain.root.pem()).unwrap();
         std::fs::write(dir.join("inter.pem"), chain.inter.pem()).unwrap();
-        std::fs::write(dir.join("ACI-EL-PP-TEST.crl"), chain.crl(&[REVOKED_SERIAL], time::Duration::days(1))).unwrap();
+        std::fs::write(
+            dir.join("ACI-EL-PP-TEST.crl"),
+            chain.crl(&[REVOKED_SERIAL], time::Duration::days(1)),
+        )
+        .unwrap();
         // The card listener's server certificate, for "localhost", under its own CA.
         let tls_ca = CertifiedIssuer::self_signed(ca_params("Relais test TLS CA"), KeyPair::generate().unwrap()).unwrap();
         let key = KeyPair::generate().unwrap();
@@ -177,7 +185,11 @@ pub fn card_base(s: &Server) -> String {
 }
 
 async fn link_alice(s: &Server, rpps: &str) {
-    s.components().management("test").link(ALICE.0, &format!("8{rpps}"), true).await.unwrap();
+    s.components()
+        .management("test")
+        .link(ALICE.0, &format!("8{rpps}"), true)
+        .await
+        .unwrap();
 }
 
 fn pending_id(path: &str) -> String {
@@ -291,7 +303,12 @@ async fn card_after_password_logs_in_with_sc_pin_mfa_hwk_pwd_and_loa3() {
     assert_eq!(logins[0]["idnat"], format!("8{ALICE_RPPS}"));
     assert_eq!(logins[0]["source"], "tls");
     assert_eq!(logins[0]["serial"], "01");
-    assert!(logins[0]["issuer"].as_str().unwrap().contains("TEST AC IGC-SANTE ELEMENTAIRE PERSONNES"));
+    assert!(
+        logins[0]["issuer"]
+            .as_str()
+            .unwrap()
+            .contains("TEST AC IGC-SANTE ELEMENTAIRE PERSONNES")
+    );
     s.stop().await;
 }
 
@@ -330,7 +347,7 @@ async fn card_alone_is_refused_unless_policy_allows_and_needs_a_linked_card() {
     };
     let page = b.get(&s.url(&login)).await.text().await.unwrap();
     assert!(!page.contains("carte CPS"), "card alone is not offered: {page}");
-    refusal(card_step(&b, &s, &pending_id(&login)).await, "Saisissez d'abord votre identifiant");
+    refusal(card_step(&b, &s, &pending_id(&login)).await, "Saisissez d&#39;abord votre identifiant");
     s.stop().await;
 
     // Card alone allowed, but nobody holds this idNat.
@@ -379,7 +396,7 @@ async fn expired_revoked_wrong_issuer_and_mismatched_cards_are_refused_with_thei
     let rp = web(&s).await;
     let url = format!("{}&acr_values=loa3", rp::auth_request(&rp, &[]).url);
     let id = password_then_card_step(&b, &s, &url).await;
-    refusal(card_step(&b, &s, &id).await, "Aucune carte n'a été présentée");
+    refusal(card_step(&b, &s, &id).await, "Aucune carte n&#39;a été présentée");
 
     // In English on request.
     let b = pki.browser(Some(&revoked));
@@ -420,7 +437,7 @@ async fn a_crl_past_its_next_update_fails_closed() {
     // The CRL on disk is valid one day: two days later, no card is accepted.
     s.clock.advance(Duration::from_secs(2 * 24 * 3600));
     let card = pki.chain.card(ALICE_RPPS, 20, in_a_year());
-    refused_card(&pki, &s, &card, "liste des cartes révoquées n'est plus à jour", "crl_stale").await;
+    refused_card(&pki, &s, &card, "liste des cartes révoquées n&#39;est plus à jour", "crl_stale").await;
     s.stop().await;
 
     // With `accept_stale_crl`, the operator chose availability.
@@ -522,7 +539,7 @@ async fn the_certificate_header_counts_only_from_a_trusted_proxy() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    assert!(r.text().await.unwrap().contains("Aucune carte n'a été présentée"));
+    assert!(r.text().await.unwrap().contains("Aucune carte n&#39;a été présentée"));
     let ignored = audit_events(&s, "card_header_ignored").await;
     assert_eq!(ignored.len(), 1, "{ignored:?}");
 

@@ -34,7 +34,12 @@ impl ClientCertVerifier for OptionalClientCert {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         &self.hints
     }
-    fn verify_client_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: UnixTime) -> Result<ClientCertVerified, rustls::Error> {
+    fn verify_client_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
         Ok(ClientCertVerified::assertion())
     }
     fn verify_tls12_signature(

@@ -67,32 +67,56 @@ pub fn texts(lang: Lang) -> &'static CardTexts {
 pub fn refusal_message(r: CardRefusal, lang: Lang) -> &'static str {
     use CardRefusal as R;
     match (lang, r) {
-        (Lang::Fr, R::NoCertificate) => "Aucune carte n'a été présentée. Vérifiez que la carte est insérée et que le logiciel de la carte (Cryptolib CPS) est installé, puis réessayez.",
-        (Lang::En, R::NoCertificate) => "No card was presented. Check that the card is inserted and the card software (Cryptolib CPS) is installed, then try again.",
+        (Lang::Fr, R::NoCertificate) => {
+            "Aucune carte n'a été présentée. Vérifiez que la carte est insérée et que le logiciel de la carte (Cryptolib CPS) est installé, puis réessayez."
+        }
+        (Lang::En, R::NoCertificate) => {
+            "No card was presented. Check that the card is inserted and the card software (Cryptolib CPS) is installed, then try again."
+        }
         (Lang::Fr, R::Unreadable) => "Le certificat présenté est illisible. Contactez le support informatique.",
         (Lang::En, R::Unreadable) => "The certificate presented cannot be read. Contact IT support.",
-        (Lang::Fr, R::Expired) => "Votre carte a expiré. Demandez son renouvellement (ANS / Ordre) et utilisez en attendant votre mot de passe et votre clé de sécurité.",
+        (Lang::Fr, R::Expired) => {
+            "Votre carte a expiré. Demandez son renouvellement (ANS / Ordre) et utilisez en attendant votre mot de passe et votre clé de sécurité."
+        }
         (Lang::En, R::Expired) => "Your card has expired. Ask for its renewal and meanwhile sign in with your password and security key.",
         (Lang::Fr, R::NotYetValid) => "Votre carte n'est pas encore valide. Réessayez plus tard ou contactez le support informatique.",
         (Lang::En, R::NotYetValid) => "Your card is not valid yet. Try again later or contact IT support.",
-        (Lang::Fr, R::Revoked) => "Votre carte a été révoquée (opposition). Elle ne peut plus être utilisée ; contactez le support informatique.",
+        (Lang::Fr, R::Revoked) => {
+            "Votre carte a été révoquée (opposition). Elle ne peut plus être utilisée ; contactez le support informatique."
+        }
         (Lang::En, R::Revoked) => "Your card has been revoked. It can no longer be used; contact IT support.",
-        (Lang::Fr, R::WrongIssuer) => "Cette carte n'est pas une carte CPS reconnue par l'établissement (autorité de certification inconnue).",
+        (Lang::Fr, R::WrongIssuer) => {
+            "Cette carte n'est pas une carte CPS reconnue par l'établissement (autorité de certification inconnue)."
+        }
         (Lang::En, R::WrongIssuer) => "This card is not a CPS card trusted by the establishment (unknown certification authority).",
-        (Lang::Fr, R::RevocationUnknown) => "L'état de révocation de votre carte ne peut pas être vérifié. Contactez le support informatique.",
+        (Lang::Fr, R::RevocationUnknown) => {
+            "L'état de révocation de votre carte ne peut pas être vérifié. Contactez le support informatique."
+        }
         (Lang::En, R::RevocationUnknown) => "Your card's revocation status cannot be checked. Contact IT support.",
-        (Lang::Fr, R::CrlStale) => "La liste des cartes révoquées n'est plus à jour : la connexion par carte est suspendue. Contactez le support informatique.",
+        (Lang::Fr, R::CrlStale) => {
+            "La liste des cartes révoquées n'est plus à jour : la connexion par carte est suspendue. Contactez le support informatique."
+        }
         (Lang::En, R::CrlStale) => "The list of revoked cards is out of date: card sign-in is suspended. Contact IT support.",
-        (Lang::Fr, R::NotForLogin) => "Ce certificat ne permet pas de s'authentifier. Utilisez le certificat d'authentification de votre carte.",
+        (Lang::Fr, R::NotForLogin) => {
+            "Ce certificat ne permet pas de s'authentifier. Utilisez le certificat d'authentification de votre carte."
+        }
         (Lang::En, R::NotForLogin) => "This certificate cannot be used to sign in. Use your card's authentication certificate.",
         (Lang::Fr, R::NoNationalId) => "Aucun identifiant national (RPPS, ADELI) n'a été trouvé sur cette carte.",
         (Lang::En, R::NoNationalId) => "No national identifier (RPPS, ADELI) was found on this card.",
-        (Lang::Fr, R::NotLinked) => "Cette carte n'est rattachée à aucun compte. Connectez-vous avec votre identifiant et votre mot de passe, puis votre carte.",
+        (Lang::Fr, R::NotLinked) => {
+            "Cette carte n'est rattachée à aucun compte. Connectez-vous avec votre identifiant et votre mot de passe, puis votre carte."
+        }
         (Lang::En, R::NotLinked) => "This card is not linked to any account. Sign in with your username and password, then your card.",
-        (Lang::Fr, R::Mismatch) => "Cette carte ne correspond pas à votre compte (identifiant national différent). Utilisez votre propre carte.",
+        (Lang::Fr, R::Mismatch) => {
+            "Cette carte ne correspond pas à votre compte (identifiant national différent). Utilisez votre propre carte."
+        }
         (Lang::En, R::Mismatch) => "This card does not match your account (different national identifier). Use your own card.",
-        (Lang::Fr, R::NoMapping) => "Votre compte n'est rattaché à aucune identité nationale : la carte ne peut pas encore être utilisée. Contactez le support informatique.",
-        (Lang::En, R::NoMapping) => "Your account is not linked to a national identity yet, so the card cannot be used. Contact IT support.",
+        (Lang::Fr, R::NoMapping) => {
+            "Votre compte n'est rattaché à aucune identité nationale : la carte ne peut pas encore être utilisée. Contactez le support informatique."
+        }
+        (Lang::En, R::NoMapping) => {
+            "Your account is not linked to a national identity yet, so the card cannot be used. Contact IT support."
+        }
         (Lang::Fr, R::PasswordFirst) => "Saisissez d'abord votre identifiant et votre mot de passe ; la carte vous sera demandée ensuite.",
         (Lang::En, R::PasswordFirst) => "Enter your username and password first; the card is asked for next.",
     }
@@ -202,11 +226,7 @@ async fn presented(req: &HttpRequest, state: &AppState, cards: &CardHttp) -> Pre
         return Presented::Nothing;
     }
     // Bounded: a certificate chain is a few kilobytes.
-    let chain = value
-        .to_str()
-        .ok()
-        .filter(|v| v.len() <= 32 * 1024)
-        .and_then(header_certificates);
+    let chain = value.to_str().ok().filter(|v| v.len() <= 32 * 1024).and_then(header_certificates);
     match chain {
         Some(chain) => Presented::Chain {
             chain,
@@ -253,7 +273,13 @@ pub async fn complete(req: HttpRequest, state: web::Data<AppState>) -> HttpRespo
     let ctx = extract::context(&req);
     let outcome = state
         .provider
-        .card_complete(&id, params.get("proof").unwrap_or(""), binding.as_deref(), previous.as_deref(), &ctx)
+        .card_complete(
+            &id,
+            params.get("proof").unwrap_or(""),
+            binding.as_deref(),
+            previous.as_deref(),
+            &ctx,
+        )
         .await;
     match outcome {
         Ok(Ok(LoginOutcome::Rejected(_))) => errors::page(&crate::protocol::OAuthError::server_error("internal error"), lang),

@@ -53,7 +53,11 @@ impl Provider {
         let Some(checker) = self.cards.as_ref() else {
             return Ok(Err(CardError::Login(OAuthError::invalid_request("card login is not enabled"))));
         };
-        let expired = || CardError::Login(OAuthError::invalid_request("this login has expired or was already used; start again from the application"));
+        let expired = || {
+            CardError::Login(OAuthError::invalid_request(
+                "this login has expired or was already used; start again from the application",
+            ))
+        };
         // Only a live pending login may receive a proof (no binding cookie on this host: the
         // proof goes back to this browser, and only the login's own browser can redeem it).
         let live = if pending_id.is_empty() || pending_id.len() > 64 {
@@ -88,7 +92,10 @@ impl Provider {
         };
         let bytes = serde_json::to_vec(&proof).map_err(|e| DomainError::Internal(e.to_string()))?;
         self.sessions.put(Namespace::CardProof, &token, &bytes, PROOF_TTL).await?;
-        Ok(Ok(format!("{}/login/card/complete?id={}&proof={token}", self.settings.issuer, p.id)))
+        Ok(Ok(format!(
+            "{}/login/card/complete?id={}&proof={token}",
+            self.settings.issuer, p.id
+        )))
     }
 
     /// Step 2, on the issuer's host: the browser of the pending login redeems the proof.
@@ -101,7 +108,11 @@ impl Provider {
         previous_sso: Option<&str>,
         ctx: &RequestContext,
     ) -> Result<Result<LoginOutcome, CardError>, DomainError> {
-        let used = || CardError::Login(OAuthError::invalid_request("this card step has expired or was already used; try again"));
+        let used = || {
+            CardError::Login(OAuthError::invalid_request(
+                "this card step has expired or was already used; try again",
+            ))
+        };
         if proof_token.is_empty() || proof_token.len() > 64 {
             return Ok(Err(used()));
         }
@@ -125,13 +136,15 @@ impl Provider {
             Some(s) => s.account_id,
             None => {
                 if !self.settings.cards.card_alone {
-                    self.card_refused(ctx, None, Some(card), CardRefusal::PasswordFirst, Some(proof.source)).await;
+                    self.card_refused(ctx, None, Some(card), CardRefusal::PasswordFirst, Some(proof.source))
+                        .await;
                     return refused(CardRefusal::PasswordFirst);
                 }
                 match self.identities.national_id(&card.idnat).await? {
                     Some(n) if n.verified => n.account_id,
                     _ => {
-                        self.card_refused(ctx, None, Some(card), CardRefusal::NotLinked, Some(proof.source)).await;
+                        self.card_refused(ctx, None, Some(card), CardRefusal::NotLinked, Some(proof.source))
+                            .await;
                         return refused(CardRefusal::NotLinked);
                     }
                 }
@@ -156,7 +169,9 @@ impl Provider {
             ))));
         }
         if self.sessions.take(Namespace::PendingLogin, &p.id).await?.is_none() {
-            return Ok(Err(CardError::Login(OAuthError::invalid_request("this login was already completed"))));
+            return Ok(Err(CardError::Login(OAuthError::invalid_request(
+                "this login was already completed",
+            ))));
         }
         self.audit(
             ctx,
@@ -234,7 +249,8 @@ impl Provider {
     /// A client-certificate header from an address that is not a trusted proxy: ignored, and
     /// recorded (someone may be trying to pass a certificate they do not hold).
     pub async fn card_header_ignored(&self, ctx: &RequestContext, header: &str) {
-        self.audit_refusal(ctx, AuditEvent::CardHeaderIgnored { header: header.into() }).await;
+        self.audit_refusal(ctx, AuditEvent::CardHeaderIgnored { header: header.into() })
+            .await;
     }
 
     async fn card_refused(
