@@ -347,7 +347,10 @@ async fn card_alone_is_refused_unless_policy_allows_and_needs_a_linked_card() {
     };
     let page = b.get(&s.url(&login)).await.text().await.unwrap();
     assert!(!page.contains("carte CPS"), "card alone is not offered: {page}");
-    refusal(card_step(&b, &s, &pending_id(&login)).await, "Saisissez d&#39;abord votre identifiant");
+    refusal(
+        card_step(&b, &s, &pending_id(&login)).await,
+        "Saisissez d&#39;abord votre identifiant",
+    );
     s.stop().await;
 
     // Card alone allowed, but nobody holds this idNat.
