@@ -69,6 +69,62 @@ pub struct Config {
     pub directories: Vec<DirectoryConfig>,
     #[serde(default)]
     pub fido2: Fido2Config,
+    /// CPS/CPx smart cards through a TLS client certificate (off when absent; docs/factors.md).
+    pub cards: Option<CardsConfig>,
+}
+
+/// `[cards]`: where card logins are received and which IGC-Santé chain is trusted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardsConfig {
+    /// Relais' own TLS listener for card logins, which asks for an optional client certificate.
+    /// Absent when a reverse proxy terminates TLS and passes the certificate in `proxy_header`.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// Server certificate chain and private key (PEM) of the card listener.
+    #[serde(default)]
+    pub server_cert: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub server_key: Option<std::path::PathBuf>,
+    /// Base URL browsers use for card logins (e.g. `https://carte.sso.chu.example`). Default:
+    /// the issuer's host on the port of `listen`, or the issuer itself behind a proxy.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// PEM files of the trusted roots (`AC RACINE IGC-SANTE ELEMENTAIRE`, or the TEST root in
+    /// the test chain: production and test chains are different files).
+    pub trust_roots: Vec<std::path::PathBuf>,
+    /// PEM files of the intermediate CAs (`AC IGC-SANTE ELEMENTAIRE PERSONNES`…): browsers
+    /// send the card certificate alone.
+    #[serde(default)]
+    pub intermediates: Vec<std::path::PathBuf>,
+    /// CRL files (DER or PEM), copies of the CRLs named in the certificates' CDP, re-read
+    /// every `crl_refresh_secs`.
+    #[serde(default)]
+    pub crl_files: Vec<std::path::PathBuf>,
+    #[serde(default = "defaults::crl_refresh")]
+    pub crl_refresh_secs: u64,
+    /// A card whose issuer has no CRL loaded is refused (revocation status unknown).
+    #[serde(default = "defaults::yes")]
+    pub require_crl: bool,
+    /// Accept cards while their issuer's CRL is past its nextUpdate (default: refuse, fail
+    /// closed).
+    #[serde(default)]
+    pub accept_stale_crl: bool,
+    /// The card alone logs in (it is two factors: the card and its PIN). Otherwise the card
+    /// only follows a password.
+    #[serde(default)]
+    pub card_alone: bool,
+    /// A card used by a person without a national identity links the card's idNat to that
+    /// person (the card is proof of the RPPS).
+    #[serde(default)]
+    pub establish_mapping: bool,
+    /// Reverse proxies (exact addresses) allowed to pass the client certificate in
+    /// `proxy_header`; from anyone else the header is ignored and audited.
+    #[serde(default)]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The header holding the URL-encoded PEM certificate (nginx `$ssl_client_escaped_cert`).
+    #[serde(default = "defaults::card_header")]
+    pub proxy_header: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -543,6 +599,12 @@ pub struct AssuranceConfig {
     /// amr of a password followed by a FIDO2 security key with user verification. `user`, not
     /// `pin`: WebAuthn says user verification happened, not whether by PIN or fingerprint.
     pub security_key_amr: Vec<String>,
+    /// acr of a CPS/CPx card login (alone or after a password).
+    pub card_acr: String,
+    /// amr of a card alone (certificate + PIN on the card).
+    pub card_amr: Vec<String>,
+    /// amr of a password followed by a card.
+    pub password_card_amr: Vec<String>,
 }
 
 impl Default for AssuranceConfig {
@@ -553,6 +615,9 @@ impl Default for AssuranceConfig {
             password_amr: vec!["pwd".into()],
             security_key_acr: "loa3".into(),
             security_key_amr: ["pwd", "hwk", "user", "mfa"].map(String::from).to_vec(),
+            card_acr: "loa3".into(),
+            card_amr: ["sc", "pin", "mfa", "hwk"].map(String::from).to_vec(),
+            password_card_amr: ["pwd", "sc", "pin", "mfa", "hwk"].map(String::from).to_vec(),
         }
     }
 }
@@ -633,6 +698,15 @@ mod defaults {
     pub fn forward_lease() -> u64 {
         30
     }
+    pub fn crl_refresh() -> u64 {
+        3600
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn card_header() -> String {
+        "X-SSL-Client-Cert".into()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -693,6 +767,14 @@ impl Config {
                 "assurance.security_key_acr must be one of assurance.acr_levels".into(),
             ));
         }
+        if !self.assurance.acr_levels.contains(&self.assurance.card_acr) {
+            return Err(ConfigError::Invalid(
+                "assurance.card_acr must be one of assurance.acr_levels".into(),
+            ));
+        }
+        if let Some(c) = &self.cards {
+            c.check().map_err(|e| ConfigError::Invalid(format!("cards: {e}")))?;
+        }
         if self.assurance.password_amr.is_empty() || self.assurance.security_key_amr.is_empty() {
             return Err(ConfigError::Invalid("assurance amr lists must not be empty".into()));
         }
@@ -725,6 +807,27 @@ impl Config {
             if !names.insert(d.name.as_str()) {
                 return Err(ConfigError::Invalid(format!("directories: name {:?} is used twice", d.name)));
             }
+        }
+        Ok(())
+    }
+}
+
+impl CardsConfig {
+    fn check(&self) -> Result<(), String> {
+        if self.listen.is_some() != (self.server_cert.is_some() && self.server_key.is_some()) {
+            return Err("listen needs server_cert and server_key (and they need listen)".into());
+        }
+        if self.listen.is_none() && self.trusted_proxies.is_empty() {
+            return Err("set listen (Relais terminates TLS) or trusted_proxies (a proxy passes the certificate)".into());
+        }
+        if self.trust_roots.is_empty() {
+            return Err("trust_roots must name at least one root certificate file".into());
+        }
+        if self.crl_refresh_secs == 0 {
+            return Err("crl_refresh_secs must be positive".into());
+        }
+        if self.proxy_header.is_empty() || !self.proxy_header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err("proxy_header must be a header name".into());
         }
         Ok(())
     }

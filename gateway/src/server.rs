@@ -1,5 +1,6 @@
 //! Wiring: builds the adapters from the config, hands them to the domain, serves HTTP.
 use crate::adapters::audit::SqlAuditSink;
+use crate::adapters::cards::{CardTrustSettings, CardVerifier};
 use crate::adapters::directory::{Directory, DirectoryLogin, DirectorySettings, GroupDirect, GroupNesting, GroupSettings, Lookup, Preset};
 use crate::adapters::http::{self, AppState, CookieSettings};
 use crate::adapters::keys::{Kek, KeyRing, KeyStoreError};
@@ -42,6 +43,8 @@ pub struct Components {
     pub clock: Arc<dyn Clock>,
     pub random: Arc<dyn Random>,
     pub provider: Arc<Provider>,
+    /// The card certificate checker (trust anchors, CRLs), when `[cards]` is configured.
+    pub cards: Option<Arc<CardVerifier>>,
 }
 
 pub fn db_settings(cfg: &Config) -> DbSettings {
@@ -103,6 +106,14 @@ impl Components {
                     amr: config.assurance.security_key_amr.clone(),
                     acr: config.assurance.security_key_acr.clone(),
                 },
+                card: MethodAssurance {
+                    amr: config.assurance.card_amr.clone(),
+                    acr: config.assurance.card_acr.clone(),
+                },
+                password_and_card: MethodAssurance {
+                    amr: config.assurance.password_card_amr.clone(),
+                    acr: config.assurance.card_acr.clone(),
+                },
             },
             max_param_len: config.tokens.max_param_len,
             max_assertion_lifetime_secs: config.tokens.max_assertion_lifetime_secs,
@@ -119,11 +130,28 @@ impl Components {
                 lockout_secs: config.login.lockout_secs,
                 max_lockout_secs: config.login.max_lockout_secs,
             },
+            cards: crate::domain::card::CardPolicy {
+                card_alone: config.cards.as_ref().is_some_and(|c| c.card_alone),
+                establish_mapping: config.cards.as_ref().is_some_and(|c| c.establish_mapping),
+            },
         };
         let passwords = password_checker(&config, storage.clone(), clock.clone())?;
         let security_keys: Option<Arc<dyn SecurityKeys>> = match &config.fido2.attestation_policy {
             Some(path) => Some(Arc::new(
                 WebauthnKeys::new(&config.issuer, &config.fido2.rp_name, path).map_err(|e| StartError::Config(format!("fido2: {e}")))?,
+            )),
+            None => None,
+        };
+        let cards = match &config.cards {
+            Some(c) => Some(Arc::new(
+                CardVerifier::load(CardTrustSettings {
+                    trust_roots: c.trust_roots.clone(),
+                    intermediates: c.intermediates.clone(),
+                    crl_files: c.crl_files.clone(),
+                    require_crl: c.require_crl,
+                    accept_stale_crl: c.accept_stale_crl,
+                })
+                .map_err(|e| StartError::Config(format!("cards: {e}")))?,
             )),
             None => None,
         };
@@ -139,6 +167,7 @@ impl Components {
             audit: audit.clone(),
             security_keys,
             key_store: store.clone(),
+            cards: cards.clone().map(|c| c as Arc<dyn crate::domain::card::CardChecker>),
         });
         Ok(Self {
             config,
@@ -149,6 +178,7 @@ impl Components {
             clock,
             random,
             provider,
+            cards,
         })
     }
 
@@ -270,6 +300,8 @@ fn password_checker(config: &Config, storage: Arc<dyn Storage>, clock: Arc<dyn C
 /// A server that is accepting connections.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The card listener (TLS with an optional client certificate), when configured.
+    pub card_addr: Option<SocketAddr>,
     pub handle: ServerHandle,
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
     pub components: Arc<Components>,
@@ -290,6 +322,7 @@ pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Runni
     let cfg = &components.config;
     let forwarders = crate::adapters::audit_forward::Forwarders::start(components.store.clone(), &cfg.audit.forward)
         .map_err(|e| StartError::Config(e.to_string()))?;
+    let card_listener = card_listener(&components)?;
     let state = web::Data::new(AppState {
         provider: components.provider.clone(),
         cookies: CookieSettings {
@@ -316,6 +349,14 @@ pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Runni
         }),
         discovery: http::discovery::document(&components.provider.settings).map_err(StartError::Config)?,
         audit_forward: forwarders.status.clone(),
+        cards: card_listener.as_ref().map(|(_, _, http)| http.clone()).or_else(|| {
+            cfg.cards.as_ref().map(|c| http::CardHttp {
+                base_url: c.public_url.clone().unwrap_or_else(|| cfg.issuer.clone()),
+                trusted_proxies: c.trusted_proxies.clone(),
+                header: c.proxy_header.clone(),
+                card_alone: c.card_alone,
+            })
+        }),
     });
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
@@ -334,11 +375,18 @@ pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Runni
             )
             .configure(http::routes)
     })
-    .listen(listener)?
-    // The binary decides when to stop (SIGTERM/SIGINT both drain in-flight requests).
-    .disable_signals()
-    .shutdown_timeout(10)
-    .run();
+    .on_connect(crate::adapters::cards::tls::on_connect)
+    .listen(listener)?;
+    let card_addr = card_listener.as_ref().map(|(l, _, _)| l.local_addr()).transpose()?;
+    let server = match card_listener {
+        Some((l, tls, _)) => server.listen_rustls_0_23(l, tls)?,
+        None => server,
+    };
+    let server = server
+        // The binary decides when to stop (SIGTERM/SIGINT both drain in-flight requests).
+        .disable_signals()
+        .shutdown_timeout(10)
+        .run();
     let handle = server.handle();
     // Replicas pick up keys rotated elsewhere.
     let keys = components.keys.clone();
@@ -355,9 +403,31 @@ pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Runni
             }
         }
     });
+    if let (Some(cards), Some(c)) = (&components.cards, &cfg.cards) {
+        let cards = cards.clone();
+        let every = Duration::from_secs(c.crl_refresh_secs);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let c = cards.clone();
+                match tokio::task::spawn_blocking(move || c.reload_crls()).await.unwrap_or_else(|e| {
+                    Err(crate::adapters::cards::CardConfigError::File {
+                        path: "(reload task)".into(),
+                        why: e.to_string(),
+                    })
+                }) {
+                    Ok(n) => tracing::info!(crls = n, "card CRLs reloaded"),
+                    Err(e) => tracing::warn!(error = %e, "could not reload the card CRLs; keeping the current ones"),
+                }
+            }
+        });
+    }
     let task = tokio::spawn(server);
     Ok(Running {
         addr,
+        card_addr,
         handle,
         task,
         components,
@@ -370,4 +440,37 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let listener = TcpListener::bind(config.listen)?;
     let components = Arc::new(Components::build(config, Arc::new(SystemClock)).await?);
     serve(components, listener)
+}
+
+/// The card listener, bound, with its TLS config and the URL browsers reach it at.
+fn card_listener(components: &Components) -> Result<Option<(TcpListener, rustls::ServerConfig, http::CardHttp)>, StartError> {
+    let cfg = &components.config;
+    let (Some(c), Some(verifier)) = (&cfg.cards, &components.cards) else {
+        return Ok(None);
+    };
+    let (Some(addr), Some(cert), Some(key)) = (c.listen, &c.server_cert, &c.server_key) else {
+        return Ok(None);
+    };
+    let tls = crate::adapters::cards::tls::server_config(cert, key, &verifier.hint_subjects)
+        .map_err(|e| StartError::Config(format!("cards: {e}")))?;
+    let listener = TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let port = listener.local_addr()?.port();
+    let base_url = c.public_url.clone().unwrap_or_else(|| {
+        let host = url::Url::parse(&cfg.issuer)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_else(|| "localhost".into());
+        format!("https://{host}:{port}")
+    });
+    Ok(Some((
+        listener,
+        tls,
+        http::CardHttp {
+            base_url,
+            trusted_proxies: c.trusted_proxies.clone(),
+            header: c.proxy_header.clone(),
+            card_alone: c.card_alone,
+        },
+    )))
 }

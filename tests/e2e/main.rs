@@ -4,6 +4,7 @@
 mod audit;
 mod audit_forward;
 mod browser;
+mod cards;
 mod faults;
 mod fido2;
 mod flows;

@@ -1,6 +1,7 @@
 //! Adapters: the domain's ports implemented on real components.
 pub mod audit;
 pub mod audit_forward;
+pub mod cards;
 pub mod directory;
 pub mod http;
 pub mod keys;

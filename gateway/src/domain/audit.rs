@@ -177,6 +177,30 @@ pub enum AuditEvent {
         key_id: String,
         actor: String,
     },
+    /// A CPS/CPx card login step, accepted or refused (`reason`: `CardRefusal::as_str`). The
+    /// certificate's subject, issuer and serial are recorded when it could be read.
+    CardLogin {
+        account_id: Option<String>,
+        idnat: Option<String>,
+        subject: Option<String>,
+        issuer: Option<String>,
+        serial: Option<String>,
+        /// `tls` (Relais' card listener), `proxy` (trusted proxy header) or `none`.
+        source: String,
+        success: bool,
+        reason: Option<String>,
+    },
+    /// A card linked its idNat to a person who had no national identity (policy
+    /// `establish_mapping`); `identity_linked` records the mapping itself.
+    CardMappingEstablished {
+        account_id: String,
+        idnat: String,
+        serial: String,
+    },
+    /// A client-certificate header arrived from an address that is not a trusted proxy: ignored.
+    CardHeaderIgnored {
+        header: String,
+    },
 }
 
 impl AuditEvent {
@@ -210,6 +234,9 @@ impl AuditEvent {
             Self::Fido2Authentication { .. } => "fido2_authentication",
             Self::Fido2CounterRegression { .. } => "fido2_counter_regression",
             Self::Fido2KeyRevoked { .. } => "fido2_key_revoked",
+            Self::CardLogin { .. } => "card_login",
+            Self::CardMappingEstablished { .. } => "card_mapping_established",
+            Self::CardHeaderIgnored { .. } => "card_header_ignored",
         }
     }
 
@@ -217,7 +244,8 @@ impl AuditEvent {
         match self {
             Self::LoginPassword { success: true, .. }
             | Self::Fido2KeyRegistered { success: true, .. }
-            | Self::Fido2Authentication { success: true, .. } => Outcome::Success,
+            | Self::Fido2Authentication { success: true, .. }
+            | Self::CardLogin { success: true, .. } => Outcome::Success,
             Self::AuthorizeRefused { .. }
             | Self::LoginPassword { .. }
             | Self::LoginThrottled { .. }
@@ -225,6 +253,8 @@ impl AuditEvent {
             | Self::Fido2KeyRegistered { .. }
             | Self::Fido2Authentication { .. }
             | Self::Fido2CounterRegression { .. }
+            | Self::CardLogin { .. }
+            | Self::CardHeaderIgnored { .. }
             | Self::TokenRefused { .. }
             | Self::CodeReplayed { .. }
             | Self::RefreshReuseDetected { .. }
@@ -237,7 +267,7 @@ impl AuditEvent {
     /// by person.
     pub fn account_id(&self) -> Option<&str> {
         match self {
-            Self::LoginPassword { account_id, .. } => account_id.as_deref(),
+            Self::LoginPassword { account_id, .. } | Self::CardLogin { account_id, .. } => account_id.as_deref(),
             Self::SsoReused { account_id, .. }
             | Self::CodeIssued { account_id, .. }
             | Self::TokenIssued { account_id, .. }
@@ -252,7 +282,8 @@ impl AuditEvent {
             | Self::Fido2KeyRegistered { account_id, .. }
             | Self::Fido2Authentication { account_id, .. }
             | Self::Fido2CounterRegression { account_id }
-            | Self::Fido2KeyRevoked { account_id, .. } => Some(account_id),
+            | Self::Fido2KeyRevoked { account_id, .. }
+            | Self::CardMappingEstablished { account_id, .. } => Some(account_id),
             Self::AuthorizeRefused { .. }
             | Self::TokenRefused { .. }
             | Self::CodeReplayed { .. }
@@ -264,7 +295,8 @@ impl AuditEvent {
             | Self::LoginThrottled { .. }
             | Self::LoginAccountRefused { .. }
             | Self::AuditExported { .. }
-            | Self::AuditPurged { .. } => None,
+            | Self::AuditPurged { .. }
+            | Self::CardHeaderIgnored { .. } => None,
         }
     }
 
@@ -298,7 +330,10 @@ impl AuditEvent {
             | Self::Fido2KeyRevoked { .. }
             | Self::SigningKeyRotated { .. }
             | Self::AuditExported { .. }
-            | Self::AuditPurged { .. } => None,
+            | Self::AuditPurged { .. }
+            | Self::CardLogin { .. }
+            | Self::CardMappingEstablished { .. }
+            | Self::CardHeaderIgnored { .. } => None,
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod annuaire;
 pub mod audit;
 pub mod audit_chain;
 pub mod audit_verify;
+pub mod card;
 pub mod client;
 pub mod crypto;
 pub mod error;

@@ -95,6 +95,8 @@ pub enum Namespace {
     PscProof,
     /// WebAuthn ceremony state (challenge), keyed by pending-login id, consumed once.
     Webauthn,
+    /// A checked smart card waiting to be redeemed by its browser, keyed by a random token.
+    CardProof,
 }
 
 impl Namespace {
@@ -110,6 +112,7 @@ impl Namespace {
             Self::PendingTerms => "terms",
             Self::PscProof => "pscproof",
             Self::Webauthn => "webauthn",
+            Self::CardProof => "cardproof",
         }
     }
 }
@@ -212,6 +215,8 @@ pub trait IdentityStore: Send + Sync {
     async fn accounts(&self) -> Result<Vec<Account>, StoreError>;
     async fn national_ids(&self, account_id: Uuid) -> Result<Vec<NationalIdentity>, StoreError>;
     async fn all_national_ids(&self) -> Result<Vec<NationalIdentity>, StoreError>;
+    /// The mapping of one idNat (an idNat belongs to one person at most).
+    async fn national_id(&self, idnat: &IdNat) -> Result<Option<NationalIdentity>, StoreError>;
     /// Inserts or updates mappings, all or none (one transaction). An idNat belongs to one
     /// person at most: a mapping that would move it to another person is a conflict.
     async fn put_national_ids(&self, ids: &[NationalIdentity]) -> Result<(), StoreError>;

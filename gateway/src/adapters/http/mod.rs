@@ -1,6 +1,7 @@
 //! The HTTP layer (actix-web): the only code that knows HTTP. Handlers turn requests into the
 //! domain's inputs and the domain's outcomes into responses; errors become HTTP in one place
 //! (`errors`).
+mod card;
 pub mod discovery;
 mod errors;
 mod extract;
@@ -19,6 +20,7 @@ use actix_web::web;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use card::CardHttp;
 pub use extract::CookieSettings;
 
 /// Shared state of every handler.
@@ -39,6 +41,8 @@ pub struct AppState {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// SIEM forwarders' health, shown by `/readyz` (never makes it fail: records wait in SQL).
     pub audit_forward: Arc<crate::adapters::audit_forward::ForwardStatus>,
+    /// CPS/CPx card logins, when `[cards]` is configured.
+    pub cards: Option<CardHttp>,
 }
 
 /// Mounts every route.
@@ -60,6 +64,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/login/webauthn/options", web::post().to(webauthn::options))
         .route("/login/webauthn/finish", web::post().to(webauthn::finish))
         .route("/static/webauthn.js", web::get().to(webauthn::script))
+        .route("/login/card", web::get().to(card::present))
+        .route("/login/card/start", web::get().to(card::start))
+        .route("/login/card/complete", web::get().to(card::complete))
         .route("/terms", web::get().to(terms::page))
         .route("/terms", web::post().to(terms::submit))
         .route("/verify/psc", web::get().to(verify::start))

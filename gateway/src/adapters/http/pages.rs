@@ -15,6 +15,9 @@ pub struct LoginView<'a> {
     pub csrf: &'a str,
     pub username: &'a str,
     pub failed: bool,
+    /// The card login (card alone), when offered.
+    pub card_url: Option<&'a str>,
+    pub card_label: &'static str,
 }
 
 #[derive(Template)]
@@ -66,6 +69,9 @@ pub struct KeyView<'a> {
     pub pending_id: &'a str,
     pub csrf: &'a str,
     pub has_keys: bool,
+    /// The card as the other second factor, when cards are configured.
+    pub card_url: Option<&'a str>,
+    pub card_label: &'static str,
 }
 
 pub fn not_eligible(lang: Lang) -> HttpResponse {

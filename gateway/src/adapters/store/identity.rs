@@ -56,6 +56,15 @@ impl IdentityStore for SqlStore {
             .collect()
     }
 
+    async fn national_id(&self, idnat: &IdNat) -> Result<Option<NationalIdentity>, StoreError> {
+        national_identity::Entity::find_by_id(idnat.to_string())
+            .one(self.connection())
+            .await
+            .map_err(unavailable)?
+            .map(from_row)
+            .transpose()
+    }
+
     async fn put_national_ids(&self, ids: &[NationalIdentity]) -> Result<(), StoreError> {
         let txn = self.connection().begin().await.map_err(unavailable)?;
         let now = Utc::now();

@@ -328,13 +328,14 @@ impl Provider {
         }))
     }
 
-    /// Whether a security key must follow the password: the person has one, or the request
-    /// or the client asks for more than a password earns. Never when FIDO2 is not configured.
+    /// Whether a second factor (security key or card) must follow the password: the person has
+    /// a key, or the request or the client asks for more than a password earns. Never when
+    /// neither FIDO2 nor cards are configured.
     async fn key_step_needed(&self, account_id: Uuid, request: &AuthorizationRequest) -> Result<bool, DomainError> {
-        if self.security_keys.is_none() {
+        if self.security_keys.is_none() && self.cards.is_none() {
             return Ok(false);
         }
-        if self.key_store.security_keys(account_id).await?.iter().any(|k| k.active()) {
+        if self.security_keys.is_some() && self.key_store.security_keys(account_id).await?.iter().any(|k| k.active()) {
             return Ok(true);
         }
         let client = self.storage.client(&request.client_id).await?;

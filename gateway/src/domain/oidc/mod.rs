@@ -2,6 +2,7 @@
 //! introspection rules. HTTP handlers parse requests into the inputs here and render the
 //! outputs; nothing in this module knows about HTTP.
 mod authorize;
+mod card;
 mod client_auth;
 mod login;
 mod logout;
@@ -13,6 +14,7 @@ mod token;
 mod token_info;
 
 pub use authorize::AuthorizeOutcome;
+pub use card::{CardError, Presented};
 pub use client_auth::ClientCredentials;
 pub use login::{LoginForm, LoginOutcome, LoginPage};
 pub use logout::{LogoutOutcome, LogoutRequest};
@@ -52,6 +54,8 @@ pub struct ProviderSettings {
     pub psc: PscSettings,
     /// Brute-force throttling of the login form.
     pub throttle: ThrottleSettings,
+    /// CPS/CPx card policy (card alone, mapping on first use).
+    pub cards: crate::domain::card::CardPolicy,
 }
 
 impl ProviderSettings {
@@ -81,6 +85,10 @@ pub struct AssurancePolicy {
     pub password: MethodAssurance,
     /// Password, then a FIDO2 security key with user verification.
     pub password_and_key: MethodAssurance,
+    /// A CPS/CPx card alone (certificate + PIN).
+    pub card: MethodAssurance,
+    /// Password, then a CPS/CPx card.
+    pub password_and_card: MethodAssurance,
 }
 
 /// Scopes Relais knows; others are dropped from requests (RFC 6749 §3.3 allows it).
@@ -99,6 +107,8 @@ pub struct Provider {
     /// FIDO2 ceremonies; `None` when no attestation policy is configured (no second factor).
     pub security_keys: Option<Arc<dyn SecurityKeys>>,
     pub key_store: Arc<dyn SecurityKeyStore>,
+    /// Checks CPS/CPx card certificates; `None` when `[cards]` is not configured.
+    pub cards: Option<Arc<dyn crate::domain::card::CardChecker>>,
 }
 
 impl Provider {
