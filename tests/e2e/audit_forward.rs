@@ -115,8 +115,7 @@ async fn read_frames(stream: Box<dyn Io>, store: Arc<Mutex<Vec<Received>>>, mut 
         };
         buf.extend_from_slice(&chunk[..n]);
         // Octet counting: "LEN SP MSG".
-        loop {
-            let Some(sp) = buf.iter().position(|b| *b == b' ') else { break };
+        while let Some(sp) = buf.iter().position(|b| *b == b' ') {
             let len: usize = std::str::from_utf8(&buf[..sp]).unwrap().parse().expect("a frame length");
             if buf.len() < sp + 1 + len {
                 break;
