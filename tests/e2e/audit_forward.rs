@@ -115,8 +115,7 @@ async fn read_frames(stream: Box<dyn Io>, store: Arc<Mutex<Vec<Received>>>, mut 
         };
         buf.extend_from_slice(&chunk[..n]);
         // Octet counting: "LEN SP MSG".
-        loop {
-            let Some(sp) = buf.iter().position(|b| *b == b' ') else { break };
+        while let Some(sp) = buf.iter().position(|b| *b == b' ') {
             let len: usize = std::str::from_utf8(&buf[..sp]).unwrap().parse().expect("a frame length");
             if buf.len() < sp + 1 + len {
                 break;
@@ -400,4 +399,30 @@ async fn one_replica_forwards_and_another_takes_over_when_it_dies() {
     a.stop().await;
     b.stop().await;
     collector.stop().await;
+}
+
+/// The audit benchmark of docs/performance.md from the test build (the release numbers come
+/// from scripts/bench-audit.sh). Run on demand:
+/// `RELAIS_TEST_BENCH_FILL=1000000 cargo nextest run -p relais-tests --test e2e audit_bench --run-ignored only`.
+#[tokio::test]
+#[ignore]
+async fn audit_bench_on_postgres() {
+    let var = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    // Not harness::start: its fixtures are audited, and the bench needs an empty trail.
+    let db = harness::database_toml(Db::Postgres).await;
+    let kek = relais::adapters::keys::Kek::generate().to_base64();
+    let toml = format!("issuer = \"http://localhost:1\"\ndev_mode = true\n{db}max_connections = 16\n[keys]\nencryption_key = \"{kek}\"\n");
+    let c = relais::server::Components::build(
+        relais::config::Config::from_toml_str(&toml).unwrap(),
+        Arc::new(relais::domain::ports::SystemClock),
+    )
+    .await
+    .unwrap();
+    let o = relais::audit_bench::BenchOptions {
+        appends: var("RELAIS_TEST_BENCH_APPENDS", 20_000),
+        writers: var("RELAIS_TEST_BENCH_WRITERS", 64),
+        fill: var("RELAIS_TEST_BENCH_FILL", 100_000),
+        fill_batch: 2000,
+    };
+    relais::audit_bench::run(&c, &o).await.unwrap();
 }
