@@ -983,7 +983,8 @@ mod tests {
     #[test]
     fn env_reaches_array_entries_by_index() {
         let path = std::env::temp_dir().join(format!("relais-cfg-dirs-{}", std::process::id()));
-        let d = "[[directories]]\nname = \"{n}\"\npreset = \"openldap\"\nurls = [\"ldaps://dc1\"]\nbase_dn = \"dc=x\"\nbind_dn = \"cn=s\"\n";
+        let d =
+            "[[directories]]\nname = \"{n}\"\npreset = \"openldap\"\nurls = [\"ldaps://dc1\"]\nbase_dn = \"dc=x\"\nbind_dn = \"cn=s\"\n";
         std::fs::write(&path, format!("{MIN}{}{}", d.replace("{n}", "a"), d.replace("{n}", "b"))).unwrap();
         let env = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
         // The secret only in the environment, as a Kubernetes secret or systemd credential gives it.

@@ -308,7 +308,12 @@ async fn ldap_group_search_with_a_depth_bound_and_required_roles() {
     s.stop().await;
 
     // With depth 2 the director role appears.
-    let s = start(&openldap(&[d.ldaps()], &d.ca_file(), &extra.replace("max_depth = 1", "max_depth = 2"))).await;
+    let s = start(&openldap(
+        &[d.ldaps()],
+        &d.ca_file(),
+        &extra.replace("max_depth = 1", "max_depth = 2"),
+    ))
+    .await;
     let (id, _, _) = login_with_scopes(&s, "jdupont", "jdupont-pw-1", &["roles"]).await;
     assert_eq!(id["roles"], serde_json::json!(["admin", "director", "doctor"]));
     s.stop().await;
@@ -317,7 +322,16 @@ async fn ldap_group_search_with_a_depth_bound_and_required_roles() {
 /// slapd's count of connections opened since it started (back-monitor).
 pub fn slapd_connections_total(d: &Slapd) -> u64 {
     let out = std::process::Command::new("ldapsearch")
-        .args(["-x", "-LLL", "-H", &d.ldap(), "-D", "cn=admin,dc=chu,dc=example", "-w", "admin-secret"])
+        .args([
+            "-x",
+            "-LLL",
+            "-H",
+            &d.ldap(),
+            "-D",
+            "cn=admin,dc=chu,dc=example",
+            "-w",
+            "admin-secret",
+        ])
         .args(["-b", "cn=Total,cn=Connections,cn=Monitor", "-s", "base", "monitorCounter"])
         .output()
         .expect("ldapsearch (scripts/test.sh installs ldap-utils)");
@@ -375,7 +389,12 @@ async fn ldap_rpps_attribute_matches_people_to_the_annuaire_or_sends_them_to_rev
     use relais::domain::identity::Provenance;
     use relais::domain::ports::IdentityStore;
     let d = Slapd::start();
-    let s = start(&openldap(&[d.ldaps()], &d.ca_file(), "[directories.attributes]\nnational_id = \"rppsNumber\"\n")).await;
+    let s = start(&openldap(
+        &[d.ldaps()],
+        &d.ca_file(),
+        "[directories.attributes]\nnational_id = \"rppsNumber\"\n",
+    ))
+    .await;
     // Read from slapd: jdupont (an RPPS number), hlefevre (an idNat), cbernard (a bad check digit).
     let claims = relais::server::directory_claims(s.components()).await.unwrap();
     let mut values: Vec<&str> = claims.iter().map(|c| c.value.as_str()).collect();
@@ -392,7 +411,10 @@ async fn ldap_rpps_attribute_matches_people_to_the_annuaire_or_sends_them_to_rev
     let dry = m.import_annuaire_with(text.as_bytes(), &finess, &claims, true).await.unwrap();
     assert_eq!(dry.changes.len(), 1, "{dry}");
     assert_eq!(dry.review.len(), 2, "{dry}");
-    assert!(s.components().store.review_items().await.unwrap().is_empty(), "a dry run changes nothing");
+    assert!(
+        s.components().store.review_items().await.unwrap().is_empty(),
+        "a dry run changes nothing"
+    );
     m.import_annuaire_with(text.as_bytes(), &finess, &claims, false).await.unwrap();
     let jdupont = s.storage().account_by_username("jdupont").await.unwrap().unwrap();
     let ids = s.components().store.national_ids(jdupont.id).await.unwrap();

@@ -202,7 +202,8 @@ pub fn plan_annuaire_with(x: Extraction, accounts: &[Account], existing: &[Natio
         let idnat = match c.idnat() {
             Ok(i) => i,
             Err(e) => {
-                plan.review.push(review(format!("{} holds an invalid national identifier: {e}", c.source), vec![]));
+                plan.review
+                    .push(review(format!("{} holds an invalid national identifier: {e}", c.source), vec![]));
                 continue;
             }
         };
@@ -230,7 +231,10 @@ pub fn plan_annuaire_with(x: Extraction, accounts: &[Account], existing: &[Natio
                 vec![idnat],
             )),
             Some(p) if a.family_name.as_deref().map(name_key) != Some(name_key(&p.family_name)) => plan.review.push(review(
-                format!("{} names an identifier the Annuaire gives to {} {}", c.source, p.given_name, p.family_name),
+                format!(
+                    "{} names an identifier the Annuaire gives to {} {}",
+                    c.source, p.given_name, p.family_name
+                ),
                 vec![idnat],
             )),
             Some(p) => plan.changes.push(Change::Link {

@@ -109,7 +109,12 @@ async fn dir_login(a: &Args, i: usize) -> Duration {
     let r = b.post(format!("{}/login", a.base)).form(&form).send().await.unwrap();
     let took = t.elapsed();
     let loc = location(&r);
-    assert!(loc.contains("code="), "login {i} failed: {} {}", r.status(), r.text().await.unwrap_or_default());
+    assert!(
+        loc.contains("code="),
+        "login {i} failed: {} {}",
+        r.status(),
+        r.text().await.unwrap_or_default()
+    );
     took
 }
 

@@ -114,7 +114,10 @@ async fn search_dns(ldap: &mut Ldap, timeout: Duration, base: &str, filter: &str
     .await?;
     // 4 = sizeLimitExceeded: the entries up to the limit are there, the rest is cut off.
     if res.rc != 0 && res.rc != 4 {
-        return Err(DirectoryError::Unavailable(format!("group search answered {}: {}", res.rc, res.text)));
+        return Err(DirectoryError::Unavailable(format!(
+            "group search answered {}: {}",
+            res.rc, res.text
+        )));
     }
     Ok(Found {
         dns: entries.into_iter().map(|e| SearchEntry::construct(e).dn).collect(),
@@ -217,7 +220,10 @@ mod tests {
             "cn=medecins,ou=groups,dc=chu,dc=example".to_string(),
         ];
         let mut m = BTreeMap::new();
-        m.insert("admin".to_string(), vec!["cn=relais-admins,ou=groups,dc=chu,dc=example".to_string()]);
+        m.insert(
+            "admin".to_string(),
+            vec!["cn=relais-admins,ou=groups,dc=chu,dc=example".to_string()],
+        );
         m.insert("doctor".to_string(), vec!["Medecins".to_string()]);
         m.insert("auditor".to_string(), vec!["cn=auditeurs,ou=groups,dc=chu,dc=example".to_string()]);
         assert_eq!(roles_for(&groups, &m), vec!["admin".to_string(), "doctor".to_string()]);

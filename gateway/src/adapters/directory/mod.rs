@@ -419,10 +419,7 @@ impl Directory {
     /// `required_groups` and `required_roles` (either list, when set, must be met).
     fn allowed(&self, p: &Profile, roles: &[String]) -> bool {
         let req = &self.settings.required_groups;
-        let in_group = req.is_empty()
-            || p.groups
-                .iter()
-                .any(|g| req.iter().any(|r| groups::dn_key(r) == groups::dn_key(g)));
+        let in_group = req.is_empty() || p.groups.iter().any(|g| req.iter().any(|r| groups::dn_key(r) == groups::dn_key(g)));
         let req_roles = &self.settings.required_roles;
         let has_role = req_roles.is_empty() || roles.iter().any(|r| req_roles.contains(r));
         in_group && has_role
@@ -485,7 +482,10 @@ impl Directory {
                     continue;
                 }
             };
-            let account = self.account_for(&profile).await.map_err(|e| DirectoryError::Unavailable(e.to_string()))?;
+            let account = self
+                .account_for(&profile)
+                .await
+                .map_err(|e| DirectoryError::Unavailable(e.to_string()))?;
             out.push(DirectoryNationalId {
                 account,
                 value,
