@@ -69,6 +69,40 @@ pub struct Config {
     pub directories: Vec<DirectoryConfig>,
     #[serde(default)]
     pub fido2: Fido2Config,
+    /// Prometheus `/metrics` on a listener of its own (off by default; docs/operations.md).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// SIGTERM: readiness goes false, then in-flight requests drain.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the metrics listener, which serves `/metrics` only (Prometheus text format).
+    /// Keep it off the public network: bind it to loopback or an admin interface. Off when absent.
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// After SIGTERM, `/readyz` answers 503 this long while requests are still served, so load
+    /// balancers stop sending new ones before the listener closes. Set it above the balancer's
+    /// health-check interval times its fall count.
+    pub readiness_grace_ms: u64,
+    /// Then, in-flight requests get this long to finish.
+    pub drain_timeout_secs: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            readiness_grace_ms: 5000,
+            drain_timeout_secs: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -7,6 +7,7 @@ mod extract;
 mod health;
 mod i18n;
 mod login;
+pub mod metrics;
 mod oidc;
 mod pages;
 mod terms;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use extract::CookieSettings;
+pub use health::Readiness;
 
 /// Shared state of every handler.
 pub struct AppState {
