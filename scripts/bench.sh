@@ -6,8 +6,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/relais/target}"
-cargo build --release --locked -p relais-gateway -p relais-tests --bins
-bin="$CARGO_TARGET_DIR/release"
+# BENCH_PROFILE=debug measures the debug build instead (quick relative comparisons only).
+profile=${BENCH_PROFILE:-release}
+if [ "$profile" = release ]; then
+  cargo build --release --locked -p relais-gateway -p relais-tests --bins
+else
+  cargo build --locked -p relais-gateway -p relais-tests --bins
+fi
+bin="$CARGO_TARGET_DIR/$profile"
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 

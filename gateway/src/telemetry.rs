@@ -9,8 +9,9 @@
 //!   is a no-op.
 //!
 //! What never goes into a span, an attribute or a label: passwords, client secrets, codes, tokens,
-//! cookies, query strings (they carry codes) and SQL values. Spans name routes by their pattern
-//! and dependency calls by their operation only.
+//! cookies, query strings (they carry codes) and values bound to SQL statements (sea-orm's spans
+//! carry the prepared text with `$1` placeholders). Spans name routes by their pattern and
+//! dependency calls by their operation.
 pub mod metrics;
 
 use crate::config::{Config, LogFormat};
@@ -90,7 +91,11 @@ fn resource() -> Resource {
 
 /// Only OTLP over HTTP with protobuf bodies is built in.
 fn check_protocol(problems: &mut Vec<String>) {
-    for k in ["OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"] {
+    for k in [
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+    ] {
         if let Ok(v) = std::env::var(k)
             && v != "http/protobuf"
         {
@@ -172,11 +177,10 @@ pub fn init(cfg: &Config) -> Telemetry {
             .with_target("sea_orm", Level::INFO)
             .with_default(Level::WARN)
     };
-    let otel = guard.tracer.as_ref().map(|p| {
-        tracing_opentelemetry::layer()
-            .with_tracer(p.tracer("relais"))
-            .with_filter(ours())
-    });
+    let otel = guard
+        .tracer
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("relais")).with_filter(ours()));
     let deps = metrics::enabled().then(|| metrics::DependencyTimer.with_filter(ours()));
     let _ = tracing_subscriber::registry().with(fmt).with(otel).with(deps).try_init();
     for p in problems {
@@ -204,15 +208,24 @@ mod tests {
     fn export_is_off_unless_an_endpoint_is_named() {
         assert_eq!(env(&[]), OtelEnv::default());
         assert_eq!(env(&[("OTEL_SERVICE_NAME", "relais")]), OtelEnv::default());
-        let both = OtelEnv { traces: true, metrics: true };
+        let both = OtelEnv {
+            traces: true,
+            metrics: true,
+        };
         assert_eq!(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]), both);
         assert_eq!(
             env(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4318/v1/traces")]),
-            OtelEnv { traces: true, metrics: false }
+            OtelEnv {
+                traces: true,
+                metrics: false
+            }
         );
         assert_eq!(
             env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_METRICS_EXPORTER", "none")]),
-            OtelEnv { traces: true, metrics: false }
+            OtelEnv {
+                traces: true,
+                metrics: false
+            }
         );
         assert_eq!(
             env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_SDK_DISABLED", "true")]),

@@ -56,7 +56,11 @@ pub fn cli(config: &Path, args: &[&str], stdin: &str) -> String {
 
 /// Registers a confidential client; its secret.
 pub fn add_client(config: &Path, id: &str, redirect_uri: &str) -> String {
-    let out = cli(config, &["client", "add", "--id", id, "--name", "Test", "--redirect-uri", redirect_uri], "");
+    let out = cli(
+        config,
+        &["client", "add", "--id", id, "--name", "Test", "--redirect-uri", redirect_uri],
+        "",
+    );
     out.lines()
         .find(|l| l.contains("secret"))
         .and_then(|l| l.split_whitespace().last())
@@ -67,7 +71,16 @@ pub fn add_client(config: &Path, id: &str, redirect_uri: &str) -> String {
 pub fn add_user(config: &Path, username: &str, password: &str) {
     cli(
         config,
-        &["user", "add", "--username", username, "--given-name", "Alice", "--family-name", "Martin"],
+        &[
+            "user",
+            "add",
+            "--username",
+            username,
+            "--given-name",
+            "Alice",
+            "--family-name",
+            "Martin",
+        ],
         &format!("{password}\n"),
     );
 }
@@ -259,12 +272,18 @@ pub async fn login_flow_via(p: &FlowParams, b: &reqwest::Client, login_base: &st
         let path = loc.find("/login").map(|i| &loc[i..]).unwrap_or(&loc);
         let page = classify(
             "login page",
-            b.get(crate::browser::absolute(login_base, path)).headers(p.headers.clone()).send().await,
+            b.get(crate::browser::absolute(login_base, path))
+                .headers(p.headers.clone())
+                .send()
+                .await,
         )?;
         if !page.status().is_success() {
             return Err(FlowError::Broken(format!("login page answered {}", page.status())));
         }
-        let html = page.text().await.map_err(|e| FlowError::Retryable(format!("login page body: {e}")))?;
+        let html = page
+            .text()
+            .await
+            .map_err(|e| FlowError::Retryable(format!("login page body: {e}")))?;
         let (Some(login_id), Some(csrf)) = (crate::browser::field(&html, "login_id"), crate::browser::field(&html, "csrf")) else {
             return Err(FlowError::Broken(format!("no login form in {html}")));
         };
@@ -276,7 +295,11 @@ pub async fn login_flow_via(p: &FlowParams, b: &reqwest::Client, login_base: &st
         ];
         let r = classify(
             "login",
-            b.post(format!("{login_base}/login")).headers(p.headers.clone()).form(&form).send().await,
+            b.post(format!("{login_base}/login"))
+                .headers(p.headers.clone())
+                .form(&form)
+                .send()
+                .await,
         )?;
         let loc = location(&r);
         match loc {

@@ -20,7 +20,9 @@ fn haproxy_bin() -> &'static str {
 
 /// Status of each server of backend `relais` from HAProxy's CSV stats.
 async fn haproxy_status(http: &reqwest::Client, stats: &str) -> HashMap<String, String> {
-    let Ok(r) = http.get(stats).send().await else { return HashMap::new() };
+    let Ok(r) = http.get(stats).send().await else {
+        return HashMap::new();
+    };
     let csv = r.text().await.unwrap_or_default();
     csv.lines()
         .filter(|l| l.starts_with("relais,") && !l.starts_with("relais,BACKEND"))
@@ -241,5 +243,8 @@ async fn sigterm_turns_readiness_false_then_drains_and_exits() {
     assert!(status.success(), "exit status {status}: {}", relais.log());
     assert!(t.elapsed() >= Duration::from_millis(1900), "the grace period was kept");
     let log = relais.log();
-    assert!(log.contains("readiness is now false") && log.contains("draining in-flight requests"), "{log}");
+    assert!(
+        log.contains("readiness is now false") && log.contains("draining in-flight requests"),
+        "{log}"
+    );
 }

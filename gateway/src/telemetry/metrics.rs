@@ -126,12 +126,19 @@ fn instruments() -> Option<&'static Instruments> {
                 gauge("relais.audit.chain.length", "Sequence number of the newest audit record", || {
                     vec![(AUDIT_CHAIN_LENGTH.load(Ordering::Relaxed), vec![])]
                 }),
-                gauge("relais.dependency.up", "1 when the dependency answered the last health check", || {
-                    vec![
-                        (DB_UP.load(Ordering::Relaxed), vec![KeyValue::new("dependency", "database")]),
-                        (SESSIONS_UP.load(Ordering::Relaxed), vec![KeyValue::new("dependency", "session_store")]),
-                    ]
-                }),
+                gauge(
+                    "relais.dependency.up",
+                    "1 when the dependency answered the last health check",
+                    || {
+                        vec![
+                            (DB_UP.load(Ordering::Relaxed), vec![KeyValue::new("dependency", "database")]),
+                            (
+                                SESSIONS_UP.load(Ordering::Relaxed),
+                                vec![KeyValue::new("dependency", "session_store")],
+                            ),
+                        ]
+                    },
+                ),
             ],
         }
     }))
@@ -189,15 +196,24 @@ pub fn audit(event: &AuditEvent) {
         AuditEvent::SsoReused { .. } => login("sso", "success"),
         AuditEvent::TokenIssued { grant_type: g, .. } => i.token_grants.add(
             1,
-            &[KeyValue::new("grant_type", grant_type(Some(g.as_str()))), KeyValue::new("outcome", "success")],
+            &[
+                KeyValue::new("grant_type", grant_type(Some(g.as_str()))),
+                KeyValue::new("outcome", "success"),
+            ],
         ),
         AuditEvent::TokenRefused { grant_type: g, .. } => i.token_grants.add(
             1,
-            &[KeyValue::new("grant_type", grant_type(g.as_deref())), KeyValue::new("outcome", "failure")],
+            &[
+                KeyValue::new("grant_type", grant_type(g.as_deref())),
+                KeyValue::new("outcome", "failure"),
+            ],
         ),
         AuditEvent::CodeReplayed { .. } => i.token_grants.add(
             1,
-            &[KeyValue::new("grant_type", "authorization_code"), KeyValue::new("outcome", "failure")],
+            &[
+                KeyValue::new("grant_type", "authorization_code"),
+                KeyValue::new("outcome", "failure"),
+            ],
         ),
         // Login methods added later (e.g. CPS cards) are audited as `login_<method>`.
         _ if kind.starts_with("login_") => login(kind.trim_start_matches("login_"), out),
@@ -301,7 +317,9 @@ where
         }
         let mut f = Fields::default();
         attrs.record(&mut f);
-        let Some(dependency) = dependency_of(meta, f.system.as_deref()) else { return };
+        let Some(dependency) = dependency_of(meta, f.system.as_deref()) else {
+            return;
+        };
         // Operations are closed sets (SELECT/INSERT/..., Redis commands, connect/bind/search);
         // sea-orm's transaction spans have none and are named by their span name.
         let operation = f
@@ -332,12 +350,11 @@ where
 
     fn on_close(&self, id: span::Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(&id) else { return };
-        let Some(t) = span.extensions_mut().remove::<Timing>() else { return };
+        let Some(t) = span.extensions_mut().remove::<Timing>() else {
+            return;
+        };
         let Some(i) = instruments() else { return };
-        let attrs = [
-            KeyValue::new("dependency", t.dependency),
-            KeyValue::new("operation", t.operation),
-        ];
+        let attrs = [KeyValue::new("dependency", t.dependency), KeyValue::new("operation", t.operation)];
         i.dependency_duration.record(t.start.elapsed().as_secs_f64(), &attrs);
         if t.failed {
             i.dependency_errors.add(1, &attrs);
