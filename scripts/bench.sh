@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/relais/target}"
 # BENCH_PROFILE=debug measures the debug build instead (quick relative comparisons only).
 profile=${BENCH_PROFILE:-release}
-if [ "$profile" = release ]; then
+if [ -n "${BENCH_NO_BUILD:-}" ]; then
+  :
+elif [ "$profile" = release ]; then
   cargo build --release --locked -p relais-gateway -p relais-tests --bins
 else
   cargo build --locked -p relais-gateway -p relais-tests --bins
@@ -130,7 +132,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 tick=$(getconf CLK_TCK)
 tschema="bench_tel_$(date +%s)"
 psql -h 127.0.0.1 -U postgres -d test -qc "CREATE SCHEMA $tschema"
-for hashing in production cheap; do
+for hashing in ${TELEMETRY_HASHING:-production cheap}; do
   passwords=""
   [ "$hashing" = cheap ] && passwords=$'[passwords]\nmemory_kib = 1024\niterations = 1'
   cat >"$work/tel.toml" <<TOML
