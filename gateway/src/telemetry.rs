@@ -9,9 +9,9 @@
 //!   is a no-op.
 //!
 //! What never goes into a span, an attribute or a label: passwords, client secrets, codes, tokens,
-//! cookies, query strings (they carry codes) and values bound to SQL statements (sea-orm's spans
-//! carry the prepared text with `$1` placeholders). Spans name routes by their pattern and
-//! dependency calls by their operation.
+//! cookies, query strings (they carry codes) and SQL statements (sea-orm's spans carry
+//! `db.system` and `db.operation` only). Spans name routes by their pattern and dependency calls
+//! by their operation.
 pub mod metrics;
 
 use crate::config::{Config, LogFormat};
@@ -180,7 +180,17 @@ pub fn init(cfg: &Config) -> Telemetry {
     let otel = guard
         .tracer
         .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("relais")).with_filter(ours()));
+        // No per-span source location, thread, target or busy/idle timing: they cost time on
+        // every span and every enter/exit, and a login makes dozens of spans.
+        .map(|p| {
+            tracing_opentelemetry::layer()
+                .with_tracer(p.tracer("relais"))
+                .with_location(false)
+                .with_threads(false)
+                .with_target(false)
+                .with_tracked_inactivity(false)
+                .with_filter(ours())
+        });
     let deps = metrics::enabled().then(|| metrics::DependencyTimer.with_filter(ours()));
     let _ = tracing_subscriber::registry().with(fmt).with(otel).with(deps).try_init();
     for p in problems {
