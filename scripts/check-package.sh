@@ -29,7 +29,7 @@ had_state=$([ -e /var/lib/relais ] && echo 1 || true)
 had_user=$(getent passwd relais >/dev/null && echo 1 || true)
 
 ./scripts/package-deb.sh
-deb=$(ls -t "$CARGO_TARGET_DIR"/debian/relais_*.deb | head -n 1)
+deb=$(printf "%s\n" "$CARGO_TARGET_DIR"/debian/relais_*.deb | sort -V | tail -n 1)
 
 work=$(mktemp -d)
 demo_pid=
