@@ -2,11 +2,20 @@
 # Benchmarks behind docs/performance.md: the token endpoint (code exchange) and full
 # local-account logins, on the embedded default (SQLite + in-process sessions) and on
 # PostgreSQL + Redis. Release build; the load tool runs on the same machine.
+# BENCH=telemetry runs only the last part: tracing on (OTLP export to a local receiver) vs off.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/relais/target}"
-cargo build --release --locked -p relais-gateway -p relais-tests --bins
-bin="$CARGO_TARGET_DIR/release"
+# BENCH_PROFILE=debug measures the debug build instead (quick relative comparisons only).
+profile=${BENCH_PROFILE:-release}
+if [ -n "${BENCH_NO_BUILD:-}" ]; then
+  :
+elif [ "$profile" = release ]; then
+  cargo build --release --locked -p relais-gateway -p relais-tests --bins
+else
+  cargo build --locked -p relais-gateway -p relais-tests --bins
+fi
+bin="$CARGO_TARGET_DIR/$profile"
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -26,6 +35,8 @@ run_loads() { # base secret pid label
 }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
+BENCH=${BENCH:-all}
+if [ "$BENCH" = all ]; then
 
 # 1. Embedded default: `relais demo`.
 "$bin/relais" demo --listen 127.0.0.1:8090 --data-dir "$work/demo" >"$work/demo.log" 2>&1 &
@@ -92,9 +103,83 @@ echo "[annuaire] file: $(du -h "$work/annuaire.txt" | cut -f1), $(wc -l < "$work
 command -v /usr/bin/time >/dev/null || { as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }; as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time; }
 /usr/bin/time -f "[annuaire] wall %e s, max RSS %M KiB" "$bin/relais" identity import-annuaire -c "$work/pg.toml" "$work/annuaire.txt" --dry-run --finess 750000011 | head -n 1 | sed 's/^/[annuaire] /'
 psql -h 127.0.0.1 -U postgres -d test -qc "DROP SCHEMA $schema CASCADE"
+fi
 
-# 4. Directory password logins against a private slapd (docs/performance.md, issue #3).
-./scripts/bench-directory.sh
+# 4. Tracing overhead: full logins on PostgreSQL + Redis, with OTLP trace and metric export to
+# a local receiver vs without (no OpenTelemetry layer), alternated, same server config. CPU per
+# flow = the relais process's user+system CPU time (/proc/PID/stat) over the run / logins.
+# Twice: with the production password hashing (argon2id 19 MiB, 2 passes: the flow's main
+# cost) and with cheap hashing (1 MiB, 1 pass), which makes the tracing share as large as it gets.
+TELEMETRY_LOGINS=${TELEMETRY_LOGINS:-400}
+TELEMETRY_ROUNDS=${TELEMETRY_ROUNDS:-2}
+otlp_port=4399
+python3 - "$otlp_port" "$work/otlp-requests" <<'PY' &
+import http.server, sys
+count = open(sys.argv[2], "a")
+class Sink(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        count.write(f"{self.path} {len(body)}\n"); count.flush()
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
+PY
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+tick=$(getconf CLK_TCK)
+tschema="bench_tel_$(date +%s)"
+psql -h 127.0.0.1 -U postgres -d test -qc "CREATE SCHEMA $tschema"
+for hashing in ${TELEMETRY_HASHING:-production cheap}; do
+  passwords=""
+  [ "$hashing" = cheap ] && passwords=$'[passwords]\nmemory_kib = 1024\niterations = 1'
+  cat >"$work/tel.toml" <<TOML
+issuer = "http://localhost:8090"
+listen = "127.0.0.1:8090"
+dev_mode = true
+[database]
+url = "postgres://postgres@127.0.0.1:5432/test"
+schema = "$tschema"
+max_connections = 32
+[sessions]
+backend = "redis"
+key_prefix = "$tschema-$hashing"
+[keys]
+encryption_key = "$("$bin/relais" keys generate-kek)"
+[shutdown]
+readiness_grace_ms = 0
+$passwords
+TOML
+  tsecret=$("$bin/relais" client add -c "$work/tel.toml" --id "bench-$hashing" --name Bench --redirect-uri http://localhost:8091/callback | awk '/secret/ {print $NF}')
+  echo "alice-demo-pw-long" | "$bin/relais" user add -c "$work/tel.toml" --username "alice-$hashing" --given-name Alice --family-name Martin >/dev/null
+  for round in $(seq 1 "$TELEMETRY_ROUNDS"); do
+    for mode in off on; do
+      if [ "$mode" = on ]; then
+        env OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$otlp_port" "$bin/relais" serve -c "$work/tel.toml" >"$work/tel.log" 2>&1 &
+      else
+        "$bin/relais" serve -c "$work/tel.toml" >"$work/tel.log" 2>&1 &
+      fi
+      pid=$!
+      wait_ready http://localhost:8090
+      # Warm-up (connections, caches), not counted.
+      "$bin/relais-load" --base http://localhost:8090 --client "bench-$hashing" --secret="$tsecret" --user "alice-$hashing" --password alice-demo-pw-long --scenario login --requests 20 --concurrency 4 >/dev/null
+      before=$(cpu_ticks "$pid")
+      out=$("$bin/relais-load" --base http://localhost:8090 --client "bench-$hashing" --secret="$tsecret" --user "alice-$hashing" --password alice-demo-pw-long --scenario login --requests "$TELEMETRY_LOGINS" --concurrency 4)
+      after=$(cpu_ticks "$pid")
+      awk -v t="$((after - before))" -v hz="$tick" -v n="$TELEMETRY_LOGINS" -v h="$hashing" -v m="$mode" -v r="$round" -v o="$out" \
+        'BEGIN { printf "[telemetry %s hashing, tracing %-3s, round %s] CPU %.2f ms per flow; %s\n", h, m, r, t * 1000 / hz / n, o }'
+      kill "$pid"; wait "$pid" 2>/dev/null || true
+    done
+  done
+done
+echo "[telemetry] OTLP requests received by the local receiver: $(wc -l < "$work/otlp-requests") ($(awk '{s += $2} END {printf "%.1f MiB", s/1048576}' "$work/otlp-requests"))"
+psql -h 127.0.0.1 -U postgres -d test -qc "DROP SCHEMA $tschema CASCADE"
 
-# 5. The audit trail: appends/s and verify over 1,000,000 records (scripts/bench-audit.sh).
-SKIP_BUILD=1 ./scripts/bench-audit.sh
+if [ "$BENCH" = all ]; then
+  # 5. Directory password logins against a private slapd (docs/performance.md, issue #3).
+  ./scripts/bench-directory.sh
+  # 6. The audit trail: appends/s and verify over 1,000,000 records (scripts/bench-audit.sh).
+  SKIP_BUILD=1 ./scripts/bench-audit.sh
+fi

@@ -174,6 +174,9 @@ render_and_validate production -f "$chart/ci/production-values.yaml"
 check_hardening production
 render_and_validate servicemonitor --set serviceMonitor.enabled=true --set replicaCount=1
 ls "$work/servicemonitor/crd/"*ServiceMonitor*.yaml >/dev/null 2>&1 || fail "ServiceMonitor not rendered"
+grep -q 'listen = "0.0.0.0:9464"' "$work/servicemonitor.yaml" || fail "ServiceMonitor on, but no [metrics] listen in relais.toml"
+grep -q 'port: metrics' "$work/servicemonitor.yaml" || fail "the ServiceMonitor does not scrape the metrics port"
+! grep -q '\[metrics\]' "$work/default.yaml" || fail "metrics listener on by default"
 grep -q 'kind: PodDisruptionBudget' "$work/default.yaml" || fail "no PodDisruptionBudget with 2 replicas"
 ! grep -q 'kind: PodDisruptionBudget' "$work/servicemonitor.yaml" || fail "PodDisruptionBudget with 1 replica blocks node drains"
 ! grep -q 'kind: Secret$' "$work/production.yaml" || fail "a Secret was rendered despite existingSecret"
@@ -243,7 +246,7 @@ say "Debian packaging and scripts"
 "$venv/bin/shellcheck" -s sh deploy/debian/postinst deploy/debian/postrm || fail "shellcheck maintainer scripts"
 grep -q '^#DEBHELPER#' deploy/debian/postinst || fail "postinst lacks #DEBHELPER#"
 grep -q '^#DEBHELPER#' deploy/debian/postrm || fail "postrm lacks #DEBHELPER#"
-"$venv/bin/shellcheck" scripts/check-deploy.sh scripts/package-deb.sh || fail "shellcheck scripts"
+"$venv/bin/shellcheck" scripts/check-deploy.sh scripts/package-deb.sh scripts/check-package.sh || fail "shellcheck scripts"
 "$py" - <<'PY' || fail "[package.metadata.deb] in gateway/Cargo.toml"
 import glob, os, tomllib
 deb = tomllib.load(open("gateway/Cargo.toml", "rb"))["package"]["metadata"]["deb"]

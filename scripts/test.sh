@@ -56,6 +56,13 @@ if [ ! -x /usr/sbin/slapd ] || ! command -v slapadd >/dev/null || ! command -v l
 fi
 command -v openssl >/dev/null || apt_install openssl
 
+# --- HAProxy, Prometheus ----------------------------------------------------------------------
+# tests/e2e/replicas.rs puts three `relais` processes behind a private HAProxy on loopback;
+# tests/e2e/telemetry.rs has a private Prometheus scrape /metrics. Only the binaries are needed
+# (the Debian services are not used; a fresh install may start them: that does not matter).
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || apt_install haproxy
+[ -x /usr/bin/prometheus ] || apt_install prometheus
+
 # --- The checks -------------------------------------------------------------------------------
 say "cargo fmt"
 cargo fmt --all -- --check
@@ -64,10 +71,14 @@ say "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 say "tests"
+# The telemetry and replica tests spawn the built binary (target/debug/relais).
+cargo build --locked --quiet --bin relais
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else
   cargo test --workspace --locked --no-fail-fast
 fi
-cargo build --locked --quiet --bin relais; ./scripts/check-deploy.sh  # Helm chart, systemd unit, deploy/ files
+./scripts/check-deploy.sh  # Helm chart, systemd unit, deploy/ files
+# The .deb built, installed with dpkg -i, its demo run, purged (a release build: RELAIS_PACKAGE_TEST=0 skips it).
+if [ "${RELAIS_PACKAGE_TEST:-1}" = 1 ]; then ./scripts/check-package.sh; fi
 say "all tests passed"

@@ -71,6 +71,12 @@ pub struct Config {
     pub fido2: Fido2Config,
     /// CPS/CPx smart cards through a TLS client certificate (off when absent; docs/factors.md).
     pub cards: Option<CardsConfig>,
+    /// Prometheus `/metrics` on a listener of its own (off by default; docs/operations.md).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// SIGTERM: readiness goes false, then in-flight requests drain.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
 }
 
 /// `[cards]`: where card logins are received and which IGC-Santé chain is trusted.
@@ -125,6 +131,34 @@ pub struct CardsConfig {
     /// The header holding the URL-encoded PEM certificate (nginx `$ssl_client_escaped_cert`).
     #[serde(default = "defaults::card_header")]
     pub proxy_header: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the metrics listener, which serves `/metrics` only (Prometheus text format).
+    /// Keep it off the public network: bind it to loopback or an admin interface. Off when absent.
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// After SIGTERM, `/readyz` answers 503 this long while requests are still served, so load
+    /// balancers stop sending new ones before the listener closes. Set it above the balancer's
+    /// health-check interval times its fall count.
+    pub readiness_grace_ms: u64,
+    /// Then, in-flight requests get this long to finish.
+    pub drain_timeout_secs: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            readiness_grace_ms: 5000,
+            drain_timeout_secs: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

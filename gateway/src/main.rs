@@ -394,7 +394,7 @@ async fn run(cli: Cli) -> Res {
             if let Some(l) = listen {
                 config.listen = l;
             }
-            relais::telemetry::init(&config.logging);
+            let _telemetry = relais::telemetry::init(&config);
             let running = server::start(config).await?;
             tracing::info!(addr = %running.addr, "relais is listening");
             wait_for_shutdown(running).await
@@ -859,18 +859,22 @@ async fn keys_command(command: KeysCommand) -> Res {
     }
 }
 
-async fn wait_for_shutdown(running: server::Running) -> Res {
-    let handle = running.handle.clone();
-    tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+/// SIGTERM or Ctrl-C: readiness false, grace, drain (`Running::shutdown`); a second signal
+/// skips the grace.
+async fn wait_for_shutdown(mut running: server::Running) -> Res {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        r = &mut running.task => return Ok(r??),
+    }
+    let again = async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
-        tracing::info!("shutting down: draining in-flight requests");
-        handle.stop(true).await;
-    });
-    running.task.await??;
+    };
+    running.shutdown(again).await?;
     Ok(())
 }
 
@@ -889,11 +893,11 @@ async fn demo(listen: std::net::SocketAddr, data_dir: PathBuf) -> Res {
     let db = data_dir.join("relais.sqlite");
     let base = format!("http://localhost:{}", listen.port());
     let toml = format!(
-        "issuer = \"{base}\"\nlisten = \"{listen}\"\ndev_mode = true\n[database]\nurl = \"sqlite://{}?mode=rwc\"\n[keys]\nencryption_key = \"{kek}\"\n[passwords]\nmin_length = 8\n",
+        "issuer = \"{base}\"\nlisten = \"{listen}\"\ndev_mode = true\n[database]\nurl = \"sqlite://{}?mode=rwc\"\n[keys]\nencryption_key = \"{kek}\"\n[passwords]\nmin_length = 8\n[shutdown]\nreadiness_grace_ms = 0\n",
         db.display()
     );
     let config = Config::from_toml_str(&toml)?;
-    relais::telemetry::init(&config.logging);
+    let _telemetry = relais::telemetry::init(&config);
     let components = Components::build(config, Arc::new(relais::domain::ports::SystemClock)).await?;
     let m = components.management("demo");
     let redirect = format!("http://localhost:{}/callback", listen.port() + 1);

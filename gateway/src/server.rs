@@ -81,12 +81,12 @@ impl Components {
         };
         let kek = Kek::from_base64(config.keys.encryption_key.expose())?;
         let keys = Arc::new(KeyRing::load(storage.as_ref(), kek, clock.now()).await?);
-        let audit: Arc<dyn AuditSink> = Arc::new(SqlAuditSink::new(
+        let audit: Arc<dyn AuditSink> = Arc::new(crate::telemetry::metrics::MeteredAuditSink(Arc::new(SqlAuditSink::new(
             storage.clone(),
             keys.clone(),
             clock.clone(),
             config.audit.checkpoint_every,
-        ));
+        ))));
         let random: Arc<dyn Random> = Arc::new(SystemRandom);
         let settings = ProviderSettings {
             issuer: config.issuer.clone(),
@@ -307,13 +307,39 @@ pub struct Running {
     pub components: Arc<Components>,
     /// SIEM forwarding tasks (`[[audit.forward]]`).
     pub forwarders: crate::adapters::audit_forward::Forwarders,
+    pub readiness: Arc<http::Readiness>,
+    /// The `/metrics` listener, when `[metrics] listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
+    metrics_handle: Option<ServerHandle>,
 }
 
 impl Running {
     pub async fn stop(self) {
         self.forwarders.stop().await;
+        if let Some(m) = &self.metrics_handle {
+            m.stop(false).await;
+        }
         self.handle.stop(false).await;
         let _ = self.task.await;
+    }
+
+    /// The SIGTERM sequence: `/readyz` turns 503 while requests are still served, for
+    /// `[shutdown] readiness_grace_ms`; then the listener closes and in-flight requests get
+    /// `drain_timeout_secs` to finish. `skip_grace` resolving (a second signal) cuts the wait.
+    pub async fn shutdown(self, skip_grace: impl Future<Output = ()>) -> std::io::Result<()> {
+        self.readiness.start_draining();
+        let grace = Duration::from_millis(self.components.config.shutdown.readiness_grace_ms);
+        tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: readiness is now false");
+        tokio::select! {
+            _ = tokio::time::sleep(grace) => {}
+            _ = skip_grace => {}
+        }
+        tracing::info!("shutting down: draining in-flight requests");
+        self.handle.stop(true).await;
+        if let Some(m) = &self.metrics_handle {
+            m.stop(false).await;
+        }
+        self.task.await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
     }
 }
 
@@ -360,9 +386,13 @@ pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Runni
     });
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
+    let readiness = Arc::new(http::Readiness::default());
+    let ready = web::Data::from(readiness.clone());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(ready.clone())
+            .wrap(middleware::from_fn(http::metrics::observe))
             .wrap(
                 middleware::DefaultHeaders::new()
                     .add(("X-Content-Type-Options", "nosniff"))
@@ -385,7 +415,7 @@ pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Runni
     let server = server
         // The binary decides when to stop (SIGTERM/SIGINT both drain in-flight requests).
         .disable_signals()
-        .shutdown_timeout(10)
+        .shutdown_timeout(cfg.shutdown.drain_timeout_secs)
         .run();
     let handle = server.handle();
     // Replicas pick up keys rotated elsewhere.
@@ -425,6 +455,22 @@ pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Runni
         });
     }
     let task = tokio::spawn(server);
+    let (metrics_addr, metrics_handle) = match cfg.metrics.listen {
+        Some(at) => {
+            let l = TcpListener::bind(at)?;
+            let bound = l.local_addr()?;
+            let (h, _) = http::metrics::serve_metrics(l)?;
+            tracing::info!(addr = %bound, "metrics listener (/metrics)");
+            (Some(bound), Some(h))
+        }
+        None => (None, None),
+    };
+    crate::telemetry::metrics::spawn_poller(
+        components.store.clone(),
+        components.sessions.clone(),
+        Duration::from_millis(cfg.sessions.timeout_ms.max(cfg.database.connect_timeout_ms)),
+        Duration::from_secs(10),
+    );
     Ok(Running {
         addr,
         card_addr,
@@ -432,6 +478,9 @@ pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Runni
         task,
         components,
         forwarders,
+        readiness,
+        metrics_addr,
+        metrics_handle,
     })
 }
 

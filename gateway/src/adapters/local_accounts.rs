@@ -25,6 +25,7 @@ impl LocalAccounts {
 
 #[async_trait]
 impl PasswordChecker for LocalAccounts {
+    #[tracing::instrument(name = "password.check", skip_all)]
     async fn check(&self, username: &str, password: &str) -> Result<Option<Account>, StoreError> {
         let account = match normalise_username(username) {
             Some(u) => self.storage.account_by_username(&u).await?,

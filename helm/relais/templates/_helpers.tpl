@@ -86,6 +86,16 @@ listen = {{ printf "0.0.0.0:%d" (int .Values.containerPort) | quote }}
 {{- end }}
 {{- end }}
 {{- end }}
+{{- if include "relais.metricsOn" . }}
+
+[metrics]
+listen = {{ printf "0.0.0.0:%d" (int .Values.metrics.port) | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Non-empty when the metrics listener is on (metrics.enabled or the ServiceMonitor). */}}
+{{- define "relais.metricsOn" -}}
+{{- if or .Values.metrics.enabled .Values.serviceMonitor.enabled }}on{{ end -}}
 {{- end }}
 
 {{/* One TOML value. YAML numbers arrive as float64: whole numbers are written as integers. */}}

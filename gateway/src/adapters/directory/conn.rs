@@ -27,8 +27,27 @@ pub fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Option<Arc<rustls
     )))
 }
 
-/// Runs `fut` under `limit`; a timeout is an unavailable directory.
+/// Runs `fut` under `limit`; a timeout is an unavailable directory. Each call is one `ldap`
+/// span named by its operation (the first word of `what`: connect, bind, search); the rest
+/// of `what`, DNs and credentials stay out of it.
 pub async fn timed<T>(limit: Duration, what: &str, fut: impl Future<Output = Result<T, ldap3::LdapError>>) -> Result<T, DirectoryError> {
+    use tracing::Instrument;
+    let op = what.split(' ').next().unwrap_or("call");
+    let span = tracing::info_span!(
+        "ldap",
+        otel.name = %format_args!("ldap {op}"),
+        otel.kind = "client",
+        ldap.operation = op,
+        otel.status_code = tracing::field::Empty,
+    );
+    let r = timed_inner(limit, what, fut).instrument(span.clone()).await;
+    if r.is_err() {
+        span.record("otel.status_code", "ERROR");
+    }
+    r
+}
+
+async fn timed_inner<T>(limit: Duration, what: &str, fut: impl Future<Output = Result<T, ldap3::LdapError>>) -> Result<T, DirectoryError> {
     match tokio::time::timeout(limit, fut).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(DirectoryError::Unavailable(format!("{what}: {e}"))),

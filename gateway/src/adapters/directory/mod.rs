@@ -315,6 +315,7 @@ impl Directory {
     }
 
     /// Checks `login`/`password` against this directory.
+    #[tracing::instrument(name = "directory.authenticate", skip_all, fields(directory = %self.settings.name))]
     pub async fn authenticate(&self, login: &str, password: &str) -> Result<PasswordVerdict, DirectoryError> {
         if password.is_empty() || normalise_username(login).is_none() {
             return Ok(PasswordVerdict::Rejected);

@@ -8,6 +8,7 @@ mod extract;
 mod health;
 mod i18n;
 mod login;
+pub mod metrics;
 mod oidc;
 mod pages;
 mod terms;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 pub use card::CardHttp;
 pub use extract::CookieSettings;
+pub use health::Readiness;
 
 /// Shared state of every handler.
 pub struct AppState {

@@ -23,6 +23,30 @@ fn down(e: redis::RedisError) -> SessionStoreError {
     SessionStoreError::Unavailable(e.to_string())
 }
 
+/// One span per command: the command name and the namespace, never the key (a code or a
+/// session id) nor the value.
+async fn traced<T>(
+    command: &'static str,
+    ns: Option<Namespace>,
+    fut: impl Future<Output = Result<T, redis::RedisError>>,
+) -> Result<T, SessionStoreError> {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "redis",
+        otel.name = %format_args!("redis {command}"),
+        otel.kind = "client",
+        db.system = "redis",
+        db.operation = command,
+        relais.namespace = ns.map(|n| n.prefix()).unwrap_or("-"),
+        otel.status_code = tracing::field::Empty,
+    );
+    let r = fut.instrument(span.clone()).await;
+    if r.is_err() {
+        span.record("otel.status_code", "ERROR");
+    }
+    r.map_err(down)
+}
+
 impl RedisSessionStore {
     pub async fn connect(s: &RedisSettings) -> Result<Self, SessionStoreError> {
         let client = redis::Client::open(s.url.as_str()).map_err(down)?;
@@ -53,69 +77,74 @@ impl RedisSessionStore {
 impl SessionStore for RedisSessionStore {
     async fn put(&self, ns: Namespace, key: &str, value: &[u8], ttl: Duration) -> Result<(), SessionStoreError> {
         let mut c = self.conn.clone();
-        redis::cmd("SET")
-            .arg(self.key(ns, key))
-            .arg(value)
-            .arg("PX")
-            .arg(Self::ms(ttl))
-            .query_async::<()>(&mut c)
-            .await
-            .map_err(down)
+        traced(
+            "SET",
+            Some(ns),
+            redis::cmd("SET")
+                .arg(self.key(ns, key))
+                .arg(value)
+                .arg("PX")
+                .arg(Self::ms(ttl))
+                .query_async::<()>(&mut c),
+        )
+        .await
     }
 
     async fn put_if_absent(&self, ns: Namespace, key: &str, value: &[u8], ttl: Duration) -> Result<bool, SessionStoreError> {
         let mut c = self.conn.clone();
-        let r: Option<String> = redis::cmd("SET")
-            .arg(self.key(ns, key))
-            .arg(value)
-            .arg("NX")
-            .arg("PX")
-            .arg(Self::ms(ttl))
-            .query_async(&mut c)
-            .await
-            .map_err(down)?;
+        let r: Option<String> = traced(
+            "SET NX",
+            Some(ns),
+            redis::cmd("SET")
+                .arg(self.key(ns, key))
+                .arg(value)
+                .arg("NX")
+                .arg("PX")
+                .arg(Self::ms(ttl))
+                .query_async(&mut c),
+        )
+        .await?;
         Ok(r.is_some())
     }
 
     async fn get(&self, ns: Namespace, key: &str) -> Result<Option<Vec<u8>>, SessionStoreError> {
         let mut c = self.conn.clone();
-        redis::cmd("GET").arg(self.key(ns, key)).query_async(&mut c).await.map_err(down)
+        traced("GET", Some(ns), redis::cmd("GET").arg(self.key(ns, key)).query_async(&mut c)).await
     }
 
     async fn take(&self, ns: Namespace, key: &str) -> Result<Option<Vec<u8>>, SessionStoreError> {
         let mut c = self.conn.clone();
-        redis::cmd("GETDEL").arg(self.key(ns, key)).query_async(&mut c).await.map_err(down)
+        traced("GETDEL", Some(ns), redis::cmd("GETDEL").arg(self.key(ns, key)).query_async(&mut c)).await
     }
 
     async fn delete(&self, ns: Namespace, key: &str) -> Result<(), SessionStoreError> {
         let mut c = self.conn.clone();
-        redis::cmd("DEL")
-            .arg(self.key(ns, key))
-            .query_async::<()>(&mut c)
-            .await
-            .map_err(down)
+        traced("DEL", Some(ns), redis::cmd("DEL").arg(self.key(ns, key)).query_async::<()>(&mut c)).await
     }
 
     async fn increment(&self, ns: Namespace, key: &str, ttl: Duration) -> Result<i64, SessionStoreError> {
         let mut c = self.conn.clone();
         let k = self.key(ns, key);
-        let (n,): (i64,) = redis::pipe()
-            .atomic()
-            .incr(&k, 1)
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&k)
-            .arg(Self::ms(ttl))
-            .ignore()
-            .get(&k)
-            .query_async(&mut c)
-            .await
-            .map_err(down)?;
+        let (n,): (i64,) = traced(
+            "INCR",
+            Some(ns),
+            redis::pipe()
+                .atomic()
+                .incr(&k, 1)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&k)
+                .arg(Self::ms(ttl))
+                .ignore()
+                .get(&k)
+                .query_async(&mut c),
+        )
+        .await?;
         Ok(n)
     }
 
     async fn ping(&self) -> Result<(), SessionStoreError> {
         let mut c = self.conn.clone();
-        redis::cmd("PING").query_async::<()>(&mut c).await.map_err(down)
+        traced("PING", None, redis::cmd("PING").query_async::<()>(&mut c)).await
     }
 }

@@ -65,7 +65,9 @@ impl SqlStore {
         opt.max_connections(if sqlite { 1 } else { s.max_connections })
             .connect_timeout(s.connect_timeout)
             .acquire_timeout(s.connect_timeout)
-            .sqlx_logging(false);
+            .sqlx_logging(false)
+            // Spans (telemetry) name the operation only: statement text is bulk in every trace.
+            .record_stmt_in_spans(false);
         if let Some(schema) = &s.schema {
             opt.set_schema_search_path(schema.clone());
         }

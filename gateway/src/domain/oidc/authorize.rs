@@ -340,6 +340,7 @@ impl Provider {
     }
 
     /// Stores a one-time code for this request and session; returns the client redirect.
+    #[tracing::instrument(skip_all)]
     pub(super) async fn issue_code(&self, r: &AuthorizationRequest, s: &SsoSession, ctx: &RequestContext) -> Result<String, DomainError> {
         let code = self.random.token();
         let grant = CodeGrant {

@@ -73,6 +73,7 @@ pub fn preferred_national_id(ids: &[NationalIdentity]) -> Option<&NationalIdenti
 
 impl Provider {
     /// Checks the client's profile before a code is issued for `session`.
+    #[tracing::instrument(name = "identity_mapping", skip_all)]
     pub(super) async fn gate(
         &self,
         client: &Client,

@@ -82,6 +82,7 @@ impl Provider {
         Ok(result)
     }
 
+    #[tracing::instrument(skip_all)]
     async fn code_grant(
         &self,
         client: &Client,
@@ -271,6 +272,7 @@ impl Provider {
     }
 
     /// Signs the access and ID tokens, stores a refresh token, records the issuance.
+    #[tracing::instrument(skip_all)]
     pub(super) async fn mint(
         &self,
         client: &Client,
