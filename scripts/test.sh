@@ -56,6 +56,13 @@ if [ ! -x /usr/sbin/slapd ] || ! command -v slapadd >/dev/null || ! command -v l
 fi
 command -v openssl >/dev/null || apt_install openssl
 
+# --- Chromium ---------------------------------------------------------------------------------
+# The admin UI's browser tests (tests/e2e/admin.rs) drive headless Chromium through chromedriver
+# (WebDriver, with its virtual authenticator for the security key).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  apt_install chromium chromium-driver
+fi
+
 # --- The checks -------------------------------------------------------------------------------
 say "cargo fmt"
 cargo fmt --all -- --check

@@ -69,6 +69,27 @@ pub struct Config {
     pub directories: Vec<DirectoryConfig>,
     #[serde(default)]
     pub fido2: Fido2Config,
+    /// The admin web UI under `/admin`.
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// An admin session ends after this long without a request.
+    pub session_idle_secs: i64,
+    /// ...and at the latest this long after the admin logged in.
+    pub session_max_secs: i64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            session_idle_secs: 900,
+            session_max_secs: 4 * 3600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

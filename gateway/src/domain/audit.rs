@@ -177,6 +177,29 @@ pub enum AuditEvent {
         key_id: String,
         actor: String,
     },
+    /// An admin UI login (password, then a security key), accepted or refused.
+    AdminLogin {
+        username: String,
+        account_id: Option<String>,
+        success: bool,
+        reason: Option<String>,
+    },
+    /// An admin UI request refused: read-only role, missing or wrong CSRF token.
+    AdminRefused {
+        actor: String,
+        action: String,
+        reason: String,
+    },
+    /// An admin UI role granted (`role`) or withdrawn (`None`).
+    AdminRoleChanged {
+        account_id: String,
+        role: Option<String>,
+        actor: String,
+    },
+    ClientSecretRotated {
+        client_id: String,
+        actor: String,
+    },
 }
 
 impl AuditEvent {
@@ -210,6 +233,10 @@ impl AuditEvent {
             Self::Fido2Authentication { .. } => "fido2_authentication",
             Self::Fido2CounterRegression { .. } => "fido2_counter_regression",
             Self::Fido2KeyRevoked { .. } => "fido2_key_revoked",
+            Self::AdminLogin { .. } => "admin_login",
+            Self::AdminRefused { .. } => "admin_refused",
+            Self::AdminRoleChanged { .. } => "admin_role_changed",
+            Self::ClientSecretRotated { .. } => "client_secret_rotated",
         }
     }
 
@@ -217,7 +244,8 @@ impl AuditEvent {
         match self {
             Self::LoginPassword { success: true, .. }
             | Self::Fido2KeyRegistered { success: true, .. }
-            | Self::Fido2Authentication { success: true, .. } => Outcome::Success,
+            | Self::Fido2Authentication { success: true, .. }
+            | Self::AdminLogin { success: true, .. } => Outcome::Success,
             Self::AuthorizeRefused { .. }
             | Self::LoginPassword { .. }
             | Self::LoginThrottled { .. }
@@ -225,6 +253,8 @@ impl AuditEvent {
             | Self::Fido2KeyRegistered { .. }
             | Self::Fido2Authentication { .. }
             | Self::Fido2CounterRegression { .. }
+            | Self::AdminLogin { .. }
+            | Self::AdminRefused { .. }
             | Self::TokenRefused { .. }
             | Self::CodeReplayed { .. }
             | Self::RefreshReuseDetected { .. }
@@ -252,7 +282,9 @@ impl AuditEvent {
             | Self::Fido2KeyRegistered { account_id, .. }
             | Self::Fido2Authentication { account_id, .. }
             | Self::Fido2CounterRegression { account_id }
-            | Self::Fido2KeyRevoked { account_id, .. } => Some(account_id),
+            | Self::Fido2KeyRevoked { account_id, .. }
+            | Self::AdminRoleChanged { account_id, .. } => Some(account_id),
+            Self::AdminLogin { account_id, .. } => account_id.as_deref(),
             Self::AuthorizeRefused { .. }
             | Self::TokenRefused { .. }
             | Self::CodeReplayed { .. }
@@ -264,6 +296,8 @@ impl AuditEvent {
             | Self::LoginThrottled { .. }
             | Self::LoginAccountRefused { .. }
             | Self::AuditExported { .. }
+            | Self::AdminRefused { .. }
+            | Self::ClientSecretRotated { .. }
             | Self::AuditPurged { .. } => None,
         }
     }
@@ -281,7 +315,8 @@ impl AuditEvent {
             | Self::CodeReplayed { client_id }
             | Self::RefreshReuseDetected { client_id, .. }
             | Self::TokenRevoked { client_id, .. }
-            | Self::ClientRegistered { client_id, .. } => Some(client_id),
+            | Self::ClientRegistered { client_id, .. }
+            | Self::ClientSecretRotated { client_id, .. } => Some(client_id),
             Self::LoginPassword { .. }
             | Self::AccountCreated { .. }
             | Self::AccountChanged { .. }
@@ -298,6 +333,9 @@ impl AuditEvent {
             | Self::Fido2KeyRevoked { .. }
             | Self::SigningKeyRotated { .. }
             | Self::AuditExported { .. }
+            | Self::AdminLogin { .. }
+            | Self::AdminRefused { .. }
+            | Self::AdminRoleChanged { .. }
             | Self::AuditPurged { .. } => None,
         }
     }

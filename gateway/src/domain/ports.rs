@@ -95,6 +95,8 @@ pub enum Namespace {
     PscProof,
     /// WebAuthn ceremony state (challenge), keyed by pending-login id, consumed once.
     Webauthn,
+    /// Admin UI: pending admin logins (`p:`) and admin sessions (`s:`), apart from SSO.
+    Admin,
 }
 
 impl Namespace {
@@ -110,6 +112,7 @@ impl Namespace {
             Self::PendingTerms => "terms",
             Self::PscProof => "pscproof",
             Self::Webauthn => "webauthn",
+            Self::Admin => "admin",
         }
     }
 }
