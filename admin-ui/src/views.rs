@@ -195,7 +195,8 @@ pub struct AuditView {
     /// Query string of the current filters (for the export link).
     pub filters: String,
     pub verify: Option<(bool, String)>,
-    pub event_types: Vec<&'static str>,
+    /// Every event type, and whether it is the one filtered on.
+    pub event_types: Vec<(&'static str, bool)>,
 }
 
 #[derive(Template)]

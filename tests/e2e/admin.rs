@@ -11,6 +11,7 @@ use crate::webdriver::Driver;
 use relais::domain::admin::AdminRole;
 use relais::domain::fido2::{KeyHolder, SecurityKeyRecord};
 use relais::domain::management::NewAccount;
+use relais::domain::ports::Storage;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use webauthn_authenticator_rs::WebauthnAuthenticator;
@@ -61,7 +62,7 @@ async fn enrol(s: &Server, token: &mut SoftToken, username: &str) -> Vec<u8> {
     let c = port.start_registration(&holder, &existing).unwrap();
     let options: CreationChallengeResponse = serde_json::from_value(c.options).unwrap();
     let answer = token.do_registration(Url::parse(&s.base).unwrap(), options).unwrap();
-    let raw_id = answer.raw_id.to_vec();
+    let raw_id = relais::domain::crypto::b64url_decode(&answer.id).unwrap();
     let new = port.finish_registration(&serde_json::to_value(answer).unwrap(), &c.state).unwrap();
     p.key_store
         .insert_security_key(&SecurityKeyRecord {
@@ -170,7 +171,10 @@ async fn admin_login_needs_the_role_the_password_and_a_security_key() {
     let r = password_step(&client(), &s, ALICE).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let refused = events(&s, "admin_login").await;
-    assert!(refused.iter().any(|e| e["reason"] == "not_admin" && e["username"] == "alice"), "{refused:?}");
+    assert!(
+        refused.iter().any(|e| e["reason"] == "not_admin" && e["username"] == "alice"),
+        "{refused:?}"
+    );
 
     // The full login; the session cookie is scoped to /admin and SameSite=Strict.
     let r = password_step(&http, &s, ADMIN).await;
@@ -181,7 +185,11 @@ async fn admin_login_needs_the_role_the_password_and_a_security_key() {
     assert!(ok.iter().any(|e| e["success"] == true && e["username"] == ADMIN.0), "{ok:?}");
 
     // The SSO endpoints do not see the admin session: /authorize still asks for a login.
-    let r = http.get(harness::authorize_url(&s, "web", harness::CALLBACK, "")).send().await.unwrap();
+    let r = http
+        .get(harness::authorize_url(&s, "web", harness::CALLBACK, ""))
+        .send()
+        .await
+        .unwrap();
     assert!(r.headers()["location"].to_str().unwrap().starts_with("/login"));
 
     // The session is short: after the idle timeout it is gone.
@@ -195,7 +203,11 @@ async fn a_password_without_a_key_is_not_enough() {
     let (s, _token) = setup().await;
     let c = s.components();
     c.management("test")
-        .create_account(&c.config.passwords, NewAccount::new("keyless", "Kim", "Keyless"), "keyless-password-1")
+        .create_account(
+            &c.config.passwords,
+            NewAccount::new("keyless", "Kim", "Keyless"),
+            "keyless-password-1",
+        )
         .await
         .unwrap();
     c.management("test")
@@ -305,7 +317,14 @@ async fn changes_need_the_csrf_token_and_are_audited_with_the_admin_name() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     let page = r.text().await.unwrap();
-    let secret = page.split("id=\"client-secret\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    let secret = page
+        .split("id=\"client-secret\">")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_owned();
     assert!(secret.len() >= 40);
     let r = http
         .post(s.url("/admin/clients/pharma/rotate"))
@@ -322,7 +341,12 @@ async fn changes_need_the_csrf_token_and_are_audited_with_the_admin_name() {
     assert!(!list.contains(rotated) && !list.contains(&secret));
 
     // Logout ends the admin session.
-    let r = http.post(s.url("/admin/logout")).form(&[("csrf", csrf.as_str())]).send().await.unwrap();
+    let r = http
+        .post(s.url("/admin/logout"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(http.get(s.url("/admin")).send().await.unwrap().status(), StatusCode::SEE_OTHER);
     s.stop().await;
@@ -340,7 +364,10 @@ async fn the_auditor_reads_the_audit_trail_and_mappings_and_changes_nothing() {
     let page = page.text().await.unwrap();
     assert!(!page.contains("/link\""), "no change forms for an auditor");
     assert_eq!(http.get(s.url("/admin/audit")).send().await.unwrap().status(), StatusCode::OK);
-    assert_eq!(http.get(s.url("/admin/settings")).send().await.unwrap().status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        http.get(s.url("/admin/settings")).send().await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
 
     // Even with a valid token, a change is refused and audited.
     let idnat = format!("8{}", rpps("1000000042"));
@@ -377,8 +404,14 @@ async fn the_auditor_reads_the_audit_trail_and_mappings_and_changes_nothing() {
 
     // A withdrawn role ends the session at the next request.
     let c = s.components();
-    c.management("test").set_admin_role(c.store.as_ref(), AUDITOR.0, None).await.unwrap();
-    assert_eq!(http.get(s.url("/admin/audit")).send().await.unwrap().status(), StatusCode::SEE_OTHER);
+    c.management("test")
+        .set_admin_role(c.store.as_ref(), AUDITOR.0, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        http.get(s.url("/admin/audit")).send().await.unwrap().status(),
+        StatusCode::SEE_OTHER
+    );
     s.stop().await;
 }
 
@@ -406,7 +439,9 @@ fn softtoken_key(token: &SoftToken, credential_id: &[u8]) -> Vec<u8> {
         .find(|(k, _)| matches!(k, serde_cbor_2::Value::Text(t) if t == "tokens"))
         .map(|(_, v)| v)
         .unwrap();
-    let serde_cbor_2::Value::Map(tokens) = tokens else { panic!("tokens") };
+    let serde_cbor_2::Value::Map(tokens) = tokens else {
+        panic!("tokens")
+    };
     let sec1 = tokens
         .iter()
         .find(|(k, _)| bytes(k) == credential_id)
@@ -428,9 +463,10 @@ async fn browser_admin_logs_in_with_a_key_edits_a_mapping_revokes_a_key_register
     enrol(&s, &mut token, ALICE.0).await;
 
     // The admin's key moves into Chromium's virtual authenticator: from now on the browser
-    // signs the assertions, over CTAP2, like a USB key.
+    // signs the assertions, over CTAP2. The SoftToken registered it with transport
+    // `internal`, so the virtual authenticator is attached that way.
     let d = Driver::start().await;
-    let authenticator = d.add_authenticator().await;
+    let authenticator = d.add_authenticator("internal").await;
     d.add_credential(&authenticator, &credential, &softtoken_key(&token, &credential), "localhost", 1000)
         .await;
 
@@ -481,7 +517,13 @@ async fn browser_admin_logs_in_with_a_key_edits_a_mapping_revokes_a_key_register
     let secret = d.text("#client-secret").await;
     assert!(secret.len() >= 40, "{secret}");
     d.screenshot(&img("admin-clients.png")).await;
-    assert!(s.storage().client(&relais::protocol::ClientId::parse("radiologie").unwrap()).await.unwrap().is_some());
+    assert!(
+        s.storage()
+            .client(&relais::protocol::ClientId::parse("radiologie").unwrap())
+            .await
+            .unwrap()
+            .is_some()
+    );
 
     // Audit: the page, then the export as the browser downloads it.
     d.goto(&s.url("/admin/audit")).await;

@@ -45,12 +45,24 @@ impl Driver {
             "webauthn:virtualAuthenticators": true,
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
+                "prefs": {"intl.accept_languages": "fr-FR,fr"},
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                          "--window-size=1280,900", "--lang=fr-FR"]
             }
         }}});
-        let r: Value = http.post(format!("{base}/session")).json(&caps).send().await.unwrap().json().await.unwrap();
-        let session = r["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("new session: {r}")).to_owned();
+        let r: Value = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = r["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("new session: {r}"))
+            .to_owned();
         Driver {
             http,
             base,
@@ -88,7 +100,11 @@ impl Driver {
         let started = Instant::now();
         loop {
             let v = self
-                .cmd(reqwest::Method::POST, "/element", Some(json!({"using": "css selector", "value": css})))
+                .cmd(
+                    reqwest::Method::POST,
+                    "/element",
+                    Some(json!({"using": "css selector", "value": css})),
+                )
                 .await;
             if let Some(id) = v[ELEMENT].as_str() {
                 return id.to_owned();
@@ -123,16 +139,30 @@ impl Driver {
     }
 
     pub async fn page_source(&self) -> String {
-        self.cmd(reqwest::Method::GET, "/source", None).await.as_str().unwrap_or("").to_owned()
+        self.cmd(reqwest::Method::GET, "/source", None)
+            .await
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
     }
 
-    /// Waits up to 10 s for the URL to end with `suffix`.
+    /// Waits up to 10 s for the URL to end with `suffix` and the page to be loaded (its
+    /// deferred scripts run).
     pub async fn wait_url(&self, suffix: &str) {
         let started = Instant::now();
         loop {
             let u = self.url().await;
             if u.ends_with(suffix) {
-                return;
+                let state = self
+                    .cmd(
+                        reqwest::Method::POST,
+                        "/execute/sync",
+                        Some(json!({"script": "return document.readyState", "args": []})),
+                    )
+                    .await;
+                if state == "complete" {
+                    return;
+                }
             }
             assert!(
                 started.elapsed() < Duration::from_secs(10),
@@ -157,12 +187,13 @@ impl Driver {
         std::fs::write(path, png).unwrap();
     }
 
-    /// Adds a CTAP2 USB virtual authenticator with user verification; returns its id.
-    pub async fn add_authenticator(&self) -> String {
+    /// Adds a CTAP2 virtual authenticator with user verification, attached by `transport`
+    /// (`usb`, `internal`...: it must match the transports the credential was registered with).
+    pub async fn add_authenticator(&self, transport: &str) -> String {
         let v = self
             .post(
                 "/webauthn/authenticator",
-                json!({"protocol": "ctap2", "transport": "usb", "hasResidentKey": true,
+                json!({"protocol": "ctap2", "transport": transport, "hasResidentKey": true,
                        "hasUserVerification": true, "isUserVerified": true}),
             )
             .await;

@@ -343,7 +343,12 @@ impl AdminAccess<'_> {
         let ttl = self.policy.idle_secs.min(left).max(1) as u64;
         self.provider
             .sessions
-            .put(Namespace::Admin, &format!("s:{}", secret_digest(secret)), &bytes, Duration::from_secs(ttl))
+            .put(
+                Namespace::Admin,
+                &format!("s:{}", secret_digest(secret)),
+                &bytes,
+                Duration::from_secs(ttl),
+            )
             .await?;
         Ok(())
     }

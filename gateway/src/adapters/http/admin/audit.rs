@@ -116,6 +116,7 @@ async fn render(req: &HttpRequest, state: &AppState, admin_state: &AdminState, v
         Err(e) => return super::domain_error(e, a.lang),
     };
     let filters = f.to_query_string();
+    let event_types = EVENT_TYPES.iter().map(|e| (*e, *e == f.event_type)).collect();
     html(
         StatusCode::OK,
         &AuditView {
@@ -130,7 +131,7 @@ async fn render(req: &HttpRequest, state: &AppState, admin_state: &AdminState, v
             since: f.since,
             until: f.until,
             verify,
-            event_types: EVENT_TYPES.to_vec(),
+            event_types,
         },
     )
 }
@@ -210,7 +211,12 @@ pub async fn export(req: HttpRequest, state: web::Data<AppState>, admin_state: w
 
 /// Walks the whole chain and the signed checkpoints (auditors may do this: it changes nothing).
 #[tracing::instrument(skip_all)]
-pub async fn verify(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>, admin_state: web::Data<AdminState>) -> HttpResponse {
+pub async fn verify(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    admin_state: web::Data<AdminState>,
+) -> HttpResponse {
     let f = match form(&req, payload).await {
         Ok(f) => f,
         Err(r) => return r,

@@ -10,7 +10,13 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use relais_admin_ui::views::{ClientRow, ClientsView};
 
-async fn render(state: &AppState, a: &super::Admin, status: StatusCode, secret: Option<(String, String)>, error: Option<String>) -> HttpResponse {
+async fn render(
+    state: &AppState,
+    a: &super::Admin,
+    status: StatusCode,
+    secret: Option<(String, String)>,
+    error: Option<String>,
+) -> HttpResponse {
     let clients = match state.storage.list_clients().await {
         Ok(c) => c,
         Err(e) => return super::domain_error(e, a.lang),
@@ -86,7 +92,12 @@ fn new_client(f: &super::Form, strongest_acr: &str) -> Result<NewClient, Managem
 }
 
 #[tracing::instrument(skip_all)]
-pub async fn register(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>, admin_state: web::Data<AdminState>) -> HttpResponse {
+pub async fn register(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    admin_state: web::Data<AdminState>,
+) -> HttpResponse {
     let f = match form(&req, payload).await {
         Ok(f) => f,
         Err(r) => return r,

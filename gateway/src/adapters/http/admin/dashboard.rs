@@ -96,12 +96,7 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>, admin_state: web
         Err(_) => Vec::new(),
     };
     let audit_head = state.storage.audit_head().await.map(|(seq, _)| seq).unwrap_or(-1);
-    let last_checkpoint = state
-        .storage
-        .audit_checkpoints()
-        .await
-        .ok()
-        .and_then(|c| c.last().map(|c| c.seq));
+    let last_checkpoint = state.storage.audit_checkpoints().await.ok().and_then(|c| c.last().map(|c| c.seq));
     html(
         StatusCode::OK,
         &DashboardView {

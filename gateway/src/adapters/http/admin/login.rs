@@ -54,7 +54,13 @@ pub async fn submit(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
         return super::forbidden(lang, "the form is stale or forged (CSRF check failed)");
     }
     let (Some(username), Some(password)) = (f.get("username"), f.get("password")) else {
-        return login_form(&req, &admin, &state, StatusCode::BAD_REQUEST, Some(AdminLoginError::Refused.to_string()));
+        return login_form(
+            &req,
+            &admin,
+            &state,
+            StatusCode::BAD_REQUEST,
+            Some(AdminLoginError::Refused.to_string()),
+        );
     };
     match admin.access(&state).password(username, password, &extract::context(&req)).await {
         Ok(Ok((pending_id, _csrf))) => {

@@ -24,7 +24,12 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>, admin_state: web
 }
 
 #[tracing::instrument(skip_all)]
-pub async fn import(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>, admin_state: web::Data<AdminState>) -> HttpResponse {
+pub async fn import(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    admin_state: web::Data<AdminState>,
+) -> HttpResponse {
     let f = match form(&req, payload).await {
         Ok(f) => f,
         Err(r) => return r,
@@ -39,7 +44,11 @@ pub async fn import(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
     let (result, error, status) = match state.provider.management(&actor).import_mapping_file(&text, dry_run).await {
         Ok(plan) => {
             let applied = !dry_run && plan.applicable();
-            let status = if plan.errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+            let status = if plan.errors.is_empty() {
+                StatusCode::OK
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
             (
                 Some(ImportResult {
                     dry_run,
@@ -54,7 +63,11 @@ pub async fn import(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
                             format!("{} : {} ({})", r.username, r.reason, c.join(", "))
                         })
                         .collect(),
-                    errors: plan.errors.iter().map(|e| format!("ligne/line {} : {}", e.line, e.message)).collect(),
+                    errors: plan
+                        .errors
+                        .iter()
+                        .map(|e| format!("ligne/line {} : {}", e.line, e.message))
+                        .collect(),
                 }),
                 None,
                 status,

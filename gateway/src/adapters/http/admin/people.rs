@@ -168,7 +168,12 @@ async fn render(req: &HttpRequest, state: &AppState, admin_state: &AdminState, u
 }
 
 #[tracing::instrument(skip_all)]
-pub async fn person(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>, admin_state: web::Data<AdminState>) -> HttpResponse {
+pub async fn person(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    admin_state: web::Data<AdminState>,
+) -> HttpResponse {
     let flash = Flash {
         notice: query(&req).get("done").map(|_| texts(super::lang(&req).code()).done.to_owned()),
         ..Default::default()
@@ -236,11 +241,19 @@ pub async fn link(
     admin_state: web::Data<AdminState>,
 ) -> HttpResponse {
     let st = state.clone();
-    change(req, payload, path.into_inner(), state, admin_state, "identity_link", |actor, f, user| async move {
-        let idnat = f.get("idnat").unwrap_or("").trim().to_owned();
-        st.provider.management(&actor).link(&user, &idnat, f.flag("verified")).await?;
-        Ok(None)
-    })
+    change(
+        req,
+        payload,
+        path.into_inner(),
+        state,
+        admin_state,
+        "identity_link",
+        |actor, f, user| async move {
+            let idnat = f.get("idnat").unwrap_or("").trim().to_owned();
+            st.provider.management(&actor).link(&user, &idnat, f.flag("verified")).await?;
+            Ok(None)
+        },
+    )
     .await
 }
 
@@ -252,11 +265,19 @@ pub async fn unlink(
     admin_state: web::Data<AdminState>,
 ) -> HttpResponse {
     let st = state.clone();
-    change(req, payload, path.into_inner(), state, admin_state, "identity_unlink", |actor, f, user| async move {
-        let idnat = f.get("idnat").unwrap_or("").to_owned();
-        st.provider.management(&actor).unlink(&user, &idnat).await?;
-        Ok(None)
-    })
+    change(
+        req,
+        payload,
+        path.into_inner(),
+        state,
+        admin_state,
+        "identity_unlink",
+        |actor, f, user| async move {
+            let idnat = f.get("idnat").unwrap_or("").to_owned();
+            st.provider.management(&actor).unlink(&user, &idnat).await?;
+            Ok(None)
+        },
+    )
     .await
 }
 
@@ -268,10 +289,18 @@ pub async fn set_disabled(
     admin_state: web::Data<AdminState>,
 ) -> HttpResponse {
     let st = state.clone();
-    change(req, payload, path.into_inner(), state, admin_state, "account_disable", |actor, f, user| async move {
-        st.provider.management(&actor).set_disabled(&user, f.flag("disabled")).await?;
-        Ok(None)
-    })
+    change(
+        req,
+        payload,
+        path.into_inner(),
+        state,
+        admin_state,
+        "account_disable",
+        |actor, f, user| async move {
+            st.provider.management(&actor).set_disabled(&user, f.flag("disabled")).await?;
+            Ok(None)
+        },
+    )
     .await
 }
 
@@ -284,14 +313,22 @@ pub async fn enrolment_code(
 ) -> HttpResponse {
     let st = state.clone();
     let ttl = admin_state.enrolment_code_ttl_secs;
-    change(req, payload, path.into_inner(), state, admin_state, "fido2_enrolment_code", |actor, _f, user| async move {
-        let (code, expires) = st.provider.management(&actor).issue_enrolment_code(&user, ttl).await?;
-        // Shown once, in this response only: never in a URL, never stored in clear.
-        Ok(Some(Flash {
-            enrolment_code: Some((code, date(expires))),
-            ..Default::default()
-        }))
-    })
+    change(
+        req,
+        payload,
+        path.into_inner(),
+        state,
+        admin_state,
+        "fido2_enrolment_code",
+        |actor, _f, user| async move {
+            let (code, expires) = st.provider.management(&actor).issue_enrolment_code(&user, ttl).await?;
+            // Shown once, in this response only: never in a URL, never stored in clear.
+            Ok(Some(Flash {
+                enrolment_code: Some((code, date(expires))),
+                ..Default::default()
+            }))
+        },
+    )
     .await
 }
 
@@ -304,9 +341,17 @@ pub async fn revoke_key(
 ) -> HttpResponse {
     let (username, key) = path.into_inner();
     let st = state.clone();
-    change(req, payload, username, state, admin_state, "fido2_revoke", |actor, _f, user| async move {
-        st.provider.management(&actor).revoke_security_key(&user, key).await?;
-        Ok(None)
-    })
+    change(
+        req,
+        payload,
+        username,
+        state,
+        admin_state,
+        "fido2_revoke",
+        |actor, _f, user| async move {
+            st.provider.management(&actor).revoke_security_key(&user, key).await?;
+            Ok(None)
+        },
+    )
     .await
 }
