@@ -22,10 +22,14 @@ const ADMIN: (&str, &str) = ("root-admin", "admin-password-1");
 const AUDITOR: (&str, &str) = ("inspecteur", "auditor-password-1");
 
 async fn setup() -> (Server, SoftToken) {
+    setup_on(Db::Sqlite, Sessions::Memory).await
+}
+
+async fn setup_on(db: Db, sessions: Sessions) -> (Server, SoftToken) {
     let (token, ca) = SoftToken::new(true).unwrap();
     let s = harness::start_with(
-        Db::Sqlite,
-        Sessions::Memory,
+        db,
+        sessions,
         &format!("[fido2]\nattestation_policy = \"{}\"\n", trust_file(&ca, AAGUID)),
     )
     .await;
@@ -223,8 +227,8 @@ async fn a_password_without_a_key_is_not_enough() {
 }
 
 #[tokio::test]
-async fn changes_need_the_csrf_token_and_are_audited_with_the_admin_name() {
-    let (s, mut token) = setup().await;
+async fn changes_need_the_csrf_token_and_are_audited_with_the_admin_name_on_postgres_and_redis() {
+    let (s, mut token) = setup_on(Db::Postgres, Sessions::Redis).await;
     staff(&s, &mut token, ADMIN, Some(AdminRole::Admin)).await;
     let http = client();
     let csrf = login(&http, &s, &mut token, ADMIN).await;
