@@ -292,7 +292,7 @@ async fn changes_need_the_csrf_token_and_are_audited_with_the_admin_name_on_post
 
     // Mapping import: a dry run with a bad line reports the line and writes nothing.
     let other = format!("8{}", rpps("1000000043"));
-    let file = format!("alice;{other}\nnobody;{}\n", format!("8{}", rpps("1000000044")));
+    let file = format!("alice;{other}\nnobody;8{}\n", rpps("1000000044"));
     let r = http
         .post(s.url("/admin/mappings/import"))
         .form(&[("csrf", csrf.as_str()), ("file", file.as_str()), ("dry_run", "true")])

@@ -2,6 +2,9 @@
 //! cookie, path `/admin`), the CSRF token of every change and the role, call the domain, and
 //! fill the typed views of the `relais-admin-ui` crate. The rules of the admin login are in
 //! `domain::admin`.
+// Helpers return `Err(response)` for the handler to send as is (login page, 403): one
+// response per request, so its size does not matter.
+#![allow(clippy::result_large_err)]
 mod audit;
 mod clients;
 mod dashboard;
