@@ -62,6 +62,12 @@ command -v openssl >/dev/null || apt_install openssl
 # (the Debian services are not used; a fresh install may start them: that does not matter).
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || apt_install haproxy
 [ -x /usr/bin/prometheus ] || apt_install prometheus
+# --- Chromium ---------------------------------------------------------------------------------
+# The admin UI's browser tests (tests/e2e/admin.rs) drive headless Chromium through chromedriver
+# (WebDriver, with its virtual authenticator for the security key).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  apt_install chromium chromium-driver
+fi
 
 # --- The checks -------------------------------------------------------------------------------
 say "cargo fmt"

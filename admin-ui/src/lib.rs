@@ -1,29 +1,23 @@
-//! The admin web UI for the hospital's IT team, mounted by the gateway under `/admin`.
-//! For now a placeholder page: the pages arrive with the admin UI issue (#7).
-use actix_web::{HttpResponse, web};
-use askama::Template;
+//! The admin web UI for the hospital's IT team: askama templates, one typed view per page
+//! (`views`), their strings in French and English (`texts`) and the static assets, embedded
+//! in the binary. The gateway's `adapters::http::admin` handlers fill the views and mount
+//! everything under `/admin`; this crate knows nothing of the gateway.
+pub mod texts;
+pub mod views;
 
-#[derive(Template)]
-#[template(path = "placeholder.html")]
-struct PlaceholderView {
-    version: &'static str,
-}
+pub use askama::Template;
 
-async fn placeholder() -> HttpResponse {
-    match (PlaceholderView {
-        version: env!("CARGO_PKG_VERSION"),
-    })
-    .render()
-    {
-        Ok(body) => HttpResponse::Ok()
-            .content_type("text/html; charset=utf-8")
-            .insert_header(("Cache-Control", "no-store"))
-            .body(body),
-        Err(_) => HttpResponse::InternalServerError().finish(),
+/// htmx, vendored as a file (no npm in the build): see static/htmx-LICENSE.
+const HTMX: &[u8] = include_bytes!("../static/htmx-2.0.11.min.js");
+const CSS: &[u8] = include_bytes!("../static/admin.css");
+const LOGIN_JS: &[u8] = include_bytes!("../static/admin-login.js");
+
+/// A static asset by file name: (content type, bytes).
+pub fn asset(name: &str) -> Option<(&'static str, &'static [u8])> {
+    match name {
+        "htmx.min.js" => Some(("text/javascript; charset=utf-8", HTMX)),
+        "admin-login.js" => Some(("text/javascript; charset=utf-8", LOGIN_JS)),
+        "admin.css" => Some(("text/css; charset=utf-8", CSS)),
+        _ => None,
     }
-}
-
-/// Routes under `/admin`.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("", web::get().to(placeholder)).route("/", web::get().to(placeholder));
 }

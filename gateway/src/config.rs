@@ -77,6 +77,9 @@ pub struct Config {
     /// SIGTERM: readiness goes false, then in-flight requests drain.
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// The admin web UI under `/admin`.
+    #[serde(default)]
+    pub admin: AdminConfig,
 }
 
 /// `[cards]`: where card logins are received and which IGC-Santé chain is trusted.
@@ -157,6 +160,24 @@ impl Default for ShutdownConfig {
         Self {
             readiness_grace_ms: 5000,
             drain_timeout_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// An admin session ends after this long without a request.
+    pub session_idle_secs: i64,
+    /// ...and at the latest this long after the admin logged in.
+    pub session_max_secs: i64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            session_idle_secs: 900,
+            session_max_secs: 4 * 3600,
         }
     }
 }

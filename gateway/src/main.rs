@@ -229,6 +229,13 @@ enum UserCommand {
         cfg: ConfigArg,
         username: String,
     },
+    /// Grant an admin UI role (`admin`, read-only `auditor`) or withdraw it (`none`).
+    Role {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        username: String,
+        role: String,
+    },
 }
 
 // Parsed once per process: the size difference between variants costs nothing.
@@ -457,6 +464,18 @@ async fn run(cli: Cli) -> Res {
             let c = components(&cfg).await?;
             c.management("cli").set_disabled(&username, false).await?;
             println!("{username} is enabled");
+            Ok(())
+        }
+        Command::User {
+            command: UserCommand::Role { cfg, username, role },
+        } => {
+            let role = match role.as_str() {
+                "none" => None,
+                r => Some(relais::domain::admin::AdminRole::parse(r).ok_or("the role is admin, auditor or none")?),
+            };
+            let c = components(&cfg).await?;
+            c.management("cli").set_admin_role(c.store.as_ref(), &username, role).await?;
+            println!("{username}: admin UI role {}", role.map(|r| r.as_str()).unwrap_or("none"));
             Ok(())
         }
         Command::Client { command } => client_command(command).await,

@@ -384,6 +384,16 @@ pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Runni
             })
         }),
     });
+    let admin_state = web::Data::new(http::admin::AdminState {
+        roles: components.store.clone(),
+        policy: crate::domain::admin::AdminSessionPolicy {
+            idle_secs: cfg.admin.session_idle_secs,
+            max_secs: cfg.admin.session_max_secs,
+        },
+        settings_text: format!("{cfg:#?}"),
+        secure_cookies: !cfg.dev_mode,
+        enrolment_code_ttl_secs: cfg.fido2.enrolment_code_ttl_secs,
+    });
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let readiness = Arc::new(http::Readiness::default());
@@ -393,6 +403,7 @@ pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Runni
             .app_data(state.clone())
             .app_data(ready.clone())
             .wrap(middleware::from_fn(http::metrics::observe))
+            .app_data(admin_state.clone())
             .wrap(
                 middleware::DefaultHeaders::new()
                     .add(("X-Content-Type-Options", "nosniff"))

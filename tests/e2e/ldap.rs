@@ -371,7 +371,10 @@ async fn ldap_logins_reuse_pooled_connections() {
     }
     let opened = slapd_connections_total(&d) - before - 1;
     // One per bind, one for the searches (slack as above for a rebuilt search connection).
-    assert!((LOGINS + 1..=LOGINS + 3).contains(&opened), "one per bind, one for the searches: {opened}");
+    assert!(
+        (LOGINS + 1..=LOGINS + 3).contains(&opened),
+        "one per bind, one for the searches: {opened}"
+    );
     s.stop().await;
 }
 

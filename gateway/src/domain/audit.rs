@@ -201,6 +201,29 @@ pub enum AuditEvent {
     CardHeaderIgnored {
         header: String,
     },
+    /// An admin UI login (password, then a security key), accepted or refused.
+    AdminLogin {
+        username: String,
+        account_id: Option<String>,
+        success: bool,
+        reason: Option<String>,
+    },
+    /// An admin UI request refused: read-only role, missing or wrong CSRF token.
+    AdminRefused {
+        actor: String,
+        action: String,
+        reason: String,
+    },
+    /// An admin UI role granted (`role`) or withdrawn (`None`).
+    AdminRoleChanged {
+        account_id: String,
+        role: Option<String>,
+        actor: String,
+    },
+    ClientSecretRotated {
+        client_id: String,
+        actor: String,
+    },
 }
 
 impl AuditEvent {
@@ -237,6 +260,10 @@ impl AuditEvent {
             Self::CardLogin { .. } => "card_login",
             Self::CardMappingEstablished { .. } => "card_mapping_established",
             Self::CardHeaderIgnored { .. } => "card_header_ignored",
+            Self::AdminLogin { .. } => "admin_login",
+            Self::AdminRefused { .. } => "admin_refused",
+            Self::AdminRoleChanged { .. } => "admin_role_changed",
+            Self::ClientSecretRotated { .. } => "client_secret_rotated",
         }
     }
 
@@ -246,6 +273,7 @@ impl AuditEvent {
             | Self::Fido2KeyRegistered { success: true, .. }
             | Self::Fido2Authentication { success: true, .. }
             | Self::CardLogin { success: true, .. } => Outcome::Success,
+            Self::AdminLogin { success: true, .. } => Outcome::Success,
             Self::AuthorizeRefused { .. }
             | Self::LoginPassword { .. }
             | Self::LoginThrottled { .. }
@@ -255,6 +283,8 @@ impl AuditEvent {
             | Self::Fido2CounterRegression { .. }
             | Self::CardLogin { .. }
             | Self::CardHeaderIgnored { .. }
+            | Self::AdminLogin { .. }
+            | Self::AdminRefused { .. }
             | Self::TokenRefused { .. }
             | Self::CodeReplayed { .. }
             | Self::RefreshReuseDetected { .. }
@@ -283,7 +313,9 @@ impl AuditEvent {
             | Self::Fido2Authentication { account_id, .. }
             | Self::Fido2CounterRegression { account_id }
             | Self::Fido2KeyRevoked { account_id, .. }
-            | Self::CardMappingEstablished { account_id, .. } => Some(account_id),
+            | Self::CardMappingEstablished { account_id, .. }
+            | Self::AdminRoleChanged { account_id, .. } => Some(account_id),
+            Self::AdminLogin { account_id, .. } => account_id.as_deref(),
             Self::AuthorizeRefused { .. }
             | Self::TokenRefused { .. }
             | Self::CodeReplayed { .. }
@@ -295,8 +327,10 @@ impl AuditEvent {
             | Self::LoginThrottled { .. }
             | Self::LoginAccountRefused { .. }
             | Self::AuditExported { .. }
-            | Self::AuditPurged { .. }
-            | Self::CardHeaderIgnored { .. } => None,
+            | Self::CardHeaderIgnored { .. }
+            | Self::AdminRefused { .. }
+            | Self::ClientSecretRotated { .. }
+            | Self::AuditPurged { .. } => None,
         }
     }
 
@@ -313,7 +347,8 @@ impl AuditEvent {
             | Self::CodeReplayed { client_id }
             | Self::RefreshReuseDetected { client_id, .. }
             | Self::TokenRevoked { client_id, .. }
-            | Self::ClientRegistered { client_id, .. } => Some(client_id),
+            | Self::ClientRegistered { client_id, .. }
+            | Self::ClientSecretRotated { client_id, .. } => Some(client_id),
             Self::LoginPassword { .. }
             | Self::AccountCreated { .. }
             | Self::AccountChanged { .. }
@@ -330,10 +365,13 @@ impl AuditEvent {
             | Self::Fido2KeyRevoked { .. }
             | Self::SigningKeyRotated { .. }
             | Self::AuditExported { .. }
-            | Self::AuditPurged { .. }
             | Self::CardLogin { .. }
             | Self::CardMappingEstablished { .. }
-            | Self::CardHeaderIgnored { .. } => None,
+            | Self::CardHeaderIgnored { .. }
+            | Self::AdminLogin { .. }
+            | Self::AdminRefused { .. }
+            | Self::AdminRoleChanged { .. }
+            | Self::AuditPurged { .. } => None,
         }
     }
 }

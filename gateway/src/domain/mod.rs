@@ -1,6 +1,7 @@
 //! The rules of Relais, free of HTTP, SQL and sockets. Everything with side effects is reached
 //! through the narrow traits in [`ports`]; time and randomness are passed in.
 pub mod account;
+pub mod admin;
 pub mod annuaire;
 pub mod audit;
 pub mod audit_chain;

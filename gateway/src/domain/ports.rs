@@ -97,6 +97,8 @@ pub enum Namespace {
     Webauthn,
     /// A checked smart card waiting to be redeemed by its browser, keyed by a random token.
     CardProof,
+    /// Admin UI: pending admin logins (`p:`) and admin sessions (`s:`), apart from SSO.
+    Admin,
 }
 
 impl Namespace {
@@ -113,6 +115,7 @@ impl Namespace {
             Self::PscProof => "pscproof",
             Self::Webauthn => "webauthn",
             Self::CardProof => "cardproof",
+            Self::Admin => "admin",
         }
     }
 }

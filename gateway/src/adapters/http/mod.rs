@@ -1,6 +1,7 @@
 //! The HTTP layer (actix-web): the only code that knows HTTP. Handlers turn requests into the
 //! domain's inputs and the domain's outcomes into responses; errors become HTTP in one place
 //! (`errors`).
+pub mod admin;
 mod card;
 pub mod discovery;
 mod errors;
@@ -76,6 +77,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/", web::get().to(pages::home))
-        .service(web::scope("/admin").configure(relais_admin_ui::routes))
+        .service(web::scope("/admin").configure(admin::routes))
         .default_service(web::to(pages::not_found));
 }

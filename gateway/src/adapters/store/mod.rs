@@ -1,5 +1,6 @@
 //! Durable storage on SQL through sea-orm: SQLite (embedded default) or PostgreSQL, chosen by
 //! the URL. Implements the domain's `Storage` port.
+mod admin_roles;
 pub mod audit_cursor;
 mod client_cache;
 mod entities;

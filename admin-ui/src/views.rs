@@ -1,0 +1,207 @@
+//! One typed view per page. The gateway's handlers fill them from the domain; the templates
+//! in `templates/` render them. Everything here is plain data: no I/O.
+use crate::texts::Texts;
+use askama::Template;
+
+/// What every page after login shows around its content.
+pub struct Chrome {
+    pub lang: &'static str,
+    pub t: &'static Texts,
+    /// Sent back by every form (hidden field) and by htmx (`X-CSRF-Token` header).
+    pub csrf: String,
+    pub admin_name: String,
+    pub role: &'static str,
+    pub may_change: bool,
+    /// The menu entry to highlight.
+    pub nav: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+pub struct LoginView {
+    pub lang: &'static str,
+    pub t: &'static Texts,
+    pub csrf: String,
+    pub error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "key.html")]
+pub struct KeyView {
+    pub lang: &'static str,
+    pub t: &'static Texts,
+    pub pending_id: String,
+    pub csrf: String,
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+pub struct MessageView {
+    pub lang: &'static str,
+    pub t: &'static Texts,
+    pub title: String,
+    pub message: String,
+}
+
+pub struct CountRow {
+    pub label: String,
+    pub success: u64,
+    pub failure: u64,
+}
+
+pub struct SigningKeyRow {
+    pub kid: String,
+    pub alg: String,
+    pub age_days: i64,
+    pub active: bool,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+pub struct DashboardView {
+    pub c: Chrome,
+    pub logins: Vec<CountRow>,
+    pub lockouts: u64,
+    pub truncated: bool,
+    pub db_ok: bool,
+    pub sessions_ok: bool,
+    pub signing_keys: Vec<SigningKeyRow>,
+    pub audit_head: i64,
+    pub last_checkpoint: Option<i64>,
+}
+
+pub struct PersonRow {
+    pub username: String,
+    pub display_name: String,
+    pub email: String,
+    pub source: String,
+    pub disabled: bool,
+}
+
+#[derive(Template)]
+#[template(path = "people.html")]
+pub struct PeopleView {
+    pub c: Chrome,
+    pub q: String,
+    pub people: Vec<PersonRow>,
+    pub more: bool,
+}
+
+/// Only the result table, for htmx's live search.
+#[derive(Template)]
+#[template(path = "people_results.html")]
+pub struct PeopleResultsView {
+    pub t: &'static Texts,
+    pub people: Vec<PersonRow>,
+    pub more: bool,
+}
+
+pub struct MappingRow {
+    pub idnat: String,
+    pub provenance: String,
+    pub verified: bool,
+    pub profession: String,
+}
+
+pub struct KeyRow {
+    pub id: String,
+    pub name: String,
+    pub aaguid: String,
+    pub created: String,
+    pub last_used: String,
+    pub revoked: Option<String>,
+}
+
+pub struct AuditRow {
+    pub seq: i64,
+    pub at: String,
+    pub kind: String,
+    pub outcome: String,
+    pub account: String,
+    pub client: String,
+    pub ip: String,
+    pub details: String,
+}
+
+#[derive(Template)]
+#[template(path = "person.html")]
+pub struct PersonView {
+    pub c: Chrome,
+    pub person: PersonRow,
+    pub account_id: String,
+    pub role: String,
+    pub mappings: Vec<MappingRow>,
+    pub keys: Vec<KeyRow>,
+    pub events: Vec<AuditRow>,
+    /// Outcome of the last action (a notice or an error).
+    pub notice: Option<String>,
+    pub error: Option<String>,
+    /// A fresh enrolment code and its expiry: shown once.
+    pub enrolment_code: Option<(String, String)>,
+}
+
+pub struct ImportResult {
+    pub dry_run: bool,
+    pub applied: bool,
+    pub lines: usize,
+    pub changes: Vec<String>,
+    pub review: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "import.html")]
+pub struct ImportView {
+    pub c: Chrome,
+    pub text: String,
+    pub result: Option<ImportResult>,
+    pub error: Option<String>,
+}
+
+pub struct ClientRow {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub auth_method: String,
+    pub redirect_uris: String,
+    pub min_acr: String,
+    pub has_secret: bool,
+}
+
+#[derive(Template)]
+#[template(path = "clients.html")]
+pub struct ClientsView {
+    pub c: Chrome,
+    pub clients: Vec<ClientRow>,
+    /// (client id, secret) right after a registration or rotation: shown once.
+    pub secret: Option<(String, String)>,
+    pub error: Option<String>,
+    pub acr_levels: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+pub struct AuditView {
+    pub c: Chrome,
+    pub event_type: String,
+    pub account_id: String,
+    pub client_id: String,
+    pub outcome: String,
+    pub since: String,
+    pub until: String,
+    pub rows: Vec<AuditRow>,
+    /// Query string of the next page, when there is one.
+    pub next: Option<String>,
+    /// Query string of the current filters (for the export link).
+    pub filters: String,
+    pub verify: Option<(bool, String)>,
+    /// Every event type, and whether it is the one filtered on.
+    pub event_types: Vec<(&'static str, bool)>,
+}
+
+#[derive(Template)]
+#[template(path = "settings.html")]
+pub struct SettingsView {
+    pub c: Chrome,
+    pub config: String,
+}

@@ -1,0 +1,114 @@
+//! The dashboard: today's logins by method and outcome, lockouts, dependency health, signing
+//! key age and the audit chain's head.
+use super::{AdminState, admin};
+use crate::adapters::http::AppState;
+use crate::adapters::http::pages::html;
+use crate::domain::audit_chain::{AuditQuery, Order};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use relais_admin_ui::views::{CountRow, DashboardView, SigningKeyRow};
+use std::collections::HashMap;
+
+/// Events counted per day: past this, the counts say they are partial.
+const DAY_SCAN: u64 = 20_000;
+
+/// The login events and how the dashboard names their method.
+const METHODS: &[(&str, &str)] = &[
+    ("login_password", "mot de passe / password"),
+    ("fido2_authentication", "clé FIDO2 / FIDO2 key"),
+    ("sso_reused", "SSO"),
+    ("admin_login", "admin"),
+];
+
+#[tracing::instrument(skip_all)]
+pub async fn page(req: HttpRequest, state: web::Data<AppState>, admin_state: web::Data<AdminState>) -> HttpResponse {
+    let a = match admin(&req, &state, &admin_state).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let now = state.provider.clock.now();
+    let midnight = now.date_naive().and_hms_opt(0, 0, 0).map(|d| d.and_utc()).unwrap_or(now);
+    let mut counts: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut lockouts = 0;
+    let mut truncated = false;
+    let mut cursor = None;
+    let mut scanned = 0u64;
+    loop {
+        let page = match state
+            .storage
+            .audit_query(&AuditQuery {
+                since: Some(midnight),
+                cursor,
+                order: Order::Descending,
+                limit: 2000,
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => return super::domain_error(e, a.lang),
+        };
+        for r in &page.records {
+            if r.event_type == "login_throttled" {
+                lockouts += 1;
+            }
+            let e = counts.entry(r.event_type.clone()).or_default();
+            if r.outcome == "success" {
+                e.0 += 1;
+            } else {
+                e.1 += 1;
+            }
+        }
+        scanned += page.records.len() as u64;
+        match page.next_cursor {
+            Some(c) if scanned < DAY_SCAN => cursor = Some(c),
+            Some(_) => {
+                truncated = true;
+                break;
+            }
+            None => break,
+        }
+    }
+    let logins = METHODS
+        .iter()
+        .map(|(kind, label)| {
+            let (success, failure) = counts.get(*kind).copied().unwrap_or_default();
+            CountRow {
+                label: (*label).into(),
+                success,
+                failure,
+            }
+        })
+        .collect();
+    let timeout = state.probe_timeout;
+    let db_ok = matches!(tokio::time::timeout(timeout, state.storage.ping()).await, Ok(Ok(())));
+    let sessions_ok = matches!(tokio::time::timeout(timeout, state.sessions.ping()).await, Ok(Ok(())));
+    let signing_keys = match state.storage.signing_keys().await {
+        Ok(keys) => keys
+            .into_iter()
+            .map(|k| SigningKeyRow {
+                kid: k.kid,
+                alg: k.alg.as_str().into(),
+                age_days: (now - k.created_at).num_days(),
+                active: k.rotated_at.is_none(),
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let audit_head = state.storage.audit_head().await.map(|(seq, _)| seq).unwrap_or(-1);
+    let last_checkpoint = state.storage.audit_checkpoints().await.ok().and_then(|c| c.last().map(|c| c.seq));
+    html(
+        StatusCode::OK,
+        &DashboardView {
+            c: a.chrome("dashboard"),
+            logins,
+            lockouts,
+            truncated,
+            db_ok,
+            sessions_ok,
+            signing_keys,
+            audit_head,
+            last_checkpoint,
+        },
+    )
+}

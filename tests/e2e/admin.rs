@@ -1,0 +1,573 @@
+//! The admin web UI end to end. `browser_*`: headless Chromium (chromedriver, WebDriver) with a
+//! virtual FIDO2 authenticator logs in with password and key, finds a person, edits a mapping,
+//! revokes a key, registers a client and exports the audit trail, writing screenshots to
+//! docs/img/. The other tests drive the same pages over plain HTTP (reqwest) for what a browser
+//! would not do on its own: forged forms, replays, the auditor's refused changes.
+use crate::browser::field;
+use crate::fido2::trust_file;
+use crate::harness::{self, ALICE, Db, Server, Sessions};
+use crate::identity::rpps;
+use crate::webdriver::Driver;
+use relais::domain::admin::AdminRole;
+use relais::domain::fido2::{KeyHolder, SecurityKeyRecord};
+use relais::domain::management::NewAccount;
+use relais::domain::ports::Storage;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use webauthn_authenticator_rs::WebauthnAuthenticator;
+use webauthn_authenticator_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, Url};
+use webauthn_authenticator_rs::softtoken::{AAGUID, SoftToken};
+
+const ADMIN: (&str, &str) = ("root-admin", "admin-password-1");
+const AUDITOR: (&str, &str) = ("inspecteur", "auditor-password-1");
+
+async fn setup() -> (Server, SoftToken) {
+    setup_on(Db::Sqlite, Sessions::Memory).await
+}
+
+async fn setup_on(db: Db, sessions: Sessions) -> (Server, SoftToken) {
+    let (token, ca) = SoftToken::new(true).unwrap();
+    let s = harness::start_with(
+        db,
+        sessions,
+        &format!("[fido2]\nattestation_policy = \"{}\"\n", trust_file(&ca, AAGUID)),
+    )
+    .await;
+    (s, token)
+}
+
+/// A local account with a role (or none) and a security key held by `token`; returns the
+/// key's credential id.
+async fn staff(s: &Server, token: &mut SoftToken, who: (&str, &str), role: Option<AdminRole>) -> Vec<u8> {
+    let c = s.components();
+    let m = c.management("test");
+    if c.store.account_by_username(who.0).await.unwrap().is_none() {
+        m.create_account(&c.config.passwords, NewAccount::new(who.0, "Camille", who.0), who.1)
+            .await
+            .unwrap();
+    }
+    if role.is_some() {
+        m.set_admin_role(c.store.as_ref(), who.0, role).await.unwrap();
+    }
+    enrol(s, token, who.0).await
+}
+
+/// Registers a key of `token` for `username` through the FIDO2 port (attestation checked).
+async fn enrol(s: &Server, token: &mut SoftToken, username: &str) -> Vec<u8> {
+    let p = &s.components().provider;
+    let account = s.components().store.account_by_username(username).await.unwrap().unwrap();
+    let port = p.security_keys.as_ref().unwrap();
+    let holder = KeyHolder {
+        account_id: account.id,
+        username: account.username.clone(),
+        display_name: account.display_name.clone(),
+    };
+    let existing = p.key_store.security_keys(account.id).await.unwrap();
+    let c = port.start_registration(&holder, &existing).unwrap();
+    let options: CreationChallengeResponse = serde_json::from_value(c.options).unwrap();
+    let answer = token.do_registration(Url::parse(&s.base).unwrap(), options).unwrap();
+    let raw_id = relais::domain::crypto::b64url_decode(&answer.id).unwrap();
+    let new = port.finish_registration(&serde_json::to_value(answer).unwrap(), &c.state).unwrap();
+    p.key_store
+        .insert_security_key(&SecurityKeyRecord {
+            id: uuid::Uuid::new_v4(),
+            account_id: account.id,
+            credential_id: new.credential_id,
+            credential: new.credential,
+            aaguid: new.aaguid,
+            name: format!("clé de {username}"),
+            created_at: chrono::Utc::now(),
+            last_used_at: None,
+            revoked_at: None,
+        })
+        .await
+        .unwrap();
+    raw_id
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn data_attr(page: &str, name: &str) -> String {
+    let start = page.find(&format!("{name}=\"")).unwrap_or_else(|| panic!("{name} in {page}")) + name.len() + 2;
+    page[start..].split('"').next().unwrap().to_owned()
+}
+
+/// The password step; returns the response.
+async fn password_step(http: &reqwest::Client, s: &Server, who: (&str, &str)) -> reqwest::Response {
+    let page = http.get(s.url("/admin/login")).send().await.unwrap().text().await.unwrap();
+    let csrf = field(&page, "csrf").expect("csrf");
+    http.post(s.url("/admin/login"))
+        .form(&[("csrf", csrf.as_str()), ("username", who.0), ("password", who.1)])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Password, then the SoftToken key: returns the admin page's CSRF token.
+async fn login(http: &reqwest::Client, s: &Server, token: &mut SoftToken, who: (&str, &str)) -> String {
+    let r = password_step(http, s, who).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{}", r.text().await.unwrap());
+    let page = http.get(s.url("/admin/login/key")).send().await.unwrap().text().await.unwrap();
+    let (id, csrf) = (data_attr(&page, "data-pending-id"), data_attr(&page, "data-csrf"));
+    let r = http
+        .post(s.url("/admin/login/key/options"))
+        .json(&json!({"pending_id": id, "csrf": csrf}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let options: RequestChallengeResponse = r.json().await.unwrap();
+    let answer = token.do_authentication(Url::parse(&s.base).unwrap(), options).unwrap();
+    let body = json!({"pending_id": id, "csrf": csrf, "credential": answer});
+    let r = http.post(s.url("/admin/login/key/finish")).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let j: Value = r.json().await.unwrap();
+    assert_eq!(j["redirect"], "/admin");
+    // The same answer again: the login step was consumed.
+    let again = http.post(s.url("/admin/login/key/finish")).json(&body).send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::FORBIDDEN);
+    let dash = http.get(s.url("/admin")).send().await.unwrap();
+    assert_eq!(dash.status(), StatusCode::OK);
+    let page = dash.text().await.unwrap();
+    field(&page, "csrf").expect("csrf on admin pages")
+}
+
+/// Audit events of `kind`, newest first, as JSON.
+async fn events(s: &Server, kind: &str) -> Vec<Value> {
+    s.storage()
+        .audit_records(1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.event.kind() == kind)
+        .map(|r| serde_json::to_value(&r.event).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn admin_login_needs_the_role_the_password_and_a_security_key() {
+    let (s, mut token) = setup().await;
+    staff(&s, &mut token, ADMIN, Some(AdminRole::Admin)).await;
+    let http = client();
+
+    // No session: the login page.
+    let r = http.get(s.url("/admin")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], "/admin/login");
+
+    // A wrong password is refused like an unknown user.
+    let r = password_step(&http, &s, (ADMIN.0, "wrong-password")).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // The password alone opens nothing: /admin still sends to the login.
+    let r = password_step(&http, &s, ADMIN).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(http.get(s.url("/admin")).send().await.unwrap().status(), StatusCode::SEE_OTHER);
+
+    // A non-admin with the right password and a key is refused (alice has no role).
+    enrol(&s, &mut token, ALICE.0).await;
+    let r = password_step(&client(), &s, ALICE).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let refused = events(&s, "admin_login").await;
+    assert!(
+        refused.iter().any(|e| e["reason"] == "not_admin" && e["username"] == "alice"),
+        "{refused:?}"
+    );
+
+    // The full login; the session cookie is scoped to /admin and SameSite=Strict.
+    let r = password_step(&http, &s, ADMIN).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let http = client();
+    login(&http, &s, &mut token, ADMIN).await;
+    let ok = events(&s, "admin_login").await;
+    assert!(ok.iter().any(|e| e["success"] == true && e["username"] == ADMIN.0), "{ok:?}");
+
+    // The SSO endpoints do not see the admin session: /authorize still asks for a login.
+    let r = http
+        .get(harness::authorize_url(&s, "web", harness::CALLBACK, ""))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["location"].to_str().unwrap().starts_with("/login"));
+
+    // The session is short: after the idle timeout it is gone.
+    s.clock.advance(std::time::Duration::from_secs(901));
+    assert_eq!(http.get(s.url("/admin")).send().await.unwrap().status(), StatusCode::SEE_OTHER);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_password_without_a_key_is_not_enough() {
+    let (s, _token) = setup().await;
+    let c = s.components();
+    c.management("test")
+        .create_account(
+            &c.config.passwords,
+            NewAccount::new("keyless", "Kim", "Keyless"),
+            "keyless-password-1",
+        )
+        .await
+        .unwrap();
+    c.management("test")
+        .set_admin_role(c.store.as_ref(), "keyless", Some(AdminRole::Admin))
+        .await
+        .unwrap();
+    let r = password_step(&client(), &s, ("keyless", "keyless-password-1")).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.text().await.unwrap().contains("security key"));
+    let e = events(&s, "admin_login").await;
+    assert_eq!(e[0]["reason"], "no_security_key");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn changes_need_the_csrf_token_and_are_audited_with_the_admin_name_on_postgres_and_redis() {
+    let (s, mut token) = setup_on(Db::Postgres, Sessions::Redis).await;
+    staff(&s, &mut token, ADMIN, Some(AdminRole::Admin)).await;
+    let http = client();
+    let csrf = login(&http, &s, &mut token, ADMIN).await;
+    let idnat = format!("8{}", rpps("1000000042"));
+
+    // A forged form: the admin's cookie rides along, the token does not.
+    let r = http
+        .post(s.url("/admin/people/alice/link"))
+        .form(&[("idnat", idnat.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = http
+        .post(s.url("/admin/people/alice/link"))
+        .form(&[("idnat", idnat.as_str()), ("csrf", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let refused = events(&s, "admin_refused").await;
+    assert_eq!(refused.len(), 2);
+    assert_eq!(refused[0]["reason"], "csrf");
+    assert_eq!(refused[0]["actor"], "admin:root-admin");
+    assert!(s.components().management("t").show("alice").await.unwrap().1.is_empty());
+
+    // With the token (header, as htmx sends it): linked, and audited naming the admin.
+    let r = http
+        .post(s.url("/admin/people/alice/link"))
+        .header("X-CSRF-Token", &csrf)
+        .form(&[("idnat", idnat.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let ids = s.components().management("t").show("alice").await.unwrap().1;
+    assert_eq!(ids[0].idnat.to_string(), idnat);
+    let linked = events(&s, "identity_linked").await;
+    assert_eq!(linked[0]["actor"], "admin:root-admin");
+
+    // A bad idNat comes back on the page as an error; nothing is written.
+    let r = http
+        .post(s.url("/admin/people/alice/link"))
+        .form(&[("idnat", "81234"), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("class=\"error\""));
+
+    // Enrolment code: shown once on the page, audited.
+    let r = http
+        .post(s.url("/admin/people/alice/enrolment-code"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let page = r.text().await.unwrap();
+    assert!(page.contains("id=\"enrolment-code\""), "{page}");
+    assert_eq!(events(&s, "fido2_enrolment_code_issued").await[0]["actor"], "admin:root-admin");
+
+    // Mapping import: a dry run with a bad line reports the line and writes nothing.
+    let other = format!("8{}", rpps("1000000043"));
+    let file = format!("alice;{other}\nnobody;8{}\n", rpps("1000000044"));
+    let r = http
+        .post(s.url("/admin/mappings/import"))
+        .form(&[("csrf", csrf.as_str()), ("file", file.as_str()), ("dry_run", "true")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("line 2"), "{page}");
+    assert_eq!(s.components().management("t").show("alice").await.unwrap().1.len(), 1);
+
+    // Clients: a registration shows the secret once; a rotation replaces it.
+    let r = http
+        .post(s.url("/admin/clients"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("kind", "local"),
+            ("client_id", "pharma"),
+            ("name", "Pharmacie"),
+            ("auth_method", "client_secret_basic"),
+            ("redirect_uris", "https://pharma.chu.example/cb"),
+            ("min_acr", ""),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let page = r.text().await.unwrap();
+    let secret = page
+        .split("id=\"client-secret\">")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(secret.len() >= 40);
+    let r = http
+        .post(s.url("/admin/clients/pharma/rotate"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let page = r.text().await.unwrap();
+    let rotated = page.split("id=\"client-secret\">").nth(1).unwrap().split('<').next().unwrap();
+    assert_ne!(rotated, secret);
+    assert_eq!(events(&s, "client_secret_rotated").await[0]["actor"], "admin:root-admin");
+    // The clients list never shows a secret again.
+    let list = http.get(s.url("/admin/clients")).send().await.unwrap().text().await.unwrap();
+    assert!(!list.contains(rotated) && !list.contains(&secret));
+
+    // Logout ends the admin session.
+    let r = http
+        .post(s.url("/admin/logout"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(http.get(s.url("/admin")).send().await.unwrap().status(), StatusCode::SEE_OTHER);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_auditor_reads_the_audit_trail_and_mappings_and_changes_nothing() {
+    let (s, mut token) = setup().await;
+    staff(&s, &mut token, AUDITOR, Some(AdminRole::Auditor)).await;
+    let http = client();
+    let csrf = login(&http, &s, &mut token, AUDITOR).await;
+
+    let page = http.get(s.url("/admin/people/alice")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let page = page.text().await.unwrap();
+    assert!(!page.contains("/link\""), "no change forms for an auditor");
+    assert_eq!(http.get(s.url("/admin/audit")).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        http.get(s.url("/admin/settings")).send().await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+
+    // Even with a valid token, a change is refused and audited.
+    let idnat = format!("8{}", rpps("1000000042"));
+    let r = http
+        .post(s.url("/admin/people/alice/link"))
+        .form(&[("idnat", idnat.as_str()), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(s.components().management("t").show("alice").await.unwrap().1.is_empty());
+    let refused = events(&s, "admin_refused").await;
+    assert_eq!(refused[0]["reason"], "read_only_role");
+    assert_eq!(refused[0]["actor"], format!("admin:{}", AUDITOR.0));
+
+    // Verifying the chain changes nothing: allowed.
+    let r = http
+        .post(s.url("/admin/audit/verify"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains("Chaîne intègre"));
+
+    // Export: JSON lines of the filtered records, and the export itself is audited.
+    let r = http.get(s.url("/admin/audit/export?event_type=admin_login")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body = r.text().await.unwrap();
+    let lines: Vec<Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!lines.is_empty());
+    assert!(lines.iter().all(|l| l["event_type"] == "admin_login"), "{body}");
+    assert_eq!(events(&s, "audit_exported").await.len(), 1);
+
+    // A withdrawn role ends the session at the next request.
+    let c = s.components();
+    c.management("test")
+        .set_admin_role(c.store.as_ref(), AUDITOR.0, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        http.get(s.url("/admin/audit")).send().await.unwrap().status(),
+        StatusCode::SEE_OTHER
+    );
+    s.stop().await;
+}
+
+/// The PKCS#8 private key of the SoftToken credential `credential_id` (SoftToken keeps SEC1).
+fn softtoken_key(token: &SoftToken, credential_id: &[u8]) -> Vec<u8> {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
+    let cbor = token.to_cbor().unwrap();
+    let v: serde_cbor_2::Value = serde_cbor_2::from_slice(&cbor).unwrap();
+    let bytes = |v: &serde_cbor_2::Value| -> Vec<u8> {
+        match v {
+            serde_cbor_2::Value::Bytes(b) => b.clone(),
+            serde_cbor_2::Value::Array(a) => a
+                .iter()
+                .map(|x| match x {
+                    serde_cbor_2::Value::Integer(i) => *i as u8,
+                    other => panic!("{other:?}"),
+                })
+                .collect(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let serde_cbor_2::Value::Map(top) = v else { panic!("token") };
+    let tokens = top
+        .iter()
+        .find(|(k, _)| matches!(k, serde_cbor_2::Value::Text(t) if t == "tokens"))
+        .map(|(_, v)| v)
+        .unwrap();
+    let serde_cbor_2::Value::Map(tokens) = tokens else {
+        panic!("tokens")
+    };
+    let sec1 = tokens
+        .iter()
+        .find(|(k, _)| bytes(k) == credential_id)
+        .map(|(_, v)| bytes(v))
+        .expect("the credential in the SoftToken");
+    let pair = EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_ASN1_SIGNING, &sec1).unwrap();
+    pair.to_pkcs8v1().unwrap().as_ref().to_vec()
+}
+
+fn img(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/img").join(name)
+}
+
+#[tokio::test]
+async fn browser_admin_logs_in_with_a_key_edits_a_mapping_revokes_a_key_registers_a_client_and_exports_audit() {
+    let (s, mut token) = setup().await;
+    let credential = staff(&s, &mut token, ADMIN, Some(AdminRole::Admin)).await;
+    // Alice has a key the admin will revoke (from the same trusted token).
+    enrol(&s, &mut token, ALICE.0).await;
+
+    // The admin's key moves into Chromium's virtual authenticator: from now on the browser
+    // signs the assertions, over CTAP2. The SoftToken registered it with transport
+    // `internal`, so the virtual authenticator is attached that way.
+    let d = Driver::start().await;
+    let authenticator = d.add_authenticator("internal").await;
+    d.add_credential(&authenticator, &credential, &softtoken_key(&token, &credential), "localhost", 1000)
+        .await;
+
+    d.goto(&s.url("/admin")).await;
+    d.wait_url("/admin/login").await;
+    d.screenshot(&img("admin-login.png")).await;
+    d.type_into("#username", ADMIN.0).await;
+    d.type_into("#password", ADMIN.1).await;
+    d.click("#login-submit").await;
+    d.wait_url("/admin/login/key").await;
+    d.click("#key-use").await;
+    d.wait_url("/admin").await;
+    assert!(d.text("h1").await.contains("Tableau de bord"));
+    d.screenshot(&img("admin-dashboard.png")).await;
+
+    // Find a person.
+    d.goto(&s.url("/admin/people")).await;
+    d.type_into("#q", "alice").await;
+    d.click("#search-submit").await;
+    d.find("a[href='/admin/people/alice']").await;
+    d.screenshot(&img("admin-people.png")).await;
+    d.click("a[href='/admin/people/alice']").await;
+    d.wait_url("/admin/people/alice").await;
+
+    // Edit the mapping.
+    let idnat = format!("8{}", rpps("1000000042"));
+    d.type_into("#idnat", &idnat).await;
+    d.click("#link-submit").await;
+    d.wait_url("?done=1").await;
+    assert!(d.page_source().await.contains(&idnat));
+    let ids = s.components().management("t").show("alice").await.unwrap().1;
+    assert_eq!(ids[0].idnat.to_string(), idnat);
+
+    // Revoke alice's key.
+    d.click("#keys button.danger").await;
+    d.wait_url("?done=1").await;
+    d.screenshot(&img("admin-person.png")).await;
+    let keys = s.components().management("t").security_keys_of("alice").await.unwrap();
+    assert!(keys[0].revoked_at.is_some());
+    assert_eq!(events(&s, "fido2_key_revoked").await[0]["actor"], "admin:root-admin");
+
+    // Register a client: the secret is on the page once.
+    d.goto(&s.url("/admin/clients")).await;
+    d.type_into("#client_id", "radiologie").await;
+    d.type_into("#name", "Radiologie").await;
+    d.type_into("#redirect_uris", "https://radio.chu.example/cb").await;
+    d.click("#register-local").await;
+    let secret = d.text("#client-secret").await;
+    assert!(secret.len() >= 40, "{secret}");
+    d.screenshot(&img("admin-clients.png")).await;
+    assert!(
+        s.storage()
+            .client(&relais::protocol::ClientId::parse("radiologie").unwrap())
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // Audit: the page, then the export as the browser downloads it.
+    d.goto(&s.url("/admin/audit")).await;
+    d.find("#export").await;
+    d.screenshot(&img("admin-audit.png")).await;
+    let exported = d
+        .run_async("const done = arguments[0]; fetch('/admin/audit/export').then(r => r.text()).then(done);")
+        .await;
+    let lines = exported.as_str().unwrap().lines().count();
+    assert!(lines > 5, "{exported}");
+    assert_eq!(events(&s, "audit_exported").await.len(), 1);
+
+    // Mapping import, dry run.
+    d.goto(&s.url("/admin/mappings/import")).await;
+    d.type_into("#file", &format!("alice;8{}\nnobody;8{}", rpps("1000000043"), rpps("1000000044")))
+        .await;
+    d.click("#import-submit").await;
+    d.find("#import-result").await;
+    d.screenshot(&img("admin-import.png")).await;
+
+    // English on request.
+    d.goto(&s.url("/admin?lang=en")).await;
+    assert!(d.text("h1").await.contains("Dashboard"));
+    d.quit().await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn browser_a_non_admin_is_refused() {
+    let (s, mut token) = setup().await;
+    enrol(&s, &mut token, ALICE.0).await;
+    let d = Driver::start().await;
+    d.goto(&s.url("/admin/login")).await;
+    d.type_into("#username", ALICE.0).await;
+    d.type_into("#password", ALICE.1).await;
+    d.click("#login-submit").await;
+    let error = d.text(".error").await;
+    assert!(error.contains("not an administrator"), "{error}");
+    d.goto(&s.url("/admin/people")).await;
+    d.wait_url("/admin/login").await;
+    d.quit().await;
+    s.stop().await;
+}
