@@ -7,7 +7,7 @@
 # Safe on a CI machine or a developer's: it needs root (or sudo), refuses to run when a relais
 # package is already installed (it would replace it), never enables or starts the unit, keeps
 # the demo's data in a temporary directory, and purges on every exit path.
-# Called by scripts/test.sh (RELAIS_PACKAGE_TEST=0 skips it: the release build takes minutes).
+# Called by scripts/test.sh (SKIP_PACKAGE_TEST=1 skips it; not RELAIS_*, which the config overlay reads: the release build takes minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/relais/target}"
