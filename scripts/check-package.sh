@@ -49,7 +49,7 @@ say "dpkg -i $(basename "$deb")"
 installed=1
 as_root env DEBIAN_FRONTEND=noninteractive dpkg -i "$deb" || fail "dpkg -i"
 [ -x /usr/bin/relais ] || fail "/usr/bin/relais not installed"
-[ -f /lib/systemd/system/relais.service ] || fail "unit not installed"
+[ -f /usr/lib/systemd/system/relais.service ] || [ -f /lib/systemd/system/relais.service ] || fail "unit not installed"
 [ -f /etc/relais/relais.toml ] || fail "/etc/relais/relais.toml not installed"
 getent passwd relais >/dev/null || fail "the relais system user was not created"
 if command -v systemctl >/dev/null && systemctl is-enabled relais >/dev/null 2>&1; then

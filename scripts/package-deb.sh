@@ -29,7 +29,11 @@ dpkg-deb --control "$deb" "$ctrl"
 contents=$(dpkg-deb --contents "$deb")
 fail() { echo "package check failed: $*"; exit 1; }
 grep -qx '/etc/relais/relais.toml' "$ctrl/conffiles" || fail "/etc/relais/relais.toml is not a conffile"
-for path in ./usr/bin/relais ./lib/systemd/system/relais.service ./etc/relais/relais.toml \
+# cargo-deb 2.x installs units under /usr/lib/systemd/system (Debian's merged /usr), older
+# releases under /lib/systemd/system: either is where systemd looks.
+grep -Eq ' \.(/usr)?/lib/systemd/system/relais\.service$' <<<"$contents" \
+  || fail "relais.service is missing from the package (neither /lib nor /usr/lib/systemd/system)"
+for path in ./usr/bin/relais ./etc/relais/relais.toml \
             ./usr/share/doc/relais/operations.md ./usr/share/doc/relais/examples/relais.toml; do
   grep -q " $path\$" <<<"$contents" || fail "$path is missing from the package"
 done

@@ -27,6 +27,7 @@ fn record(i: u64) -> AuditRecord {
             amr: vec!["pwd".into()],
             auth_time: 1_764_000_000,
             session_id: format!("{:064x}", i),
+            idnat: Some(format!("8{:010}", i % 10_000_000_000)),
         },
         context: RequestContextRecord {
             source_ip: Some(format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255)),

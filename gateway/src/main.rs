@@ -531,7 +531,17 @@ async fn audit_command(command: AuditCommand) -> Res {
             let c = Components::build(load(&cfg)?, Arc::new(relais::domain::ports::SystemClock)).await?;
             let now = c.clock.now();
             let before = before.unwrap_or(now - chrono::Duration::days(i64::from(c.config.audit.retention_days)));
-            let outcome = audit_verify::purge(c.store.as_ref(), c.keys.as_ref(), c.audit.as_ref(), before, now).await?;
+            // Never purge what a SIEM destination has not received (a destination without a
+            // cursor yet has received nothing).
+            let names: Vec<&str> = c.config.audit.forward.iter().map(|d| d.name.as_str()).collect();
+            let forwarded_through = c.store.forwarded_through(&names).await?;
+            if let Some(through) = forwarded_through {
+                let (head, _) = relais::domain::ports::Storage::audit_head(c.store.as_ref()).await?;
+                if through < head {
+                    println!("SIEM forwarding has sent records through seq {through} (head {head}): the rest is kept");
+                }
+            }
+            let outcome = audit_verify::purge(c.store.as_ref(), c.keys.as_ref(), c.audit.as_ref(), before, forwarded_through, now).await?;
             match outcome.through_seq {
                 Some(seq) => println!(
                     "purged {} audit records (through seq {seq}); a signed checkpoint anchors the rest",

@@ -366,7 +366,7 @@ async fn a_purge_keeps_the_rest_verifiable_and_is_audited(db: Db) {
     login_flow(&s, &s.base).await;
     let c = s.components();
     let cutoff = c.clock.now() - chrono::Duration::days(1);
-    let out = audit_verify::purge(s.storage(), c.keys.as_ref(), c.audit.as_ref(), cutoff, c.clock.now())
+    let out = audit_verify::purge(s.storage(), c.keys.as_ref(), c.audit.as_ref(), cutoff, None, c.clock.now())
         .await
         .unwrap();
     assert_eq!(out.through_seq, Some(old_head));

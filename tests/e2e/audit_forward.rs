@@ -349,6 +349,63 @@ async fn tls_refuses_a_collector_from_another_ca(db: Db) {
     collector.stop().await;
 }
 
+/// A purge while the SIEM is down keeps what the SIEM has not received, however old; once
+/// the SIEM is back it gets every record, and a second purge may then go further.
+async fn a_purge_keeps_what_the_siem_has_not_received(db: Db) {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let collector = Collector::start(0, None, received.clone()).await;
+    let port = collector.addr.port();
+    let s = harness::start_with(db, Sessions::Memory, &forward_toml(port, None)).await;
+    logins(&s.base, 2).await;
+    let forwarded = head(&s).await;
+    wait_for(&collector, forwarded).await;
+    collector.stop().await;
+    logins(&s.base, 2).await;
+    let unsent = head(&s).await;
+    assert!(unsent > forwarded);
+
+    s.clock.advance(Duration::from_secs(3 * 86_400));
+    let c = s.components();
+    let through = c.store.forwarded_through(&["siem"]).await.unwrap();
+    assert_eq!(through, Some(forwarded), "the cursor stopped where the collector went away");
+    let cutoff = c.clock.now() - chrono::Duration::days(1);
+    let out = relais::domain::audit_verify::purge(s.storage(), c.keys.as_ref(), c.audit.as_ref(), cutoff, through, c.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(out.through_seq, Some(forwarded), "records the SIEM lacks are kept");
+    let kept = s
+        .storage()
+        .audit_query(&AuditQuery {
+            order: Order::Ascending,
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .records;
+    assert_eq!(kept.first().map(|r| r.seq), Some(forwarded + 1));
+
+    // The SIEM comes back: it receives everything it missed (and the purge record), once.
+    let collector = Collector::start(port, None, received.clone()).await;
+    let now_head = head(&s).await;
+    wait_for(&collector, now_head).await;
+    let seqs = collector.seqs();
+    assert_eq!(seqs, (1..=now_head).collect::<Vec<_>>(), "each seq exactly once, in order");
+    let out = relais::domain::audit_verify::purge(
+        s.storage(),
+        c.keys.as_ref(),
+        c.audit.as_ref(),
+        cutoff,
+        c.store.forwarded_through(&["siem"]).await.unwrap(),
+        c.clock.now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.through_seq, Some(unsent), "now the old records can go");
+    s.stop().await;
+    collector.stop().await;
+}
+
 macro_rules! on_both_databases {
     ($($name:ident),*) => {
         mod sqlite { $( #[tokio::test] async fn $name() { super::$name(super::Db::Sqlite).await } )* }
@@ -359,7 +416,8 @@ macro_rules! on_both_databases {
 on_both_databases!(
     forwarding_over_tcp_survives_a_collector_outage,
     forwarding_over_tls_survives_a_collector_outage,
-    tls_refuses_a_collector_from_another_ca
+    tls_refuses_a_collector_from_another_ca,
+    a_purge_keeps_what_the_siem_has_not_received
 );
 
 /// Two replicas on one PostgreSQL, both configured to forward: only the lease holder sends;

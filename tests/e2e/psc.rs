@@ -139,6 +139,19 @@ async fn a_mapped_professional_is_relayed_after_accepting_the_terms() {
     psc.complete(&s, req, &cb["code"]).await.unwrap();
     let kinds = s.audit_kinds().await;
     assert_eq!(kinds.iter().filter(|k| *k == "terms_accepted").count(), 1);
+    // Each issuance to PSC names the idNat it relayed (issue #6: "the idNat relayed").
+    let relayed: Vec<_> = s
+        .storage()
+        .audit_records(1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r.event {
+            relais::domain::audit::AuditEvent::TokenIssued { idnat, .. } => Some(idnat),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(relayed, vec![Some("899926018153".to_owned()); 2], "{relayed:?}");
 
     // Past 4 hours, Relais asks for a new login before PSC would refuse the token.
     s.clock.advance(Duration::from_secs(4 * 3600 + 60));

@@ -61,6 +61,10 @@ pub enum AuditEvent {
         amr: Vec<String>,
         auth_time: i64,
         session_id: String,
+        /// The national identifier the id_token relayed (`idnat` claim), if any. Absent from
+        /// records written before it existed, so their hashes still verify.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idnat: Option<String>,
     },
     TokenRefused {
         client_id: Option<String>,

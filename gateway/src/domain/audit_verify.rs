@@ -230,11 +230,16 @@ pub struct PurgeOutcome {
 /// Deletes the records older than `before`. The chain is verified first (a purge must not hide
 /// tampering), the last purged record's hash is kept in a signed checkpoint that anchors what
 /// remains, and the purge is itself audited.
+///
+/// `forwarded_through`: with SIEM forwarding configured, the lowest cursor among the
+/// destinations. Records the SIEM has not received yet are kept whatever their age, so a SIEM
+/// that is down during a purge still gets everything when it comes back.
 pub async fn purge(
     storage: &dyn Storage,
     signer: &dyn Signer,
     audit: &dyn AuditSink,
     before: DateTime<Utc>,
+    forwarded_through: Option<i64>,
     now: DateTime<Utc>,
 ) -> Result<PurgeOutcome, PurgeError> {
     if let Some(p) = verify(storage, signer, None, None).await?.problem {
@@ -243,6 +248,7 @@ pub async fn purge(
     let newest_old = storage
         .audit_query(&AuditQuery {
             until: Some(before),
+            max_seq: forwarded_through,
             order: Order::Descending,
             limit: 1,
             ..Default::default()

@@ -129,4 +129,18 @@ impl SqlStore {
             })
             .collect())
     }
+
+    /// The seq through which every destination in `names` has received the chain: the lowest
+    /// cursor, 0 for a destination that has no cursor yet. `None` without destinations. A purge
+    /// keeps everything after it.
+    pub async fn forwarded_through(&self, names: &[&str]) -> Result<Option<i64>, StoreError> {
+        if names.is_empty() {
+            return Ok(None);
+        }
+        let cursors = self.forward_cursors().await?;
+        Ok(names
+            .iter()
+            .map(|n| cursors.iter().find(|c| c.destination == *n).map_or(0, |c| c.seq))
+            .min())
+    }
 }
