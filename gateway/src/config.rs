@@ -196,6 +196,12 @@ pub struct PscClientConfig {
     pub scopes: Vec<String>,
     #[serde(default = "defaults::psc_acr")]
     pub acr_values: Option<String>,
+    /// PEM bundle of the CAs to verify PSC's servers with (default: the system's roots).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// TLS client certificate (PEM chain) and key for PSC's back channel, when PSC requires
+    /// mTLS ("Espace de Confiance", EXI PSC 24). Both or neither.
+    pub client_cert_file: Option<std::path::PathBuf>,
+    pub client_key_file: Option<std::path::PathBuf>,
 }
 
 /// FIDO2 security keys (docs/factors.md).

@@ -345,10 +345,23 @@ enum IdentityCommand {
         username: String,
         idnat: String,
     },
-    /// List the matches waiting for a decision.
+    /// List the matches waiting for a decision, or decide one (`--resolve ID` with `--link
+    /// IDNAT` or `--dismiss`).
     Review {
         #[command(flatten)]
         cfg: ConfigArg,
+        /// The item to decide (first column of the list).
+        #[arg(long, requires = "decision")]
+        resolve: Option<i64>,
+        /// Link this national identifier (one of the item's candidates) to the person.
+        #[arg(long, group = "decision", requires = "resolve")]
+        link: Option<String>,
+        /// With --link: the admin checked a proof of identity (card, ID document).
+        #[arg(long, requires = "link")]
+        verified: bool,
+        /// Close the item without linking anything.
+        #[arg(long, group = "decision", requires = "resolve")]
+        dismiss: bool,
     },
 }
 
@@ -823,12 +836,35 @@ async fn identity_command(command: IdentityCommand) -> Res {
             println!("{}", if removed { "unlinked" } else { "no such mapping" });
             Ok(())
         }
-        IdentityCommand::Review { cfg } => {
+        IdentityCommand::Review {
+            cfg,
+            resolve,
+            link,
+            verified,
+            dismiss: _,
+        } => {
             let c = components(&cfg).await?;
+            if let Some(id) = resolve {
+                use relais::domain::management::ReviewDecision;
+                let decision = match &link {
+                    Some(idnat) => ReviewDecision::Link { idnat, verified },
+                    None => ReviewDecision::Dismiss,
+                };
+                let item = c.management("cli").resolve_review(id, decision).await?;
+                match link {
+                    Some(idnat) => println!("review item {id}: {idnat} linked to {}", item.username),
+                    None => println!("review item {id} ({}) dismissed", item.username),
+                }
+                return Ok(());
+            }
             use relais::domain::ports::IdentityStore;
-            for r in c.store.review_items().await? {
+            let items = c.store.review_items().await?;
+            if items.is_empty() {
+                println!("the review queue is empty");
+            }
+            for r in items {
                 let ids: Vec<String> = r.candidates.iter().map(ToString::to_string).collect();
-                println!("{}\t{}\t{}", r.username, r.reason, ids.join(","));
+                println!("{}\t{}\t{}\t{}", r.id.unwrap_or_default(), r.username, r.reason, ids.join(","));
             }
             Ok(())
         }

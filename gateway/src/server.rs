@@ -360,9 +360,10 @@ pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Runni
         probe_timeout: Duration::from_millis(cfg.sessions.timeout_ms.max(cfg.database.connect_timeout_ms)),
         max_body_bytes: 64 * 1024,
         trusted_proxies: cfg.trusted_proxies.clone(),
-        psc_verifier: cfg.psc_client.as_ref().map(|p| {
-            Arc::new(crate::adapters::psc_client::PscVerifier::new(
-                crate::adapters::psc_client::PscClientSettings {
+        psc_verifier: match cfg.psc_client.as_ref() {
+            None => None,
+            Some(p) => Some(Arc::new(
+                crate::adapters::psc_client::PscVerifier::new(crate::adapters::psc_client::PscClientSettings {
                     issuer: p.issuer.clone(),
                     discovery_path: p.discovery_path.clone(),
                     client_id: p.client_id.clone(),
@@ -370,9 +371,20 @@ pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Runni
                     redirect_uri: format!("{}/verify/psc/callback", cfg.issuer),
                     scopes: p.scopes.clone(),
                     acr_values: p.acr_values.clone(),
-                },
-            ))
-        }),
+                    ca_file: p.ca_file.clone(),
+                    client_cert: match (&p.client_cert_file, &p.client_key_file) {
+                        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+                        (None, None) => None,
+                        _ => {
+                            return Err(StartError::Config(
+                                "psc_client: set both client_cert_file and client_key_file, or neither".into(),
+                            ));
+                        }
+                    },
+                })
+                .map_err(|e| StartError::Config(format!("psc_client: {e}")))?,
+            )),
+        },
         discovery: http::discovery::document(&components.provider.settings).map_err(StartError::Config)?,
         audit_forward: forwarders.status.clone(),
         cards: card_listener.as_ref().map(|(_, _, http)| http.clone()).or_else(|| {

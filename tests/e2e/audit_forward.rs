@@ -175,7 +175,7 @@ fn issue(dir: &Path, name: &str, cn: &str, eku: &str) {
 }
 
 /// A test PKI: a CA, the collector's certificate for `localhost`, a client certificate for Relais.
-fn pki() -> PathBuf {
+pub(crate) fn pki() -> PathBuf {
     relais::install_crypto_provider();
     let dir = std::env::temp_dir().join(harness::unique("relais-siem"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -186,7 +186,7 @@ fn pki() -> PathBuf {
 }
 
 /// The collector's TLS: its certificate from `dir`, client certificates from `client_ca` required.
-fn server_tls(dir: &Path, client_ca: &Path) -> Arc<rustls::ServerConfig> {
+pub(crate) fn server_tls(dir: &Path, client_ca: &Path) -> Arc<rustls::ServerConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(client_ca.join("ca.pem")).unwrap() {
         roots.add(c.unwrap()).unwrap();
@@ -291,7 +291,16 @@ async fn forwarding_survives_a_collector_outage(db: Db, tls: bool) {
     let s = harness::start_with(db, Sessions::Memory, &forward_toml(port, tls.then_some(dir.as_path()))).await;
     logins(&s.base, 2).await;
     wait_for(&collector, head(&s).await).await;
-    let status = readyz_forward(&s).await;
+    // The cursor moves once the collector's TCP has acknowledged the batch, a moment after
+    // the collector has read it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = readyz_forward(&s).await;
+        if status["lag"].as_i64() == Some(0) || Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(
         (status["state"].as_str(), status["lag"].as_i64()),
         (Some("forwarding"), Some(0)),

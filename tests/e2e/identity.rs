@@ -243,3 +243,105 @@ macro_rules! on_both_databases {
 }
 
 on_both_databases!(annuaire_import, broken_files_import_nothing, mapping_files);
+
+/// `relais identity review` as an admin uses it, on the built binary: list the queue, refuse a
+/// link to an identifier that is not a candidate, link one of a homonym's candidates, dismiss
+/// another item; each decision leaves the queue and is in the audit trail.
+#[tokio::test]
+async fn the_review_queue_is_decided_from_the_command_line() {
+    use crate::process;
+    let dir = process::temp_dir("relais-review");
+    let cfg = process::config(
+        &dir,
+        "http://localhost:1",
+        &harness::database_toml(Db::Sqlite).await,
+        &harness::sessions_toml(Sessions::Memory),
+        "",
+    );
+    for (user, given, family) in [
+        ("llambert", "Lucie", "Lambert"),
+        ("tgirard", "Thomas", "Girard"),
+        ("tgirard2", "Thomas", "Girard"),
+    ] {
+        process::cli(
+            &cfg,
+            &["user", "add", "--username", user, "--given-name", given, "--family-name", family],
+            "password-long-1\n",
+        );
+    }
+    let homonym_rpps = rpps("9990000001");
+    let file = dir.join("PS_LibreAcces_Personne_activite_202611230000.txt");
+    std::fs::write(&file, with_lines(&[line(&homonym_rpps, "LAMBERT", "Lucie", "60", FINESS)])).unwrap();
+    let out = process::cli(
+        &cfg,
+        &["identity", "import-annuaire", file.to_str().unwrap(), "--finess", FINESS],
+        "",
+    );
+    assert!(out.contains("applied"), "{out}");
+
+    let list = process::cli(&cfg, &["identity", "review"], "");
+    let row = |user: &str| -> Vec<String> {
+        list.lines()
+            .find(|l| l.split('\t').nth(1) == Some(user))
+            .unwrap_or_else(|| panic!("{user} not in the queue: {list}"))
+            .split('\t')
+            .map(str::to_owned)
+            .collect()
+    };
+    let lucie = row("llambert");
+    let candidates: Vec<&str> = lucie[3].split(',').collect();
+    assert_eq!(candidates.len(), 2, "two professionals named Lucie Lambert: {list}");
+    assert!(candidates.contains(&format!("8{homonym_rpps}").as_str()), "{list}");
+    let thomas = row("tgirard");
+
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(process::relais_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    // Not one of the candidates: refused, nothing changes.
+    let other = format!("8{}", rpps("9990000002"));
+    let (ok, out) = run(&["identity", "review", "--resolve", &lucie[0], "--link", &other]);
+    assert!(!ok && out.contains("not a candidate"), "{out}");
+    // Neither --link nor --dismiss: clap refuses.
+    assert!(!run(&["identity", "review", "--resolve", &lucie[0]]).0);
+
+    let chosen = candidates[1];
+    let out = process::cli(
+        &cfg,
+        &["identity", "review", "--resolve", &lucie[0], "--link", chosen, "--verified"],
+        "",
+    );
+    assert!(out.contains("linked to llambert"), "{out}");
+    let shown = process::cli(&cfg, &["identity", "show", "llambert"], "");
+    assert!(shown.contains(chosen), "{shown}");
+    let (ok, out) = run(&["identity", "review", "--resolve", &lucie[0], "--dismiss"]);
+    assert!(!ok && out.contains("already decided"), "a decided item is gone: {out}");
+    process::cli(&cfg, &["identity", "review", "--resolve", &thomas[0], "--dismiss"], "");
+
+    let list = process::cli(&cfg, &["identity", "review"], "");
+    assert!(
+        !list.contains("llambert") && !list.lines().any(|l| l.split('\t').nth(1) == Some("tgirard")),
+        "{list}"
+    );
+    let trail = process::cli(&cfg, &["audit", "export", "--since", "2000-01-01T00:00:00Z"], "");
+    let decided: Vec<serde_json::Value> = trail
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["event_type"] == "identity_review_resolved")
+        .collect();
+    assert_eq!(decided.len(), 2, "{trail}");
+    let events: Vec<&serde_json::Value> = decided.iter().map(|r| &r["event"]).collect();
+    assert_eq!(events[0]["resolution"], "linked", "{events:?}");
+    assert_eq!(events[0]["idnat"], chosen);
+    assert_eq!(events[0]["actor"], "cli");
+    assert_eq!(events[1]["resolution"], "dismissed");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -20,6 +20,8 @@ const SECRET: &str = "psc-client-secret";
 
 struct Sim {
     base: String,
+    /// Where the browser goes (PSC's authorization endpoint is on another host, without mTLS).
+    front: String,
     key: RsaKeyPair,
     idnat: Mutex<String>,
     userinfo_jwt: Mutex<bool>,
@@ -53,7 +55,7 @@ async fn discovery(s: S) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "issuer": i,
         // PSC's authorization endpoint lives on another host than its issuer.
-        "authorization_endpoint": format!("{}/wallet/auth", s.base),
+        "authorization_endpoint": format!("{}/wallet/auth", s.front),
         "token_endpoint": format!("{i}/protocol/openid-connect/token"),
         "userinfo_endpoint": format!("{i}/protocol/openid-connect/userinfo"),
         "jwks_uri": format!("{i}/protocol/openid-connect/certs"),
@@ -143,10 +145,24 @@ async fn userinfo(req: HttpRequest, s: S) -> HttpResponse {
 }
 
 async fn start_sim() -> (Arc<Sim>, actix_web::dev::ServerHandle) {
+    start_sim_with(None).await
+}
+
+/// The simulator over HTTPS when `tls` is given (PSC's "Espace de Confiance" asks for a client
+/// certificate on the back channel).
+async fn start_sim_with(tls: Option<Arc<rustls::ServerConfig>>) -> (Arc<Sim>, actix_web::dev::ServerHandle) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://localhost:{}", listener.local_addr().unwrap().port());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let base = format!("{scheme}://localhost:{}", listener.local_addr().unwrap().port());
+    // With TLS, the browser's side gets a plain listener of its own.
+    let front_listener = tls.is_some().then(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let front = match &front_listener {
+        Some(l) => format!("http://localhost:{}", l.local_addr().unwrap().port()),
+        None => base.clone(),
+    };
     let sim = Arc::new(Sim {
         base,
+        front,
         key: RsaKeyPair::generate(KeySize::Rsa2048).unwrap(),
         idnat: Mutex::new("899926018153".into()),
         userinfo_jwt: Mutex::new(false),
@@ -167,8 +183,14 @@ async fn start_sim() -> (Arc<Sim>, actix_web::dev::ServerHandle) {
             .route(&format!("{REALM}/protocol/openid-connect/certs"), web::get().to(jwks))
     })
     .workers(1)
-    .disable_signals()
-    .listen(listener)
+    .disable_signals();
+    let server = match (tls, front_listener) {
+        (Some(cfg), Some(front)) => server
+            .listen_rustls_0_23(listener, rustls::ServerConfig::clone(&cfg))
+            .unwrap()
+            .listen(front),
+        _ => server.listen(listener),
+    }
     .unwrap()
     .run();
     let handle = server.handle();
@@ -239,5 +261,68 @@ async fn a_person_proves_their_idnat_at_psc_and_the_mapping_becomes_verified() {
     assert_eq!(s.components().store.national_ids(bob.id).await.unwrap().len(), 1);
     assert!(s.audit_kinds().await.iter().any(|k| k == "identity_linked"));
     s.stop().await;
+    handle.stop(false).await;
+}
+
+/// PSC's back channel with mutual TLS: without Relais' client certificate PSC's server refuses
+/// the handshake (a clear "unreachable" page, nothing linked); with `client_cert_file` and
+/// `client_key_file` the same verification succeeds. PSC's CA comes from `ca_file`.
+#[tokio::test]
+async fn the_back_channel_presents_the_client_certificate_psc_requires() {
+    let pki = crate::audit_forward::pki();
+    let (sim, handle) = start_sim_with(Some(crate::audit_forward::server_tls(&pki, &pki))).await;
+    let url = format!(
+        "{{}}/authorize?response_type=code&client_id=web&scope=openid&redirect_uri={}&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+        crate::flows::urlencode(CALLBACK)
+    );
+    let base_cfg = format!(
+        "[psc_client]\nissuer = \"{}\"\nclient_id = \"{CLIENT}\"\nclient_secret = \"{SECRET}\"\nca_file = \"{}/ca.pem\"\n",
+        sim.issuer(),
+        pki.display()
+    );
+
+    // No client certificate: PSC's server ends the handshake.
+    let s = harness::start_with(Db::Sqlite, Sessions::Memory, &base_cfg).await;
+    let b = crate::browser::Browser::new();
+    b.login(&s.base, &url.replace("{}", &s.base), ALICE.0, ALICE.1).await;
+    let (st, page) = verify(&s, &b).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{page}");
+    assert!(page.contains("Pro Santé Connect"), "{page}");
+    let alice = s.storage().account_by_username("alice").await.unwrap().unwrap();
+    assert!(s.components().store.national_ids(alice.id).await.unwrap().is_empty());
+    s.stop().await;
+
+    // With it: the whole back channel (discovery, JWKS, token, UserInfo) goes through.
+    let cfg = format!(
+        "{base_cfg}client_cert_file = \"{0}/client.pem\"\nclient_key_file = \"{0}/client.key\"\n",
+        pki.display()
+    );
+    let s = harness::start_with(Db::Sqlite, Sessions::Memory, &cfg).await;
+    let b = crate::browser::Browser::new();
+    b.login(&s.base, &url.replace("{}", &s.base), ALICE.0, ALICE.1).await;
+    let (st, page) = verify(&s, &b).await;
+    assert_eq!(st, StatusCode::OK, "{page}");
+    let alice = s.storage().account_by_username("alice").await.unwrap().unwrap();
+    let ids = s.components().store.national_ids(alice.id).await.unwrap();
+    assert_eq!((ids[0].idnat.as_str(), ids[0].verified), ("899926018153", true));
+    s.stop().await;
+
+    // Half a client certificate is a configuration error at start, naming the keys.
+    let half = format!("{base_cfg}client_cert_file = \"{}/client.pem\"\n", pki.display());
+    let dir = crate::process::temp_dir("relais-psc-half");
+    let cfg = crate::process::config(
+        &dir,
+        "http://localhost:1",
+        &harness::database_toml(Db::Sqlite).await,
+        &harness::sessions_toml(Sessions::Memory),
+        &half,
+    );
+    let out = std::process::Command::new(crate::process::relais_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("client_key_file"), "{err}");
     handle.stop(false).await;
 }

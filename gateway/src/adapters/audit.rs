@@ -18,7 +18,8 @@ const MAX_BATCH: usize = 512;
 
 struct Job {
     record: AuditRecord,
-    done: oneshot::Sender<Result<(), String>>,
+    /// The record's seq once committed.
+    done: oneshot::Sender<Result<i64, String>>,
 }
 
 pub struct SqlAuditSink {
@@ -54,9 +55,17 @@ impl Writer {
             let records: Vec<AuditRecord> = batch.iter().map(|j| j.record.clone()).collect();
             match self.storage.append_audit_batch(&records).await {
                 Ok(chained) => {
+                    // Callers are released first (they log their own record, in parallel);
+                    // only checkpoints stay on this task, between two commits.
+                    let mut to_sign = None;
                     for (job, rec) in batch.drain(..).zip(chained.iter()) {
-                        let _ = job.done.send(Ok(()));
-                        self.after_append(&job.record, rec).await;
+                        if self.needs_checkpoint(&job.record, rec) {
+                            to_sign = Some(rec);
+                        }
+                        let _ = job.done.send(Ok(rec.seq));
+                    }
+                    if let Some(rec) = to_sign {
+                        self.checkpoint(rec).await;
                     }
                 }
                 Err(e) => {
@@ -69,21 +78,24 @@ impl Writer {
         }
     }
 
-    async fn after_append(&self, record: &AuditRecord, rec: &ChainedRecord) {
-        tracing::info!(target: "relais::audit", seq = rec.seq, event = rec.event_type, outcome = rec.outcome, source_ip = rec.source_ip.as_deref().unwrap_or("-"), detail = %rec.event, "audit");
-        // A key rotation or a purge is signed at once: the newest checkpoint must be by a key
-        // Relais holds, and a purge anchor must not wait for traffic.
+    /// Every `checkpoint_every` records, and at once after a key rotation or a purge (the
+    /// newest checkpoint must be by a key Relais holds, and a purge anchor must not wait for
+    /// traffic). One batch gets at most one checkpoint, on its newest record that needs one:
+    /// a checkpoint covers everything before it.
+    fn needs_checkpoint(&self, record: &AuditRecord, rec: &ChainedRecord) -> bool {
         let now_signed = matches!(record.event, AuditEvent::SigningKeyRotated { .. } | AuditEvent::AuditPurged { .. });
-        if rec.seq % self.checkpoint_every == 0 || now_signed {
-            // The record is already in the chain; a missed checkpoint is covered by the next.
-            match Checkpoint::sign(self.signer.as_ref(), rec, self.clock.now()) {
-                Ok(cp) => {
-                    if let Err(e) = self.storage.insert_audit_checkpoint(&cp).await {
-                        tracing::warn!(seq = rec.seq, error = %e, "could not store an audit checkpoint");
-                    }
+        rec.seq % self.checkpoint_every == 0 || now_signed
+    }
+
+    async fn checkpoint(&self, rec: &ChainedRecord) {
+        // The record is already in the chain; a missed checkpoint is covered by the next.
+        match Checkpoint::sign(self.signer.as_ref(), rec, self.clock.now()) {
+            Ok(cp) => {
+                if let Err(e) = self.storage.insert_audit_checkpoint(&cp).await {
+                    tracing::warn!(seq = rec.seq, error = %e, "could not store an audit checkpoint");
                 }
-                Err(e) => tracing::warn!(seq = rec.seq, error = %e, "could not sign an audit checkpoint"),
             }
+            Err(e) => tracing::warn!(seq = rec.seq, error = %e, "could not sign an audit checkpoint"),
         }
     }
 }
@@ -92,12 +104,23 @@ impl Writer {
 impl AuditSink for SqlAuditSink {
     async fn record(&self, record: AuditRecord) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
+        let event_type = record.event.kind();
+        let outcome = record.event.outcome();
+        let source_ip = record.context.source_ip.clone();
+        // Formatted only if the log line is enabled; never holds a secret (events carry none).
+        let detail = tracing::enabled!(target: "relais::audit", tracing::Level::INFO)
+            .then(|| serde_json::to_string(&record.event).unwrap_or_default());
         self.jobs
             .send(Job { record, done })
             .await
             .map_err(|_| StoreError::Unavailable("the audit writer has stopped".into()))?;
         match wait.await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(seq)) => {
+                if let Some(detail) = detail {
+                    tracing::info!(target: "relais::audit", seq, event = event_type, outcome = outcome.as_str(), source_ip = source_ip.as_deref().unwrap_or("-"), detail = %detail, "audit");
+                }
+                Ok(())
+            }
             Ok(Err(e)) => Err(StoreError::Unavailable(e)),
             Err(_) => Err(StoreError::Unavailable("the audit writer has stopped".into())),
         }

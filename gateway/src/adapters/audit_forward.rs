@@ -20,8 +20,7 @@ use crate::config::{AuditForwardConfig, ForwardTransport};
 use crate::domain::audit_chain::{AuditQuery, ChainedRecord, Order};
 use crate::domain::ports::{Storage, StoreError};
 use chrono::{DateTime, Utc};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -95,42 +94,11 @@ impl ForwardSettings {
 
 /// Server verification is always on: the configured CA bundle, or the system's roots.
 fn tls_config(c: &AuditForwardConfig) -> Result<Arc<rustls::ClientConfig>, ForwardError> {
-    let bad = |what: &str, e: &dyn std::fmt::Display| ForwardError::Config(format!("{what}: {e}"));
-    let mut roots = rustls::RootCertStore::empty();
-    match &c.ca_file {
-        Some(p) => {
-            let what = format!("ca_file {}", p.display());
-            for cert in CertificateDer::pem_file_iter(p).map_err(|e| bad(&what, &e))? {
-                roots.add(cert.map_err(|e| bad(&what, &e))?).map_err(|e| bad(&what, &e))?;
-            }
-        }
-        None => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-        }
-    }
-    if roots.is_empty() {
-        return Err(ForwardError::Config(
-            "no CA certificate to verify the collector with (set ca_file)".into(),
-        ));
-    }
-    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
-    let config = match (&c.client_cert_file, &c.client_key_file) {
-        (Some(cert), Some(key)) => {
-            let cw = format!("client_cert_file {}", cert.display());
-            let chain = CertificateDer::pem_file_iter(cert)
-                .map_err(|e| bad(&cw, &e))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| bad(&cw, &e))?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(&format!("client_key_file {}", key.display()), &e))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| bad("client certificate", &e))?
-        }
-        _ => builder.with_no_client_auth(),
+    let client_cert = match (&c.client_cert_file, &c.client_key_file) {
+        (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+        _ => None,
     };
-    Ok(Arc::new(config))
+    super::tls_client::client_config(c.ca_file.as_deref(), client_cert).map_err(ForwardError::Config)
 }
 
 fn machine_hostname() -> String {

@@ -9,4 +9,5 @@ pub mod local_accounts;
 pub mod psc_client;
 pub mod sessions;
 pub mod store;
+pub mod tls_client;
 pub mod webauthn;

@@ -23,6 +23,11 @@ pub struct PscClientSettings {
     pub redirect_uri: String,
     pub scopes: Vec<String>,
     pub acr_values: Option<String>,
+    /// CAs to verify PSC's servers with (default: the system's roots).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The TLS client certificate and key PSC's "Espace de Confiance" asks for on the back
+    /// channel (psc.md §3, EXI PSC 24): presented to discovery, JWKS, token and UserInfo.
+    pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,12 +53,18 @@ struct PscClaims {
 }
 impl AdditionalClaims for PscClaims {}
 
-/// openidconnect's HTTP client contract served by reqwest 0.13 (no redirects followed).
+/// openidconnect's HTTP client contract on a default reqwest client (no redirects followed,
+/// 10 s timeout); the tests' relying parties use it too.
 pub async fn http(req: openidconnect::HttpRequest) -> Result<openidconnect::HttpResponse, reqwest::Error> {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(std::time::Duration::from_secs(10))
         .build()?;
+    send(client, req).await
+}
+
+/// openidconnect's HTTP client contract served by a given reqwest client.
+async fn send(client: reqwest::Client, req: openidconnect::HttpRequest) -> Result<openidconnect::HttpResponse, reqwest::Error> {
     let mut rb = client.request(req.method().clone(), req.uri().to_string());
     for (k, v) in req.headers() {
         rb = rb.header(k, v);
@@ -69,6 +80,9 @@ pub async fn http(req: openidconnect::HttpRequest) -> Result<openidconnect::Http
 
 pub struct PscVerifier {
     s: PscClientSettings,
+    /// One client for every back-channel call: its TLS settings (CAs, client certificate)
+    /// and its connection pool.
+    http: reqwest::Client,
 }
 
 type Client = CoreClient<
@@ -81,14 +95,33 @@ type Client = CoreClient<
 >;
 
 impl PscVerifier {
-    pub fn new(s: PscClientSettings) -> Self {
-        Self { s }
+    /// Reads the CA bundle and client certificate; an error names the file at fault.
+    pub fn new(s: PscClientSettings) -> Result<Self, String> {
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(std::time::Duration::from_secs(10));
+        if s.ca_file.is_some() || s.client_cert.is_some() {
+            let cert = s.client_cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+            let tls = super::tls_client::client_config(s.ca_file.as_deref(), cert)?;
+            builder = builder.tls_backend_preconfigured(rustls::ClientConfig::clone(&tls));
+        }
+        let http = builder.build().map_err(|e| format!("HTTP client for Pro Santé Connect: {e}"))?;
+        Ok(Self { s, http })
+    }
+
+    /// openidconnect's HTTP client over our reqwest client.
+    fn http(
+        &self,
+    ) -> impl Fn(openidconnect::HttpRequest) -> futures_util::future::BoxFuture<'static, Result<openidconnect::HttpResponse, reqwest::Error>> + '_
+    {
+        |req| Box::pin(send(self.http.clone(), req))
     }
 
     async fn client(&self) -> Result<Client, PscClientError> {
         let down = |e: &dyn std::fmt::Display| PscClientError::Unavailable(e.to_string());
         let url = format!("{}{}", self.s.issuer, self.s.discovery_path);
-        let raw = reqwest::Client::new()
+        let raw = self
+            .http
             .get(&url)
             .timeout(std::time::Duration::from_secs(10))
             .send()
@@ -104,7 +137,9 @@ impl PscVerifier {
                 meta.issuer().as_str()
             )));
         }
-        let jwks = JsonWebKeySet::fetch_async(meta.jwks_uri(), &http).await.map_err(|e| down(&e))?;
+        let jwks = JsonWebKeySet::fetch_async(meta.jwks_uri(), &self.http())
+            .await
+            .map_err(|e| down(&e))?;
         let meta = meta.set_jwks(jwks);
         let redirect = RedirectUrl::new(self.s.redirect_uri.clone()).map_err(|e| down(&e))?;
         Ok(CoreClient::from_provider_metadata(
@@ -151,7 +186,7 @@ impl PscVerifier {
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .map_err(|e| rejected(&e))?
             .set_pkce_verifier(PkceCodeVerifier::new(trip.pkce_verifier))
-            .request_async(&http)
+            .request_async(&self.http())
             .await
             .map_err(|e| rejected(&e))?;
         let id_token = tokens.id_token().ok_or_else(|| PscClientError::Rejected("no id_token".into()))?;
@@ -164,7 +199,7 @@ impl PscVerifier {
         let info: UserInfoClaims<PscClaims, CoreGenderClaim> = client
             .user_info(tokens.access_token().clone(), Some(claims.subject().clone()))
             .map_err(|e| rejected(&e))?
-            .request_async(&http)
+            .request_async(&self.http())
             .await
             .map_err(|e| rejected(&e))?;
         let raw = info

@@ -124,6 +124,16 @@ pub enum AuditEvent {
         verified: bool,
         actor: String,
     },
+    /// A review-queue item decided by an admin: `resolution` is `linked` (then `idnat` is the
+    /// identifier linked, its own `identity_linked` record follows) or `dismissed`.
+    IdentityReviewResolved {
+        account_id: String,
+        review_id: i64,
+        resolution: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idnat: Option<String>,
+        actor: String,
+    },
     IdentityUnlinked {
         account_id: String,
         idnat: String,
@@ -253,6 +263,7 @@ impl AuditEvent {
             Self::AccountChanged { .. } => "account_changed",
             Self::IdentityLinked { .. } => "identity_linked",
             Self::IdentityUnlinked { .. } => "identity_unlinked",
+            Self::IdentityReviewResolved { .. } => "identity_review_resolved",
             Self::IdentityImport { .. } => "identity_import",
             Self::AuditExported { .. } => "audit_exported",
             Self::AuditPurged { .. } => "audit_purged",
@@ -312,6 +323,7 @@ impl AuditEvent {
             | Self::TermsAccepted { account_id, .. }
             | Self::IdentityLinked { account_id, .. }
             | Self::IdentityUnlinked { account_id, .. }
+            | Self::IdentityReviewResolved { account_id, .. }
             | Self::Fido2EnrolmentCodeIssued { account_id, .. }
             | Self::Fido2KeyRegistered { account_id, .. }
             | Self::Fido2Authentication { account_id, .. }
@@ -359,6 +371,7 @@ impl AuditEvent {
             | Self::TermsAccepted { .. }
             | Self::IdentityLinked { .. }
             | Self::IdentityUnlinked { .. }
+            | Self::IdentityReviewResolved { .. }
             | Self::IdentityImport { .. }
             | Self::LoginThrottled { .. }
             | Self::LoginAccountRefused { .. }

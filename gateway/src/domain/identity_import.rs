@@ -86,6 +86,9 @@ impl fmt::Display for Change {
 /// Something a person must decide.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReviewItem {
+    /// The queue's number for the item, once stored (what `relais identity review --resolve`
+    /// takes).
+    pub id: Option<i64>,
     pub account_id: Uuid,
     pub username: String,
     pub candidates: Vec<IdNat>,
@@ -194,6 +197,7 @@ pub fn plan_annuaire_with(x: Extraction, accounts: &[Account], existing: &[Natio
         let Some(a) = by_id.get(&c.account_id) else { continue };
         claimed.insert(a.id);
         let review = |reason: String, candidates: Vec<IdNat>| ReviewItem {
+            id: None,
             account_id: a.id,
             username: a.username.clone(),
             candidates,
@@ -273,6 +277,7 @@ pub fn plan_annuaire_with(x: Extraction, accounts: &[Account], existing: &[Natio
         let mut ids: Vec<IdNat> = candidates.iter().map(|p| p.idnat.clone()).collect();
         ids.sort();
         let review = |reason: &str| ReviewItem {
+            id: None,
             account_id: a.id,
             username: a.username.clone(),
             candidates: ids.clone(),

@@ -7,11 +7,18 @@ use crate::domain::audit::{AuditEvent, AuditRecord, RequestContext};
 use crate::domain::client::{Client, ClientKind, TokenAuthMethod};
 use crate::domain::crypto::secret_digest;
 use crate::domain::identity::{IdNat, NationalIdentity, Provenance};
-use crate::domain::identity_import::{self, Plan};
+use crate::domain::identity_import::{self, Plan, ReviewItem};
 use crate::domain::ports::{AuditSink, Clock, IdentityStore, Random, SecurityKeyStore, Storage};
 use crate::domain::records::SigningAlg;
 use crate::protocol::{ClientId, RedirectUri};
 use std::collections::HashSet;
+
+/// An admin's decision on a review-queue item.
+#[derive(Debug, Clone, Copy)]
+pub enum ReviewDecision<'a> {
+    Link { idnat: &'a str, verified: bool },
+    Dismiss,
+}
 
 /// What an admin gives to register a client.
 #[derive(Debug, Clone)]
@@ -319,6 +326,53 @@ impl Management<'_> {
             .account_by_username(&u)
             .await?
             .ok_or_else(|| ManagementError::Invalid(format!("no local account {u}")))
+    }
+
+    /// Decides a review-queue item: link one identifier to the person, or dismiss the item.
+    /// A link must name one of the item's candidates when it has any (the admin chooses
+    /// between the homonyms' identifiers, not something else); the item leaves the queue
+    /// only once the decision is applied, and both are audited.
+    pub async fn resolve_review(&self, review_id: i64, decision: ReviewDecision<'_>) -> Result<ReviewItem, ManagementError> {
+        let item = self
+            .identities
+            .review_items()
+            .await?
+            .into_iter()
+            .find(|r| r.id == Some(review_id))
+            .ok_or_else(|| ManagementError::Invalid(format!("no review item {review_id} (already decided?)")))?;
+        let linked = match decision {
+            ReviewDecision::Dismiss => None,
+            ReviewDecision::Link { idnat, verified } => {
+                let idnat = IdNat::parse(idnat).map_err(|e| ManagementError::Invalid(e.to_string()))?;
+                if !item.candidates.is_empty() && !item.candidates.contains(&idnat) {
+                    let c: Vec<String> = item.candidates.iter().map(ToString::to_string).collect();
+                    return Err(ManagementError::Invalid(format!(
+                        "{idnat} is not a candidate of review item {review_id} ({})",
+                        c.join(", ")
+                    )));
+                }
+                let n = NationalIdentity {
+                    account_id: item.account_id,
+                    idnat,
+                    provenance: Provenance::Admin,
+                    verified,
+                    profession: None,
+                };
+                self.identities.put_national_ids(std::slice::from_ref(&n)).await?;
+                self.record_link(&n).await?;
+                Some(n.idnat)
+            }
+        };
+        self.identities.remove_review_item(review_id).await?;
+        self.record(AuditEvent::IdentityReviewResolved {
+            account_id: item.account_id.to_string(),
+            review_id,
+            resolution: if linked.is_some() { "linked" } else { "dismissed" }.into(),
+            idnat: linked.map(|i| i.to_string()),
+            actor: self.actor.into(),
+        })
+        .await?;
+        Ok(item)
     }
 
     /// Links an idNat to a person by hand. `verified` only when the admin checked a proof.

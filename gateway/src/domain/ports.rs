@@ -226,6 +226,8 @@ pub trait IdentityStore: Send + Sync {
     async fn remove_national_id(&self, account_id: Uuid, idnat: &IdNat) -> Result<bool, StoreError>;
     async fn add_review_items(&self, items: &[ReviewItem]) -> Result<(), StoreError>;
     async fn review_items(&self) -> Result<Vec<ReviewItem>, StoreError>;
+    /// Takes an item off the queue. `false`: it was not there (already decided).
+    async fn remove_review_item(&self, id: i64) -> Result<bool, StoreError>;
     async fn terms_accepted(&self, account_id: Uuid, version: &str) -> Result<bool, StoreError>;
     async fn accept_terms(&self, account_id: Uuid, version: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
 }

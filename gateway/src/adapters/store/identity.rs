@@ -139,6 +139,7 @@ impl IdentityStore for SqlStore {
             .map(|m| {
                 let raw: Vec<String> = serde_json::from_str(&m.candidates).map_err(|e| corrupt("candidates", e))?;
                 Ok(ReviewItem {
+                    id: Some(m.id),
                     account_id: Uuid::parse_str(&m.account_id).map_err(|e| corrupt("account id", e))?,
                     username: m.username,
                     candidates: raw
@@ -149,6 +150,14 @@ impl IdentityStore for SqlStore {
                 })
             })
             .collect()
+    }
+
+    async fn remove_review_item(&self, id: i64) -> Result<bool, StoreError> {
+        let r = identity_review::Entity::delete_by_id(id)
+            .exec(self.connection())
+            .await
+            .map_err(unavailable)?;
+        Ok(r.rows_affected > 0)
     }
 
     async fn terms_accepted(&self, account_id: Uuid, version: &str) -> Result<bool, StoreError> {
