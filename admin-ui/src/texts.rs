@@ -119,6 +119,14 @@ pub struct Texts {
     pub forbidden_title: &'static str,
     pub error_title: &'static str,
     pub done: &'static str,
+    pub sessions: &'static str,
+    pub session_created: &'static str,
+    pub session_last_auth: &'static str,
+    pub session_methods: &'static str,
+    pub session_clients: &'static str,
+    pub end_session: &'static str,
+    pub end_all_sessions: &'static str,
+    pub no_session: &'static str,
 }
 
 pub static FR: Texts = Texts {
@@ -239,6 +247,14 @@ pub static FR: Texts = Texts {
     forbidden_title: "Action refusée",
     error_title: "Erreur",
     done: "Fait.",
+    sessions: "Sessions SSO actives",
+    session_created: "Ouverte le",
+    session_last_auth: "Dernière authentification",
+    session_methods: "Méthodes (amr) / niveau (acr)",
+    session_clients: "Applications",
+    end_session: "Terminer",
+    end_all_sessions: "Terminer toutes les sessions",
+    no_session: "Aucune session active.",
 };
 
 pub static EN: Texts = Texts {
@@ -359,6 +375,14 @@ pub static EN: Texts = Texts {
     forbidden_title: "Action refused",
     error_title: "Error",
     done: "Done.",
+    sessions: "Active SSO sessions",
+    session_created: "Opened",
+    session_last_auth: "Last authentication",
+    session_methods: "Methods (amr) / level (acr)",
+    session_clients: "Applications",
+    end_session: "End",
+    end_all_sessions: "End all sessions",
+    no_session: "No active session.",
 };
 
 /// `fr` unless `en` is asked for.

@@ -2,6 +2,7 @@
 //! (a fresh SQLite file or PostgreSQL schema, its own Redis key prefix) and drives it over real
 //! HTTP, as a browser (reqwest with cookies) and as a relying party (the `openidconnect` crate).
 mod admin;
+mod admin_sessions;
 mod audit;
 mod audit_forward;
 mod browser;

@@ -92,6 +92,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/people/{username}/disabled", web::post().to(people::set_disabled))
         .route("/people/{username}/enrolment-code", web::post().to(people::enrolment_code))
         .route("/people/{username}/keys/{key}/revoke", web::post().to(people::revoke_key))
+        .route("/people/{username}/sessions/revoke", web::post().to(people::revoke_session))
+        .route(
+            "/people/{username}/sessions/revoke-all",
+            web::post().to(people::revoke_all_sessions),
+        )
         .route("/mappings/import", web::get().to(mappings::page))
         .route("/mappings/import", web::post().to(mappings::import))
         .route("/clients", web::get().to(clients::page))
@@ -302,4 +307,30 @@ pub(super) fn audit_row(r: &ChainedRecord) -> AuditRow {
 
 pub(super) fn date(d: chrono::DateTime<chrono::Utc>) -> String {
     d.format("%Y-%m-%d %H:%M").to_string()
+}
+
+fn unix_date(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0).map(date).unwrap_or_else(|| "—".into())
+}
+
+/// A person's live sessions as table rows; `current` is the session of the browser asking.
+pub(in crate::adapters::http) fn session_rows(
+    sessions: &[crate::domain::oidc::SessionInfo],
+    current: Option<&str>,
+) -> Vec<relais_admin_ui::views::SessionRow> {
+    sessions
+        .iter()
+        .map(|s| relais_admin_ui::views::SessionRow {
+            id: s.id.clone(),
+            short_id: s.id.chars().take(8).collect(),
+            created: unix_date(s.created_at),
+            last_auth: unix_date(s.auth_time),
+            amr: s.amr.join(" "),
+            acr: s.acr.clone(),
+            clients: if s.clients.is_empty() { "—".into() } else { s.clients.join(", ") },
+            ip: s.source_ip.clone().unwrap_or_else(|| "—".into()),
+            expires: unix_date(s.expires_at),
+            current: current == Some(s.id.as_str()),
+        })
+        .collect()
 }
