@@ -127,6 +127,15 @@ pub struct Texts {
     pub end_session: &'static str,
     pub end_all_sessions: &'static str,
     pub no_session: &'static str,
+    pub this_session: &'static str,
+    pub account_title: &'static str,
+    pub account_intro: &'static str,
+    pub recent_logins: &'static str,
+    pub my_keys: &'static str,
+    pub remove_key: &'static str,
+    pub add_key_help: &'static str,
+    pub not_signed_in: &'static str,
+    pub last_key_kept: &'static str,
 }
 
 pub static FR: Texts = Texts {
@@ -255,6 +264,15 @@ pub static FR: Texts = Texts {
     end_session: "Terminer",
     end_all_sessions: "Terminer toutes les sessions",
     no_session: "Aucune session active.",
+    this_session: "cette session",
+    account_title: "Mon compte",
+    account_intro: "Vos connexions récentes, vos sessions ouvertes et vos clés de sécurité. Si vous ne reconnaissez pas une connexion ou une session, terminez-la et prévenez le service informatique.",
+    recent_logins: "Connexions récentes",
+    my_keys: "Mes clés de sécurité",
+    remove_key: "Retirer",
+    add_key_help: "Pour ajouter une clé : à votre prochaine connexion, sur la page de la clé de sécurité, cochez « ajouter une autre clé », utilisez une clé déjà enregistrée puis la nouvelle. Pour une première clé, demandez un code d'enrôlement au service informatique.",
+    not_signed_in: "Vous n'êtes pas connecté. Connectez-vous depuis une application de l'établissement, puis revenez sur cette page.",
+    last_key_kept: "Cette clé est votre dernier facteur résistant à l'hameçonnage, que la politique de l'établissement exige : elle ne peut pas être retirée ici. Adressez-vous au service informatique.",
 };
 
 pub static EN: Texts = Texts {
@@ -383,6 +401,15 @@ pub static EN: Texts = Texts {
     end_session: "End",
     end_all_sessions: "End all sessions",
     no_session: "No active session.",
+    this_session: "this session",
+    account_title: "My account",
+    account_intro: "Your recent logins, your open sessions and your security keys. If you do not recognise a login or a session, end it and tell the IT team.",
+    recent_logins: "Recent logins",
+    my_keys: "My security keys",
+    remove_key: "Remove",
+    add_key_help: "To add a key: at your next login, on the security key page, tick \"add another key\", use a key already registered, then the new one. For a first key, ask the IT team for an enrolment code.",
+    not_signed_in: "You are not signed in. Log in from one of the establishment's applications, then come back to this page.",
+    last_key_kept: "This key is your last phishing-resistant factor, which the establishment's policy requires: it cannot be removed here. Ask the IT team.",
 };
 
 /// `fr` unless `en` is asked for.

@@ -223,3 +223,28 @@ pub struct SettingsView {
     pub c: Chrome,
     pub config: String,
 }
+
+/// A recent login of the person, on their account page.
+pub struct LoginRow {
+    pub at: String,
+    pub method: String,
+    pub outcome: String,
+    pub ip: String,
+}
+
+/// The staff self-service page (`/account`), behind the SSO session, not the admin session.
+#[derive(Template)]
+#[template(path = "account.html")]
+pub struct AccountView {
+    pub lang: &'static str,
+    pub t: &'static Texts,
+    /// Bound to the SSO session; every form sends it back.
+    pub csrf: String,
+    pub display_name: String,
+    pub username: String,
+    pub logins: Vec<LoginRow>,
+    pub sessions: Vec<SessionRow>,
+    pub keys: Vec<KeyRow>,
+    pub notice: Option<String>,
+    pub error: Option<String>,
+}

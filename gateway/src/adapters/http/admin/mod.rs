@@ -30,6 +30,11 @@ use relais_admin_ui::views::{AuditRow, Chrome, MessageView};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// Serves the admin UI's static files (also under `/account/static`).
+pub(in crate::adapters::http) async fn static_asset(path: web::Path<String>) -> HttpResponse {
+    asset(path).await
+}
+
 /// The admin session cookie (path `/admin`): never sent to the OpenID endpoints.
 pub const ADMIN_COOKIE: &str = "relais_admin";
 /// Binds a pending admin login (password checked, key not yet) to the browser.
@@ -119,7 +124,7 @@ async fn asset(path: web::Path<String>) -> HttpResponse {
 }
 
 /// French unless `?lang=en` or the browser prefers English.
-pub(super) fn lang(req: &HttpRequest) -> Lang {
+pub(in crate::adapters::http) fn lang(req: &HttpRequest) -> Lang {
     let q = url::form_urlencoded::parse(req.query_string().as_bytes()).find(|(k, _)| k == "lang");
     Lang::pick(q.as_ref().map(|(_, v)| v.as_ref()), req)
 }
@@ -217,7 +222,7 @@ pub(super) async fn reader_posting(
     Ok(a)
 }
 
-pub(super) fn forbidden(lang: Lang, message: &str) -> HttpResponse {
+pub(in crate::adapters::http) fn forbidden(lang: Lang, message: &str) -> HttpResponse {
     let t = relais_admin_ui::texts::texts(lang.code());
     html(
         StatusCode::FORBIDDEN,
@@ -243,7 +248,7 @@ pub(super) fn domain_error(e: impl Into<DomainError>, lang: Lang) -> HttpRespons
 }
 
 /// After a change, back to a page (POST-redirect-GET), with an optional notice in the query.
-pub(super) fn see_other(location: &str) -> HttpResponse {
+pub(in crate::adapters::http) fn see_other(location: &str) -> HttpResponse {
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, location))
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -251,7 +256,7 @@ pub(super) fn see_other(location: &str) -> HttpResponse {
 }
 
 /// A url-encoded form, size-bounded. Repeated fields keep their first value.
-pub(super) struct Form(HashMap<String, String>);
+pub(in crate::adapters::http) struct Form(HashMap<String, String>);
 
 impl Form {
     pub fn get(&self, k: &str) -> Option<&str> {
@@ -262,7 +267,7 @@ impl Form {
     }
 }
 
-pub(super) async fn form(req: &HttpRequest, mut payload: web::Payload) -> Result<Form, HttpResponse> {
+pub(in crate::adapters::http) async fn form(req: &HttpRequest, mut payload: web::Payload) -> Result<Form, HttpResponse> {
     let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
         return Err(HttpResponse::UnsupportedMediaType().body("the body must be application/x-www-form-urlencoded"));
@@ -284,7 +289,7 @@ pub(super) async fn form(req: &HttpRequest, mut payload: web::Payload) -> Result
     Ok(Form(map))
 }
 
-pub(super) fn query(req: &HttpRequest) -> HashMap<String, String> {
+pub(in crate::adapters::http) fn query(req: &HttpRequest) -> HashMap<String, String> {
     let mut map = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(req.query_string().as_bytes()).into_owned() {
         map.entry(k).or_insert(v);
@@ -305,7 +310,7 @@ pub(super) fn audit_row(r: &ChainedRecord) -> AuditRow {
     }
 }
 
-pub(super) fn date(d: chrono::DateTime<chrono::Utc>) -> String {
+pub(in crate::adapters::http) fn date(d: chrono::DateTime<chrono::Utc>) -> String {
     d.format("%Y-%m-%d %H:%M").to_string()
 }
 
