@@ -3,6 +3,7 @@
 //! HTTP, as a browser (reqwest with cookies) and as a relying party (the `openidconnect` crate).
 mod account;
 mod admin;
+mod admin_directory;
 mod admin_sessions;
 mod audit;
 mod audit_forward;

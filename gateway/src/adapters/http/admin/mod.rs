@@ -19,7 +19,7 @@ use super::extract;
 use super::i18n::Lang;
 use super::pages::html;
 use crate::domain::DomainError;
-use crate::domain::admin::{AdminAccess, AdminRoleStore, AdminSession, AdminSessionPolicy};
+use crate::domain::admin::{AdminAccess, AdminRoleStore, AdminSession, AdminSessionPolicy, DirectoryAdminRoles};
 use crate::domain::audit_chain::ChainedRecord;
 use crate::domain::management::ManagementError;
 use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
@@ -46,6 +46,8 @@ const MAX_FORM_BYTES: usize = 2 * 1024 * 1024;
 pub struct AdminState {
     pub roles: Arc<dyn AdminRoleStore>,
     pub policy: AdminSessionPolicy,
+    /// Directory roles that grant an admin UI role (config `[admin]`).
+    pub directory_roles: DirectoryAdminRoles,
     /// The effective configuration as shown on the settings page (secrets print as `***`).
     pub settings_text: String,
     pub secure_cookies: bool,
@@ -59,6 +61,7 @@ impl AdminState {
             provider: &state.provider,
             roles: self.roles.as_ref(),
             policy: self.policy,
+            directory_roles: &self.directory_roles,
         }
     }
 
