@@ -5,6 +5,7 @@ use crate::admin::{self, ADMIN, enrol, events, setup_on, staff};
 use crate::admin_sessions::{alice_logs_in, has_sso, refresh};
 use crate::browser::{Browser, field};
 use crate::harness::{self, ALICE, CALLBACK, Db, Sessions};
+use crate::webdriver::Driver;
 use relais::domain::admin::AdminRole;
 use relais::domain::management::{NewAccount, NewClient};
 use relais::domain::ports::Storage;
@@ -213,5 +214,31 @@ async fn staff_remove_a_key_but_not_the_last_one_the_policy_requires() {
     let active = c.provider.key_store.security_keys(alice.id).await.unwrap();
     assert_eq!(active.iter().filter(|k| k.active()).count(), 1, "the last key stays");
     assert_eq!(events(&s, "fido2_key_revoked").await.len(), 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn browser_staff_end_another_session_on_their_account_page() {
+    let (s, _token) = setup_on(Db::Sqlite, Sessions::Memory).await;
+    // A session elsewhere (another browser, over HTTP).
+    let (elsewhere, other_sid, _) = alice_logs_in(&s).await;
+    let d = Driver::start().await;
+    d.goto(&harness::authorize_url(&s, "web", CALLBACK, "")).await;
+    d.type_into("#username", ALICE.0).await;
+    d.type_into("#password", ALICE.1).await;
+    d.click("form button[type=submit]").await;
+    d.goto(&s.url("/account")).await;
+    d.wait_url("/account").await;
+    assert!(d.text("h1").await.contains("Mon compte"));
+    assert!(d.text("#sessions tr.current").await.contains("cette session"));
+    d.screenshot(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/img/account.png"))
+        .await;
+    d.click("#sessions tbody tr:not(.current) button").await;
+    d.wait_url("/account?done=1").await;
+    let ev = events(&s, "session_revoked").await;
+    assert_eq!(ev[0]["actor"], "self");
+    assert_eq!(ev[0]["session_id"], other_sid.as_str());
+    assert!(!has_sso(&s, &elsewhere).await);
+    d.quit().await;
     s.stop().await;
 }
