@@ -67,7 +67,10 @@ async fn staff_see_and_end_their_sessions(sessions: Sessions) {
     assert_eq!(st, StatusCode::OK);
     assert!(body.contains("Mon compte") && body.contains("Alice Martin"), "{body}");
     let logins = body.split("id=\"logins\"").nth(1).unwrap().split("</section>").next().unwrap();
-    assert!(logins.contains("login_password") && logins.contains("127.0.0.1"), "{logins}");
+    assert!(
+        logins.contains("mot de passe") && logins.contains("réussie") && logins.contains("127.0.0.1"),
+        "{logins}"
+    );
     assert!(body.contains(&sid1) && body.contains(&sid2) && !body.contains(&sid3), "{body}");
     assert!(body.contains("(cette session)"));
     let csrf = field(&body, "csrf").expect("csrf");

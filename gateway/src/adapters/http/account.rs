@@ -85,8 +85,14 @@ async fn render(req: &HttpRequest, state: &AppState, me: &SignedIn, notice: Opti
                 .iter()
                 .map(|r| LoginRow {
                     at: r.at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                    method: r.event_type.clone(),
-                    outcome: r.outcome.clone(),
+                    method: match r.event_type.as_str() {
+                        "login_password" => t.via_password.to_owned(),
+                        "fido2_authentication" => t.via_key.to_owned(),
+                        "card_login" => t.via_card.to_owned(),
+                        "admin_login" => t.via_admin.to_owned(),
+                        other => other.to_owned(),
+                    },
+                    outcome: if r.outcome == "success" { t.login_ok } else { t.login_failed }.to_owned(),
                     ip: r.source_ip.clone().unwrap_or_else(|| "—".into()),
                 })
                 .collect(),
