@@ -123,6 +123,23 @@ pub struct AuditRow {
     pub details: String,
 }
 
+/// A live SSO session of a person.
+pub struct SessionRow {
+    /// The session id (`sid`): a digest, not a secret.
+    pub id: String,
+    /// Its first characters, to tell sessions apart on screen.
+    pub short_id: String,
+    pub created: String,
+    pub last_auth: String,
+    pub amr: String,
+    pub acr: String,
+    pub clients: String,
+    pub ip: String,
+    pub expires: String,
+    /// The session of the browser looking at the page (account page).
+    pub current: bool,
+}
+
 #[derive(Template)]
 #[template(path = "person.html")]
 pub struct PersonView {
@@ -132,6 +149,7 @@ pub struct PersonView {
     pub role: String,
     pub mappings: Vec<MappingRow>,
     pub keys: Vec<KeyRow>,
+    pub sessions: Vec<SessionRow>,
     pub events: Vec<AuditRow>,
     /// Outcome of the last action (a notice or an error).
     pub notice: Option<String>,
@@ -204,4 +222,29 @@ pub struct AuditView {
 pub struct SettingsView {
     pub c: Chrome,
     pub config: String,
+}
+
+/// A recent login of the person, on their account page.
+pub struct LoginRow {
+    pub at: String,
+    pub method: String,
+    pub outcome: String,
+    pub ip: String,
+}
+
+/// The staff self-service page (`/account`), behind the SSO session, not the admin session.
+#[derive(Template)]
+#[template(path = "account.html")]
+pub struct AccountView {
+    pub lang: &'static str,
+    pub t: &'static Texts,
+    /// Bound to the SSO session; every form sends it back.
+    pub csrf: String,
+    pub display_name: String,
+    pub username: String,
+    pub logins: Vec<LoginRow>,
+    pub sessions: Vec<SessionRow>,
+    pub keys: Vec<KeyRow>,
+    pub notice: Option<String>,
+    pub error: Option<String>,
 }

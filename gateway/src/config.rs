@@ -171,6 +171,11 @@ pub struct AdminConfig {
     pub session_idle_secs: i64,
     /// ...and at the latest this long after the admin logged in.
     pub session_max_secs: i64,
+    /// A Relais role of `[directories.roles]` whose holders get the admin UI's `admin` role
+    /// at admin login (besides `relais user role`). The security key is still required.
+    pub directory_admin_role: Option<String>,
+    /// Likewise for the read-only `auditor` role.
+    pub directory_auditor_role: Option<String>,
 }
 
 impl Default for AdminConfig {
@@ -178,6 +183,8 @@ impl Default for AdminConfig {
         Self {
             session_idle_secs: 900,
             session_max_secs: 4 * 3600,
+            directory_admin_role: None,
+            directory_auditor_role: None,
         }
     }
 }
@@ -867,6 +874,19 @@ impl Config {
                 .map_err(|e| ConfigError::Invalid(format!("directories {:?}: {e}", d.name)))?;
             if !names.insert(d.name.as_str()) {
                 return Err(ConfigError::Invalid(format!("directories: name {:?} is used twice", d.name)));
+            }
+        }
+        // A directory role that no directory maps would silently grant nothing: say so.
+        for (key, role) in [
+            ("directory_admin_role", &self.admin.directory_admin_role),
+            ("directory_auditor_role", &self.admin.directory_auditor_role),
+        ] {
+            if let Some(r) = role
+                && !self.directories.iter().any(|d| d.roles.contains_key(r))
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "admin.{key}: no [directories.roles] table defines the role {r:?}"
+                )));
             }
         }
         Ok(())

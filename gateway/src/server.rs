@@ -402,6 +402,10 @@ pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Runni
             idle_secs: cfg.admin.session_idle_secs,
             max_secs: cfg.admin.session_max_secs,
         },
+        directory_roles: crate::domain::admin::DirectoryAdminRoles {
+            admin: cfg.admin.directory_admin_role.clone(),
+            auditor: cfg.admin.directory_auditor_role.clone(),
+        },
         settings_text: format!("{cfg:#?}"),
         secure_cookies: !cfg.dev_mode,
         enrolment_code_ttl_secs: cfg.fido2.enrolment_code_ttl_secs,

@@ -18,14 +18,14 @@ use webauthn_authenticator_rs::WebauthnAuthenticator;
 use webauthn_authenticator_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, Url};
 use webauthn_authenticator_rs::softtoken::{AAGUID, SoftToken};
 
-const ADMIN: (&str, &str) = ("root-admin", "admin-password-1");
-const AUDITOR: (&str, &str) = ("inspecteur", "auditor-password-1");
+pub(crate) const ADMIN: (&str, &str) = ("root-admin", "admin-password-1");
+pub(crate) const AUDITOR: (&str, &str) = ("inspecteur", "auditor-password-1");
 
-async fn setup() -> (Server, SoftToken) {
+pub(crate) async fn setup() -> (Server, SoftToken) {
     setup_on(Db::Sqlite, Sessions::Memory).await
 }
 
-async fn setup_on(db: Db, sessions: Sessions) -> (Server, SoftToken) {
+pub(crate) async fn setup_on(db: Db, sessions: Sessions) -> (Server, SoftToken) {
     let (token, ca) = SoftToken::new(true).unwrap();
     let s = harness::start_with(
         db,
@@ -38,7 +38,7 @@ async fn setup_on(db: Db, sessions: Sessions) -> (Server, SoftToken) {
 
 /// A local account with a role (or none) and a security key held by `token`; returns the
 /// key's credential id.
-async fn staff(s: &Server, token: &mut SoftToken, who: (&str, &str), role: Option<AdminRole>) -> Vec<u8> {
+pub(crate) async fn staff(s: &Server, token: &mut SoftToken, who: (&str, &str), role: Option<AdminRole>) -> Vec<u8> {
     let c = s.components();
     let m = c.management("test");
     if c.store.account_by_username(who.0).await.unwrap().is_none() {
@@ -53,7 +53,7 @@ async fn staff(s: &Server, token: &mut SoftToken, who: (&str, &str), role: Optio
 }
 
 /// Registers a key of `token` for `username` through the FIDO2 port (attestation checked).
-async fn enrol(s: &Server, token: &mut SoftToken, username: &str) -> Vec<u8> {
+pub(crate) async fn enrol(s: &Server, token: &mut SoftToken, username: &str) -> Vec<u8> {
     let p = &s.components().provider;
     let account = s.components().store.account_by_username(username).await.unwrap().unwrap();
     let port = p.security_keys.as_ref().unwrap();
@@ -85,7 +85,7 @@ async fn enrol(s: &Server, token: &mut SoftToken, username: &str) -> Vec<u8> {
     raw_id
 }
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
@@ -99,7 +99,7 @@ fn data_attr(page: &str, name: &str) -> String {
 }
 
 /// The password step; returns the response.
-async fn password_step(http: &reqwest::Client, s: &Server, who: (&str, &str)) -> reqwest::Response {
+pub(crate) async fn password_step(http: &reqwest::Client, s: &Server, who: (&str, &str)) -> reqwest::Response {
     let page = http.get(s.url("/admin/login")).send().await.unwrap().text().await.unwrap();
     let csrf = field(&page, "csrf").expect("csrf");
     http.post(s.url("/admin/login"))
@@ -110,7 +110,7 @@ async fn password_step(http: &reqwest::Client, s: &Server, who: (&str, &str)) ->
 }
 
 /// Password, then the SoftToken key: returns the admin page's CSRF token.
-async fn login(http: &reqwest::Client, s: &Server, token: &mut SoftToken, who: (&str, &str)) -> String {
+pub(crate) async fn login(http: &reqwest::Client, s: &Server, token: &mut SoftToken, who: (&str, &str)) -> String {
     let r = password_step(http, s, who).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER, "{}", r.text().await.unwrap());
     let page = http.get(s.url("/admin/login/key")).send().await.unwrap().text().await.unwrap();
@@ -139,7 +139,7 @@ async fn login(http: &reqwest::Client, s: &Server, token: &mut SoftToken, who: (
 }
 
 /// Audit events of `kind`, newest first, as JSON.
-async fn events(s: &Server, kind: &str) -> Vec<Value> {
+pub(crate) async fn events(s: &Server, kind: &str) -> Vec<Value> {
     s.storage()
         .audit_records(1000)
         .await

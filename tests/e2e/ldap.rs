@@ -11,7 +11,7 @@ use std::time::Duration;
 const SERVICE: &str = "bind_dn = \"cn=relais,ou=services,dc=chu,dc=example\"\nbind_password = \"relais-service-pw\"\n";
 
 /// A `[[directories]]` entry on the fixture (OpenLDAP preset, people subtree).
-fn openldap(urls: &[String], ca: &std::path::Path, extra: &str) -> String {
+pub(crate) fn openldap(urls: &[String], ca: &std::path::Path, extra: &str) -> String {
     let urls = urls.iter().map(|u| format!("\"{u}\"")).collect::<Vec<_>>().join(", ");
     format!(
         "[[directories]]\nname = \"chu\"\npreset = \"openldap\"\nurls = [{urls}]\nca_file = \"{}\"\n{SERVICE}base_dn = \"ou=people,dc=chu,dc=example\"\nconnect_timeout_ms = 1000\noperation_timeout_ms = 2000\n{extra}",

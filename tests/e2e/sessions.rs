@@ -99,6 +99,31 @@ async fn namespaces_and_counters((store, _): (Arc<dyn SessionStore>, Expiry)) {
     store.ping().await.unwrap();
 }
 
+/// The per-person session index: sets with an expiry that only moves forward.
+async fn sets_index_and_expire((store, e): (Arc<dyn SessionStore>, Expiry)) {
+    let ns = Namespace::SessionIndex;
+    assert!(store.set_members(ns, "a:p").await.unwrap().is_empty());
+    store.set_add(ns, "a:p", "s1", Duration::from_millis(1500)).await.unwrap();
+    store.set_add(ns, "a:p", "s2", Duration::from_millis(300)).await.unwrap();
+    store.set_add(ns, "a:p", "s2", Duration::from_millis(300)).await.unwrap();
+    store.set_add(ns, "a:q", "s3", Duration::from_millis(300)).await.unwrap();
+    let mut m = store.set_members(ns, "a:p").await.unwrap();
+    m.sort();
+    assert_eq!(m, vec!["s1".to_owned(), "s2".to_owned()]);
+    store.set_remove(ns, "a:p", &["s2".to_owned(), "nope".to_owned()]).await.unwrap();
+    assert_eq!(store.set_members(ns, "a:p").await.unwrap(), vec!["s1".to_owned()]);
+    // The shorter TTL of a later add did not shorten the set's life.
+    pass(&e, Duration::from_millis(700)).await;
+    assert_eq!(store.set_members(ns, "a:p").await.unwrap(), vec!["s1".to_owned()]);
+    assert!(store.set_members(ns, "a:q").await.unwrap().is_empty(), "expired");
+    pass(&e, Duration::from_millis(1200)).await;
+    assert!(store.set_members(ns, "a:p").await.unwrap().is_empty(), "expired");
+    // Removing the last member removes the set; a value of the same key is another thing.
+    store.set_add(ns, "a:r", "s4", Duration::from_secs(10)).await.unwrap();
+    store.set_remove(ns, "a:r", &["s4".to_owned()]).await.unwrap();
+    assert!(store.set_members(ns, "a:r").await.unwrap().is_empty());
+}
+
 macro_rules! on_both_stores {
     ($($name:ident),*) => {
         mod memory_store { $( #[tokio::test] async fn $name() { super::$name(super::memory().await).await } )* }
@@ -110,7 +135,8 @@ on_both_stores!(
     take_is_atomic,
     entries_expire,
     put_if_absent_detects_replay,
-    namespaces_and_counters
+    namespaces_and_counters,
+    sets_index_and_expire
 );
 
 #[tokio::test]

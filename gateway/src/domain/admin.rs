@@ -83,6 +83,36 @@ impl Management<'_> {
     }
 }
 
+/// Relais roles from the directory (`[directories.roles]`) that grant an admin UI role at
+/// admin login (config `[admin] directory_admin_role`, `directory_auditor_role`).
+#[derive(Debug, Clone, Default)]
+pub struct DirectoryAdminRoles {
+    pub admin: Option<String>,
+    pub auditor: Option<String>,
+}
+
+impl DirectoryAdminRoles {
+    /// The strongest admin UI role the person's directory roles grant.
+    pub fn grant(&self, roles: &[String]) -> Option<AdminRole> {
+        let holds = |r: &Option<String>| r.as_ref().is_some_and(|r| roles.iter().any(|x| x == r));
+        if holds(&self.admin) {
+            Some(AdminRole::Admin)
+        } else if holds(&self.auditor) {
+            Some(AdminRole::Auditor)
+        } else {
+            None
+        }
+    }
+}
+
+fn stronger(a: Option<AdminRole>, b: Option<AdminRole>) -> Option<AdminRole> {
+    match (a, b) {
+        (Some(AdminRole::Admin), _) | (_, Some(AdminRole::Admin)) => Some(AdminRole::Admin),
+        (Some(r), _) | (_, Some(r)) => Some(r),
+        (None, None) => None,
+    }
+}
+
 /// Lifetimes of the admin session (config `[admin]`).
 #[derive(Debug, Clone, Copy)]
 pub struct AdminSessionPolicy {
@@ -101,6 +131,10 @@ pub struct AdminSession {
     /// Sent back by every form (hidden field) and every htmx request (header).
     pub csrf: String,
     pub logged_in_at: i64,
+    /// The role came from the person's directory groups at login, not from `admin_roles`:
+    /// it lasts for this session (a group withdrawn takes effect at the next admin login).
+    #[serde(default)]
+    pub via_directory: bool,
 }
 
 impl AdminSession {
@@ -126,6 +160,8 @@ struct PendingAdminLogin {
     csrf: String,
     /// The WebAuthn state once options were sent; taken once by `finish`.
     ceremony: Option<String>,
+    #[serde(default)]
+    via_directory: bool,
 }
 
 /// Why an admin login stops. Shown to the person as is: none says whether the account exists.
@@ -154,6 +190,7 @@ pub struct AdminAccess<'a> {
     pub provider: &'a Provider,
     pub roles: &'a dyn AdminRoleStore,
     pub policy: AdminSessionPolicy,
+    pub directory_roles: &'a DirectoryAdminRoles,
 }
 
 impl AdminAccess<'_> {
@@ -179,8 +216,8 @@ impl AdminAccess<'_> {
         password: &str,
         ctx: &RequestContext,
     ) -> Result<Result<(String, String), AdminLoginError>, DomainError> {
-        let account = match self.provider.passwords.verify(username, password).await? {
-            PasswordVerdict::Accepted(a, _) => a,
+        let (account, directory_roles) = match self.provider.passwords.verify(username, password).await? {
+            PasswordVerdict::Accepted(a, roles) => (a, roles),
             PasswordVerdict::Rejected => {
                 self.refuse(ctx, username, None, "bad_credentials").await;
                 return Ok(Err(AdminLoginError::Refused));
@@ -190,10 +227,14 @@ impl AdminAccess<'_> {
                 return Ok(Err(AdminLoginError::Refused));
             }
         };
-        let Some(role) = self.roles.admin_role(account.id).await? else {
+        // `admin_roles` or the directory's groups, whichever grants more.
+        let granted = self.roles.admin_role(account.id).await?;
+        let from_directory = self.directory_roles.grant(&directory_roles);
+        let Some(role) = stronger(granted, from_directory) else {
             self.refuse(ctx, username, Some(account.id), "not_admin").await;
             return Ok(Err(AdminLoginError::Refused));
         };
+        let via_directory = granted != Some(role);
         if self.provider.security_keys.is_none() {
             self.refuse(ctx, username, Some(account.id), "fido2_not_configured").await;
             return Ok(Err(AdminLoginError::KeysNotConfigured));
@@ -211,6 +252,7 @@ impl AdminAccess<'_> {
             role,
             csrf: self.provider.random.token(),
             ceremony: None,
+            via_directory,
         };
         self.put_pending(&id, &pending).await?;
         Ok(Ok((id, pending.csrf)))
@@ -320,6 +362,7 @@ impl AdminAccess<'_> {
             role: p.role,
             csrf: self.provider.random.token(),
             logged_in_at: now.timestamp(),
+            via_directory: p.via_directory,
         };
         self.provider
             .audit(
@@ -328,7 +371,12 @@ impl AdminAccess<'_> {
                     username: session.username.clone(),
                     account_id: Some(session.account_id.to_string()),
                     success: true,
-                    reason: Some(format!("role={} key={}", session.role.as_str(), assertion.key_id)),
+                    reason: Some(format!(
+                        "role={} key={} source={}",
+                        session.role.as_str(),
+                        assertion.key_id,
+                        if session.via_directory { "directory" } else { "admin_roles" }
+                    )),
                 },
             )
             .await?;
@@ -364,8 +412,10 @@ impl AdminAccess<'_> {
             self.provider.sessions.delete(Namespace::Admin, &key).await?;
             return Ok(None);
         }
-        // A role withdrawn takes effect at the next request.
+        // A role withdrawn takes effect at the next request (a directory-granted role holds
+        // for the session: the directory is asked again at the next admin login).
         match self.roles.admin_role(s.account_id).await? {
+            _ if s.via_directory => {}
             Some(r) if r == s.role => {}
             _ => {
                 self.provider.sessions.delete(Namespace::Admin, &key).await?;

@@ -238,6 +238,13 @@ pub enum AuditEvent {
         client_id: String,
         actor: String,
     },
+    /// An SSO session ended from the admin UI (`admin:<username>`) or by the person on their
+    /// account page (`self`); its refresh tokens are revoked with it.
+    SessionRevoked {
+        account_id: String,
+        session_id: String,
+        actor: String,
+    },
 }
 
 impl AuditEvent {
@@ -279,6 +286,7 @@ impl AuditEvent {
             Self::AdminRefused { .. } => "admin_refused",
             Self::AdminRoleChanged { .. } => "admin_role_changed",
             Self::ClientSecretRotated { .. } => "client_secret_rotated",
+            Self::SessionRevoked { .. } => "session_revoked",
         }
     }
 
@@ -330,7 +338,8 @@ impl AuditEvent {
             | Self::Fido2CounterRegression { account_id }
             | Self::Fido2KeyRevoked { account_id, .. }
             | Self::CardMappingEstablished { account_id, .. }
-            | Self::AdminRoleChanged { account_id, .. } => Some(account_id),
+            | Self::AdminRoleChanged { account_id, .. }
+            | Self::SessionRevoked { account_id, .. } => Some(account_id),
             Self::AdminLogin { account_id, .. } => account_id.as_deref(),
             Self::AuthorizeRefused { .. }
             | Self::TokenRefused { .. }
@@ -388,6 +397,7 @@ impl AuditEvent {
             | Self::AdminLogin { .. }
             | Self::AdminRefused { .. }
             | Self::AdminRoleChanged { .. }
+            | Self::SessionRevoked { .. }
             | Self::AuditPurged { .. } => None,
         }
     }

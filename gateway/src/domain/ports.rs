@@ -99,6 +99,9 @@ pub enum Namespace {
     CardProof,
     /// Admin UI: pending admin logins (`p:`) and admin sessions (`s:`), apart from SSO.
     Admin,
+    /// Per-person index of SSO sessions (`a:<account id>`: a set of session ids) and the
+    /// clients each session served (`c:<session id>`: a set of client ids). Sets, not values.
+    SessionIndex,
 }
 
 impl Namespace {
@@ -116,6 +119,7 @@ impl Namespace {
             Self::Webauthn => "webauthn",
             Self::CardProof => "cardproof",
             Self::Admin => "admin",
+            Self::SessionIndex => "sso_index",
         }
     }
 }
@@ -133,6 +137,13 @@ pub trait SessionStore: Send + Sync {
     async fn delete(&self, ns: Namespace, key: &str) -> Result<(), SessionStoreError>;
     /// Increments a counter, (re)setting its expiry; returns the new value.
     async fn increment(&self, ns: Namespace, key: &str, ttl: Duration) -> Result<i64, SessionStoreError>;
+    /// Adds `member` to the set at `key` and makes the set live at least `ttl` from now (an
+    /// expiry already further away is kept). Atomic on the key.
+    async fn set_add(&self, ns: Namespace, key: &str, member: &str, ttl: Duration) -> Result<(), SessionStoreError>;
+    /// The members of the set at `key`; empty when it does not exist or has expired.
+    async fn set_members(&self, ns: Namespace, key: &str) -> Result<Vec<String>, SessionStoreError>;
+    /// Removes members from the set at `key` (absent ones are ignored).
+    async fn set_remove(&self, ns: Namespace, key: &str, members: &[String]) -> Result<(), SessionStoreError>;
     async fn ping(&self) -> Result<(), SessionStoreError>;
 }
 

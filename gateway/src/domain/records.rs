@@ -18,6 +18,12 @@ pub struct SsoSession {
     /// Relais roles granted at login (directory groups mapped by `[directories.roles]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
+    /// When the session was opened (unix seconds); 0 for sessions stored before this field.
+    #[serde(default)]
+    pub created_at: i64,
+    /// The address the login came from, when known (shown on the sessions lists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<String>,
 }
 
 /// A validated authorization request, parked while the user logs in.

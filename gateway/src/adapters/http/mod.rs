@@ -1,6 +1,7 @@
 //! The HTTP layer (actix-web): the only code that knows HTTP. Handlers turn requests into the
 //! domain's inputs and the domain's outcomes into responses; errors become HTTP in one place
 //! (`errors`).
+mod account;
 pub mod admin;
 mod card;
 pub mod discovery;
@@ -77,6 +78,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/", web::get().to(pages::home))
+        .route("/account", web::get().to(account::page))
+        .route("/account/sessions/revoke", web::post().to(account::revoke_session))
+        .route("/account/keys/{key}/remove", web::post().to(account::remove_key))
+        .route("/account/static/{name}", web::get().to(admin::static_asset))
         .service(web::scope("/admin").configure(admin::routes))
         .default_service(web::to(pages::not_found));
 }

@@ -1,7 +1,7 @@
 //! The in-process session store: a map behind a mutex, expiry checked against the clock.
 use crate::domain::ports::{Clock, Namespace, SessionStore, SessionStoreError};
 use async_trait::async_trait;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,8 +10,15 @@ struct Entry {
     expires_at_ms: i64,
 }
 
+struct SetEntry {
+    members: HashSet<String>,
+    expires_at_ms: i64,
+}
+
 pub struct MemorySessionStore {
     map: Mutex<HashMap<(Namespace, String), Entry>>,
+    /// Sets (per-person session index), apart from the values.
+    sets: Mutex<HashMap<(Namespace, String), SetEntry>>,
     clock: Arc<dyn Clock>,
     /// Above this many entries, a write first sweeps out expired ones.
     sweep_above: usize,
@@ -21,6 +28,7 @@ impl MemorySessionStore {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
             map: Mutex::new(HashMap::new()),
+            sets: Mutex::new(HashMap::new()),
             clock,
             sweep_above: 10_000,
         }
@@ -57,6 +65,10 @@ impl MemorySessionStore {
                 expires_at_ms: now + ttl.as_millis() as i64,
             },
         );
+    }
+
+    fn lock_sets(&self) -> std::sync::MutexGuard<'_, HashMap<(Namespace, String), SetEntry>> {
+        self.sets.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn len(&self) -> usize {
@@ -124,6 +136,53 @@ impl SessionStore for MemorySessionStore {
         let next = current + 1;
         self.insert(&mut map, k, next.to_string().into_bytes(), ttl, now);
         Ok(next)
+    }
+
+    async fn set_add(&self, ns: Namespace, key: &str, member: &str, ttl: Duration) -> Result<(), SessionStoreError> {
+        let now = self.now_ms();
+        let until = now + ttl.as_millis() as i64;
+        let mut sets = self.lock_sets();
+        if sets.len() > self.sweep_above {
+            sets.retain(|_, e| e.expires_at_ms > now);
+        }
+        let e = sets.entry((ns, key.to_owned())).or_insert_with(|| SetEntry {
+            members: HashSet::new(),
+            expires_at_ms: until,
+        });
+        if e.expires_at_ms <= now {
+            e.members.clear();
+        }
+        e.members.insert(member.to_owned());
+        e.expires_at_ms = e.expires_at_ms.max(until);
+        Ok(())
+    }
+
+    async fn set_members(&self, ns: Namespace, key: &str) -> Result<Vec<String>, SessionStoreError> {
+        let now = self.now_ms();
+        let k = (ns, key.to_owned());
+        let mut sets = self.lock_sets();
+        match sets.get(&k) {
+            Some(e) if e.expires_at_ms > now => Ok(e.members.iter().cloned().collect()),
+            Some(_) => {
+                sets.remove(&k);
+                Ok(Vec::new())
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+
+    async fn set_remove(&self, ns: Namespace, key: &str, members: &[String]) -> Result<(), SessionStoreError> {
+        let k = (ns, key.to_owned());
+        let mut sets = self.lock_sets();
+        if let Some(e) = sets.get_mut(&k) {
+            for m in members {
+                e.members.remove(m);
+            }
+            if e.members.is_empty() {
+                sets.remove(&k);
+            }
+        }
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), SessionStoreError> {

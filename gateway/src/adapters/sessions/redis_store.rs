@@ -143,6 +143,51 @@ impl SessionStore for RedisSessionStore {
         Ok(n)
     }
 
+    async fn set_add(&self, ns: Namespace, key: &str, member: &str, ttl: Duration) -> Result<(), SessionStoreError> {
+        // SADD, then extend the expiry only forward (PTTL is -1 on a new set, -2 if absent),
+        // in one script so the set never lives without an expiry.
+        const SCRIPT: &str = "redis.call('SADD', KEYS[1], ARGV[1]) \
+            local t = redis.call('PTTL', KEYS[1]) \
+            if t < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end \
+            return 1";
+        let mut c = self.conn.clone();
+        traced(
+            "SADD",
+            Some(ns),
+            redis::cmd("EVAL")
+                .arg(SCRIPT)
+                .arg(1)
+                .arg(self.key(ns, key))
+                .arg(member)
+                .arg(Self::ms(ttl))
+                .query_async::<()>(&mut c),
+        )
+        .await
+    }
+
+    async fn set_members(&self, ns: Namespace, key: &str) -> Result<Vec<String>, SessionStoreError> {
+        let mut c = self.conn.clone();
+        traced(
+            "SMEMBERS",
+            Some(ns),
+            redis::cmd("SMEMBERS").arg(self.key(ns, key)).query_async(&mut c),
+        )
+        .await
+    }
+
+    async fn set_remove(&self, ns: Namespace, key: &str, members: &[String]) -> Result<(), SessionStoreError> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.conn.clone();
+        traced(
+            "SREM",
+            Some(ns),
+            redis::cmd("SREM").arg(self.key(ns, key)).arg(members).query_async::<()>(&mut c),
+        )
+        .await
+    }
+
     async fn ping(&self) -> Result<(), SessionStoreError> {
         let mut c = self.conn.clone();
         traced("PING", None, redis::cmd("PING").query_async::<()>(&mut c)).await

@@ -360,6 +360,7 @@ impl Provider {
         let bytes = serde_json::to_vec(&grant).map_err(|e| DomainError::Internal(e.to_string()))?;
         let ttl = Duration::from_secs(self.settings.code_ttl_secs.max(1) as u64);
         self.sessions.put(Namespace::Code, &secret_digest(&code), &bytes, ttl).await?;
+        self.note_session_client(s, &r.client_id).await?;
         self.audit(
             ctx,
             AuditEvent::CodeIssued {

@@ -254,7 +254,7 @@ impl Provider {
     ) -> Result<Result<LoginOutcome, OAuthError>, DomainError> {
         // A new session id at every login (no fixation); the old session ends.
         if let Some(old) = previous_sso.filter(|s| s.len() <= 64) {
-            self.sessions.delete(Namespace::Sso, &secret_digest(old)).await?;
+            self.forget_sso_session(&secret_digest(old)).await?;
         }
         // The cookie carries a secret; the session is stored (and named in tokens and the
         // audit trail as `sid`) under its digest, so an RP that sees `sid` cannot use it.
@@ -269,6 +269,8 @@ impl Provider {
             acr: earned.acr.clone(),
             expires_at: now + self.settings.sso_session_ttl_secs,
             roles: pending.roles.clone(),
+            created_at: now,
+            source_ip: ctx.source_ip.clone(),
         };
         let bytes = serde_json::to_vec(&session).map_err(|e| DomainError::Internal(e.to_string()))?;
         self.sessions
@@ -279,6 +281,7 @@ impl Provider {
                 Duration::from_secs(self.settings.sso_session_ttl_secs.max(1) as u64),
             )
             .await?;
+        self.index_sso_session(&session).await?;
 
         let request = &pending.request;
         let client = self.storage.client(&request.client_id).await?.filter(|c| c.enabled);

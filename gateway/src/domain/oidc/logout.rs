@@ -130,6 +130,9 @@ impl Provider {
             .map(|s| s.account_id.to_string())
             .unwrap_or_default();
         self.storage.revoke_refresh_for_session(sid, self.clock.now()).await?;
+        if let Ok(s) = serde_json::from_slice::<crate::domain::records::SsoSession>(&bytes) {
+            self.unindex_sso_session(s.account_id, sid).await?;
+        }
         self.audit(
             ctx,
             AuditEvent::Logout {

@@ -42,6 +42,7 @@ const EVENT_TYPES: &[&str] = &[
     "admin_role_changed",
     "audit_exported",
     "logout",
+    "session_revoked",
 ];
 
 /// The filters a page, an export and a "next page" link share.

@@ -19,7 +19,7 @@ use super::extract;
 use super::i18n::Lang;
 use super::pages::html;
 use crate::domain::DomainError;
-use crate::domain::admin::{AdminAccess, AdminRoleStore, AdminSession, AdminSessionPolicy};
+use crate::domain::admin::{AdminAccess, AdminRoleStore, AdminSession, AdminSessionPolicy, DirectoryAdminRoles};
 use crate::domain::audit_chain::ChainedRecord;
 use crate::domain::management::ManagementError;
 use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
@@ -29,6 +29,11 @@ use futures_util::StreamExt;
 use relais_admin_ui::views::{AuditRow, Chrome, MessageView};
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// Serves the admin UI's static files (also under `/account/static`).
+pub(in crate::adapters::http) async fn static_asset(path: web::Path<String>) -> HttpResponse {
+    asset(path).await
+}
 
 /// The admin session cookie (path `/admin`): never sent to the OpenID endpoints.
 pub const ADMIN_COOKIE: &str = "relais_admin";
@@ -41,6 +46,8 @@ const MAX_FORM_BYTES: usize = 2 * 1024 * 1024;
 pub struct AdminState {
     pub roles: Arc<dyn AdminRoleStore>,
     pub policy: AdminSessionPolicy,
+    /// Directory roles that grant an admin UI role (config `[admin]`).
+    pub directory_roles: DirectoryAdminRoles,
     /// The effective configuration as shown on the settings page (secrets print as `***`).
     pub settings_text: String,
     pub secure_cookies: bool,
@@ -54,6 +61,7 @@ impl AdminState {
             provider: &state.provider,
             roles: self.roles.as_ref(),
             policy: self.policy,
+            directory_roles: &self.directory_roles,
         }
     }
 
@@ -92,6 +100,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/people/{username}/disabled", web::post().to(people::set_disabled))
         .route("/people/{username}/enrolment-code", web::post().to(people::enrolment_code))
         .route("/people/{username}/keys/{key}/revoke", web::post().to(people::revoke_key))
+        .route("/people/{username}/sessions/revoke", web::post().to(people::revoke_session))
+        .route(
+            "/people/{username}/sessions/revoke-all",
+            web::post().to(people::revoke_all_sessions),
+        )
         .route("/mappings/import", web::get().to(mappings::page))
         .route("/mappings/import", web::post().to(mappings::import))
         .route("/clients", web::get().to(clients::page))
@@ -114,7 +127,7 @@ async fn asset(path: web::Path<String>) -> HttpResponse {
 }
 
 /// French unless `?lang=en` or the browser prefers English.
-pub(super) fn lang(req: &HttpRequest) -> Lang {
+pub(in crate::adapters::http) fn lang(req: &HttpRequest) -> Lang {
     let q = url::form_urlencoded::parse(req.query_string().as_bytes()).find(|(k, _)| k == "lang");
     Lang::pick(q.as_ref().map(|(_, v)| v.as_ref()), req)
 }
@@ -212,7 +225,7 @@ pub(super) async fn reader_posting(
     Ok(a)
 }
 
-pub(super) fn forbidden(lang: Lang, message: &str) -> HttpResponse {
+pub(in crate::adapters::http) fn forbidden(lang: Lang, message: &str) -> HttpResponse {
     let t = relais_admin_ui::texts::texts(lang.code());
     html(
         StatusCode::FORBIDDEN,
@@ -238,7 +251,7 @@ pub(super) fn domain_error(e: impl Into<DomainError>, lang: Lang) -> HttpRespons
 }
 
 /// After a change, back to a page (POST-redirect-GET), with an optional notice in the query.
-pub(super) fn see_other(location: &str) -> HttpResponse {
+pub(in crate::adapters::http) fn see_other(location: &str) -> HttpResponse {
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, location))
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -246,7 +259,7 @@ pub(super) fn see_other(location: &str) -> HttpResponse {
 }
 
 /// A url-encoded form, size-bounded. Repeated fields keep their first value.
-pub(super) struct Form(HashMap<String, String>);
+pub(in crate::adapters::http) struct Form(HashMap<String, String>);
 
 impl Form {
     pub fn get(&self, k: &str) -> Option<&str> {
@@ -257,7 +270,7 @@ impl Form {
     }
 }
 
-pub(super) async fn form(req: &HttpRequest, mut payload: web::Payload) -> Result<Form, HttpResponse> {
+pub(in crate::adapters::http) async fn form(req: &HttpRequest, mut payload: web::Payload) -> Result<Form, HttpResponse> {
     let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
         return Err(HttpResponse::UnsupportedMediaType().body("the body must be application/x-www-form-urlencoded"));
@@ -279,7 +292,7 @@ pub(super) async fn form(req: &HttpRequest, mut payload: web::Payload) -> Result
     Ok(Form(map))
 }
 
-pub(super) fn query(req: &HttpRequest) -> HashMap<String, String> {
+pub(in crate::adapters::http) fn query(req: &HttpRequest) -> HashMap<String, String> {
     let mut map = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(req.query_string().as_bytes()).into_owned() {
         map.entry(k).or_insert(v);
@@ -300,6 +313,32 @@ pub(super) fn audit_row(r: &ChainedRecord) -> AuditRow {
     }
 }
 
-pub(super) fn date(d: chrono::DateTime<chrono::Utc>) -> String {
+pub(in crate::adapters::http) fn date(d: chrono::DateTime<chrono::Utc>) -> String {
     d.format("%Y-%m-%d %H:%M").to_string()
+}
+
+fn unix_date(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0).map(date).unwrap_or_else(|| "—".into())
+}
+
+/// A person's live sessions as table rows; `current` is the session of the browser asking.
+pub(in crate::adapters::http) fn session_rows(
+    sessions: &[crate::domain::oidc::SessionInfo],
+    current: Option<&str>,
+) -> Vec<relais_admin_ui::views::SessionRow> {
+    sessions
+        .iter()
+        .map(|s| relais_admin_ui::views::SessionRow {
+            id: s.id.clone(),
+            short_id: s.id.chars().take(8).collect(),
+            created: unix_date(s.created_at),
+            last_auth: unix_date(s.auth_time),
+            amr: s.amr.join(" "),
+            acr: s.acr.clone(),
+            clients: if s.clients.is_empty() { "—".into() } else { s.clients.join(", ") },
+            ip: s.source_ip.clone().unwrap_or_else(|| "—".into()),
+            expires: unix_date(s.expires_at),
+            current: current == Some(s.id.as_str()),
+        })
+        .collect()
 }

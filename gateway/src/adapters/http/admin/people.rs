@@ -116,6 +116,10 @@ async fn render(req: &HttpRequest, state: &AppState, admin_state: &AdminState, u
         Ok(k) => k,
         Err(e) => return super::domain_error(e, a.lang),
     };
+    let sessions = match state.provider.sso_sessions_of(account.id).await {
+        Ok(s) => super::session_rows(&s, None),
+        Err(e) => return super::domain_error(e, a.lang),
+    };
     let role = match admin_state.roles.admin_role(account.id).await {
         Ok(r) => r.map(|r| r.as_str().to_owned()).unwrap_or_else(|| "—".into()),
         Err(e) => return super::domain_error(e, a.lang),
@@ -159,6 +163,7 @@ async fn render(req: &HttpRequest, state: &AppState, admin_state: &AdminState, u
                     revoked: k.revoked_at.map(date),
                 })
                 .collect(),
+            sessions,
             events,
             notice: flash.notice,
             error: flash.error,
@@ -350,6 +355,68 @@ pub async fn revoke_key(
         "fido2_revoke",
         |actor, _f, user| async move {
             st.provider.management(&actor).revoke_security_key(&user, key).await?;
+            Ok(None)
+        },
+    )
+    .await
+}
+
+/// The account id of `username`, for the session actions.
+async fn account_of(state: &AppState, actor: &str, username: &str) -> Result<uuid::Uuid, crate::domain::management::ManagementError> {
+    Ok(state.provider.management(actor).show(username).await?.0.id)
+}
+
+#[tracing::instrument(skip_all, fields(username = %path.as_str()))]
+pub async fn revoke_session(
+    req: HttpRequest,
+    payload: web::Payload,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    admin_state: web::Data<AdminState>,
+) -> HttpResponse {
+    let st = state.clone();
+    let ctx = crate::adapters::http::extract::context(&req);
+    change(
+        req,
+        payload,
+        path.into_inner(),
+        state,
+        admin_state,
+        "session_revoke",
+        |actor, f, user| async move {
+            let account = account_of(&st, &actor, &user).await?;
+            let sid = f.get("session").unwrap_or("").to_owned();
+            if !st.provider.revoke_sso_session(account, &sid, &actor, &ctx).await? {
+                return Err(crate::domain::management::ManagementError::Invalid(format!(
+                    "{user} has no such active session"
+                )));
+            }
+            Ok(None)
+        },
+    )
+    .await
+}
+
+#[tracing::instrument(skip_all, fields(username = %path.as_str()))]
+pub async fn revoke_all_sessions(
+    req: HttpRequest,
+    payload: web::Payload,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    admin_state: web::Data<AdminState>,
+) -> HttpResponse {
+    let st = state.clone();
+    let ctx = crate::adapters::http::extract::context(&req);
+    change(
+        req,
+        payload,
+        path.into_inner(),
+        state,
+        admin_state,
+        "session_revoke_all",
+        |actor, _f, user| async move {
+            let account = account_of(&st, &actor, &user).await?;
+            st.provider.revoke_all_sso_sessions(account, &actor, &ctx).await?;
             Ok(None)
         },
     )

@@ -1,0 +1,247 @@
+//! Staff self-service at `/account`, end to end: opened by the SSO session only, the person
+//! sees their logins, sessions and keys, ends a session (CSRF, audited as `self`, SSO and
+//! refresh tokens gone), removes a key but not the last one when the policy requires one.
+use crate::admin::{self, ADMIN, enrol, events, setup_on, staff};
+use crate::admin_sessions::{alice_logs_in, has_sso, refresh};
+use crate::browser::{Browser, field};
+use crate::harness::{self, ALICE, CALLBACK, Db, Sessions};
+use crate::webdriver::Driver;
+use relais::domain::admin::AdminRole;
+use relais::domain::management::{NewAccount, NewClient};
+use relais::domain::ports::Storage;
+use relais::protocol::{ClientId, RedirectUri};
+use reqwest::StatusCode;
+
+async fn page(b: &Browser, s: &harness::Server, path: &str) -> (StatusCode, String) {
+    let r = b.get(&s.url(path)).await;
+    (r.status(), r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_account_page_needs_an_sso_session_not_the_admin_one() {
+    let (s, mut token) = setup_on(Db::Sqlite, Sessions::Memory).await;
+    staff(&s, &mut token, ADMIN, Some(AdminRole::Admin)).await;
+    let (st, body) = page(&Browser::new(), &s, "/account").await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("pas connecté"), "{body}");
+    // An admin session opens /admin, not /account.
+    let http = admin::client();
+    admin::login(&http, &s, &mut token, ADMIN).await;
+    assert_eq!(http.get(s.url("/account")).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    // A POST without a session changes nothing.
+    let r = http
+        .post(s.url("/account/sessions/revoke"))
+        .form(&[("csrf", "x"), ("session", "y")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    s.stop().await;
+}
+
+async fn staff_see_and_end_their_sessions(sessions: Sessions) {
+    let (s, _token) = setup_on(Db::Sqlite, sessions).await;
+    let (b1, sid1, rt1) = alice_logs_in(&s).await;
+    let (b2, sid2, rt2) = alice_logs_in(&s).await;
+    // Someone else's session, to try to end it from alice's page.
+    let c = s.components();
+    c.management("test")
+        .create_account(
+            &c.config.passwords,
+            NewAccount::new("bmartin", "Bruno", "Martin"),
+            "bmartin-password-1",
+        )
+        .await
+        .unwrap();
+    let b3 = Browser::new();
+    b3.login(
+        &s.base,
+        &harness::authorize_url(&s, "web", CALLBACK, ""),
+        "bmartin",
+        "bmartin-password-1",
+    )
+    .await;
+    let sid3 = events(&s, "code_issued").await[0]["session_id"].as_str().unwrap().to_owned();
+
+    let (st, body) = page(&b1, &s, "/account").await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(body.contains("Mon compte") && body.contains("Alice Martin"), "{body}");
+    let logins = body.split("id=\"logins\"").nth(1).unwrap().split("</section>").next().unwrap();
+    assert!(
+        logins.contains("mot de passe") && logins.contains("réussie") && logins.contains("127.0.0.1"),
+        "{logins}"
+    );
+    assert!(body.contains(&sid1) && body.contains(&sid2) && !body.contains(&sid3), "{body}");
+    assert!(body.contains("(cette session)"));
+    let csrf = field(&body, "csrf").expect("csrf");
+    let (_, en) = page(&b1, &s, "/account?lang=en").await;
+    assert!(en.contains("My account") && en.contains("(this session)"));
+
+    // Forged: no token, or the token of another browser's session.
+    for token in ["", "forged"] {
+        let r = b1
+            .http
+            .post(s.url("/account/sessions/revoke"))
+            .form(&[("csrf", token), ("session", sid2.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    }
+    let (_, other) = page(&b2, &s, "/account").await;
+    let csrf2 = field(&other, "csrf").unwrap();
+    assert_ne!(csrf, csrf2, "the token is bound to the session");
+    let r = b1
+        .http
+        .post(s.url("/account/sessions/revoke"))
+        .form(&[("csrf", csrf2.as_str()), ("session", sid2.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(has_sso(&s, &b2).await);
+
+    // Someone else's session is not alice's to end.
+    let r = b1
+        .http
+        .post(s.url("/account/sessions/revoke"))
+        .form(&[("csrf", csrf.as_str()), ("session", sid3.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(has_sso(&s, &b3).await);
+
+    // Alice ends her other session: gone, with its refresh tokens; audited as `self`.
+    let r = b1
+        .http
+        .post(s.url("/account/sessions/revoke"))
+        .form(&[("csrf", csrf.as_str()), ("session", sid2.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], "/account?done=1");
+    let ev = events(&s, "session_revoked").await;
+    assert_eq!(ev[0]["actor"], "self");
+    assert_eq!(ev[0]["session_id"], sid2.as_str());
+    assert!(!has_sso(&s, &b2).await);
+    assert_eq!(refresh(&s, &rt2).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(refresh(&s, &rt1).await.0, StatusCode::OK);
+
+    // Then this browser's own session: signed out here too.
+    let r = b1
+        .http
+        .post(s.url("/account/sessions/revoke"))
+        .form(&[("csrf", csrf.as_str()), ("session", sid1.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(page(&b1, &s, "/account").await.0, StatusCode::UNAUTHORIZED);
+    assert!(!has_sso(&s, &b1).await);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn staff_see_and_end_their_sessions_on_memory() {
+    staff_see_and_end_their_sessions(Sessions::Memory).await;
+}
+
+#[tokio::test]
+async fn staff_see_and_end_their_sessions_on_redis() {
+    staff_see_and_end_their_sessions(Sessions::Redis).await;
+}
+
+async fn remove_key(b: &Browser, s: &harness::Server, csrf: &str, key: &str) -> (StatusCode, String) {
+    let r = b
+        .http
+        .post(s.url(&format!("/account/keys/{key}/remove")))
+        .form(&[("csrf", csrf)])
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn staff_remove_a_key_but_not_the_last_one_the_policy_requires() {
+    let (s, mut token) = setup_on(Db::Sqlite, Sessions::Memory).await;
+    // Logged in with the password (no key yet), then two keys are enrolled.
+    let (b, _, _) = alice_logs_in(&s).await;
+    enrol(&s, &mut token, ALICE.0).await;
+    enrol(&s, &mut token, ALICE.0).await;
+    let c = s.components();
+    let alice = c.store.account_by_username(ALICE.0).await.unwrap().unwrap();
+    let keys = c.provider.key_store.security_keys(alice.id).await.unwrap();
+    assert_eq!(keys.len(), 2);
+    let (_, body) = page(&b, &s, "/account").await;
+    assert!(body.contains("/account/keys/") && body.contains("id=\"add-key\""), "{body}");
+    let csrf = field(&body, "csrf").unwrap();
+
+    let (st, _) = remove_key(&b, &s, "forged", &keys[0].id.to_string()).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _) = remove_key(&b, &s, &csrf, &keys[0].id.to_string()).await;
+    assert_eq!(st, StatusCode::SEE_OTHER);
+    let ev = events(&s, "fido2_key_revoked").await;
+    assert_eq!(ev[0]["actor"], "self");
+    assert_eq!(ev[0]["key_id"], keys[0].id.to_string());
+    // Gone already: refused.
+    let (st, _) = remove_key(&b, &s, &csrf, &keys[0].id.to_string()).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+
+    // The last key of an admin stays (the admin login always needs one).
+    c.management("test")
+        .set_admin_role(c.store.as_ref(), ALICE.0, Some(AdminRole::Auditor))
+        .await
+        .unwrap();
+    let (st, body) = remove_key(&b, &s, &csrf, &keys[1].id.to_string()).await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    assert!(body.contains("dernier facteur"), "{body}");
+    // Likewise when an application refuses a password alone.
+    c.management("test").set_admin_role(c.store.as_ref(), ALICE.0, None).await.unwrap();
+    let strongest = c.provider.settings.acr_levels.last().unwrap().clone();
+    c.management("test")
+        .register_client(NewClient {
+            min_acr: Some(strongest),
+            ..NewClient::confidential(
+                ClientId::parse("dpi").unwrap(),
+                "DPI",
+                vec![RedirectUri::parse("https://dpi.chu.example/cb").unwrap()],
+            )
+        })
+        .await
+        .unwrap();
+    let (st, _) = remove_key(&b, &s, &csrf, &keys[1].id.to_string()).await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    let active = c.provider.key_store.security_keys(alice.id).await.unwrap();
+    assert_eq!(active.iter().filter(|k| k.active()).count(), 1, "the last key stays");
+    assert_eq!(events(&s, "fido2_key_revoked").await.len(), 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn browser_staff_end_another_session_on_their_account_page() {
+    let (s, _token) = setup_on(Db::Sqlite, Sessions::Memory).await;
+    // A session elsewhere (another browser, over HTTP).
+    let (elsewhere, other_sid, _) = alice_logs_in(&s).await;
+    let d = Driver::start().await;
+    d.goto(&harness::authorize_url(&s, "web", CALLBACK, "")).await;
+    d.type_into("#username", ALICE.0).await;
+    d.type_into("#password", ALICE.1).await;
+    d.click("form button[type=submit]").await;
+    d.goto(&s.url("/account")).await;
+    d.wait_url("/account").await;
+    assert!(d.text("h1").await.contains("Mon compte"));
+    assert!(d.text("#sessions tr.current").await.contains("cette session"));
+    d.screenshot(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/img/account.png"))
+        .await;
+    d.click("#sessions tbody tr:not(.current) button").await;
+    d.wait_url("/account?done=1").await;
+    let ev = events(&s, "session_revoked").await;
+    assert_eq!(ev[0]["actor"], "self");
+    assert_eq!(ev[0]["session_id"], other_sid.as_str());
+    assert!(!has_sso(&s, &elsewhere).await);
+    d.quit().await;
+    s.stop().await;
+}
