@@ -45,6 +45,8 @@ pub struct Components {
     pub provider: Arc<Provider>,
     /// The card certificate checker (trust anchors, CRLs), when `[cards]` is configured.
     pub cards: Option<Arc<CardVerifier>>,
+    /// The `[[directories]]`, shared by the login and the health checks (same pools).
+    pub directories: Vec<Arc<Directory>>,
 }
 
 pub fn db_settings(cfg: &Config) -> DbSettings {
@@ -135,7 +137,8 @@ impl Components {
                 establish_mapping: config.cards.as_ref().is_some_and(|c| c.establish_mapping),
             },
         };
-        let passwords = password_checker(&config, storage.clone(), clock.clone())?;
+        let directories = directories(&config, storage.clone(), clock.clone())?;
+        let passwords = password_checker(&config, storage.clone(), &directories)?;
         let security_keys: Option<Arc<dyn SecurityKeys>> = match &config.fido2.attestation_policy {
             Some(path) => Some(Arc::new(
                 WebauthnKeys::new(&config.issuer, &config.fido2.rp_name, path).map_err(|e| StartError::Config(format!("fido2: {e}")))?,
@@ -179,6 +182,7 @@ impl Components {
             random,
             provider,
             cards,
+            directories,
         })
     }
 
@@ -286,13 +290,17 @@ pub async fn directory_claims(c: &Components) -> Result<Vec<crate::domain::ident
 
 /// The first factor: local accounts, or the directories (with local accounts as a fallback
 /// when `[login] local_fallback` is set).
-fn password_checker(config: &Config, storage: Arc<dyn Storage>, clock: Arc<dyn Clock>) -> Result<Arc<dyn PasswordChecker>, StartError> {
+fn password_checker(
+    config: &Config,
+    storage: Arc<dyn Storage>,
+    directories: &[Arc<Directory>],
+) -> Result<Arc<dyn PasswordChecker>, StartError> {
     let local = || LocalAccounts::new(storage.clone(), &config.passwords).map_err(|e| StartError::Config(e.to_string()));
     if config.directories.is_empty() {
         return Ok(Arc::new(local()?));
     }
     Ok(Arc::new(DirectoryLogin {
-        directories: directories(config, storage.clone(), clock)?,
+        directories: directories.to_vec(),
         local_fallback: if config.login.local_fallback { Some(local()?) } else { None },
     }))
 }
@@ -357,6 +365,7 @@ pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Runni
         },
         storage: components.store.clone(),
         sessions: components.sessions.clone(),
+        directories: components.directories.clone(),
         probe_timeout: Duration::from_millis(cfg.sessions.timeout_ms.max(cfg.database.connect_timeout_ms)),
         max_body_bytes: 64 * 1024,
         trusted_proxies: cfg.trusted_proxies.clone(),
@@ -495,6 +504,7 @@ pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Runni
     crate::telemetry::metrics::spawn_poller(
         components.store.clone(),
         components.sessions.clone(),
+        components.directories.clone(),
         Duration::from_millis(cfg.sessions.timeout_ms.max(cfg.database.connect_timeout_ms)),
         Duration::from_secs(10),
     );

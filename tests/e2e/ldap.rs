@@ -141,6 +141,8 @@ async fn ldap_failover_then_outage_gives_an_error_page_never_a_token() {
     // The pooled search connection breaks; Relais reconnects to the second server.
     let second = login_claims(&s, "jdupont", "jdupont-pw-1").await;
     assert_eq!(first["sub"], second["sub"], "replicas share entryUUID, so sub is stable");
+    let ready: serde_json::Value = reqwest::get(s.url("/readyz")).await.unwrap().json().await.unwrap();
+    assert_eq!(ready["directories"], serde_json::json!([{"name": "chu", "up": true}]), "{ready}");
     b.stop();
     let (st, body) = page(attempt(&s, "jdupont", "jdupont-pw-1").await);
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
@@ -148,6 +150,29 @@ async fn ldap_failover_then_outage_gives_an_error_page_never_a_token() {
         !body.contains("Identifiant ou mot de passe incorrect"),
         "an outage is not a wrong password"
     );
+    let refusal = s.storage().audit_records(5).await.unwrap();
+    assert!(
+        refusal
+            .iter()
+            .any(|r| r.event.kind() == "login_password" && format!("{:?}", r.event).contains("unavailable")),
+        "the outage is in the audit trail: {refusal:?}"
+    );
+    // Every directory down: not ready (health checks still answer).
+    let r = reqwest::get(s.url("/readyz")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let ready: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(ready["directories"][0]["up"], false, "{ready}");
+    assert_eq!(reqwest::get(s.url("/healthz")).await.unwrap().status(), StatusCode::OK);
+
+    // One comes back: ready again and logins work, without restarting Relais.
+    b.restart();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while reqwest::get(s.url("/readyz")).await.unwrap().status() != StatusCode::OK {
+        assert!(std::time::Instant::now() < deadline, "not ready again after slapd came back");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let again = login_claims(&s, "jdupont", "jdupont-pw-1").await;
+    assert_eq!(again["sub"], first["sub"]);
     s.stop().await;
 }
 

@@ -119,6 +119,13 @@ impl Slapd {
         format!("ldap://127.0.0.1:{}", self.ldap_port)
     }
 
+    /// Starts the stopped server again, same ports and data.
+    pub fn restart(&mut self) {
+        if self.child.is_none() {
+            self.spawn();
+        }
+    }
+
     /// Stops the server (as if it crashed).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

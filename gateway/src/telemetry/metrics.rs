@@ -33,6 +33,8 @@ static AUDIT_CHAIN_LENGTH: AtomicI64 = AtomicI64::new(-1);
 /// 1 up, 0 down, -1 not checked yet: database, session store.
 static DB_UP: AtomicI64 = AtomicI64::new(-1);
 static SESSIONS_UP: AtomicI64 = AtomicI64::new(-1);
+/// Each directory's last health check (name, 1/0), in configuration order.
+static DIRECTORIES_UP: std::sync::Mutex<Vec<(String, i64)>> = std::sync::Mutex::new(Vec::new());
 
 const SECONDS_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
@@ -130,13 +132,20 @@ fn instruments() -> Option<&'static Instruments> {
                     "relais.dependency.up",
                     "1 when the dependency answered the last health check",
                     || {
-                        vec![
+                        let mut v = vec![
                             (DB_UP.load(Ordering::Relaxed), vec![KeyValue::new("dependency", "database")]),
                             (
                                 SESSIONS_UP.load(Ordering::Relaxed),
                                 vec![KeyValue::new("dependency", "session_store")],
                             ),
-                        ]
+                        ];
+                        for (name, up) in DIRECTORIES_UP.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                            v.push((
+                                *up,
+                                vec![KeyValue::new("dependency", "directory"), KeyValue::new("directory", name.clone())],
+                            ));
+                        }
+                        v
                     },
                 ),
             ],
@@ -238,7 +247,13 @@ impl AuditSink for MeteredAuditSink {
 }
 
 /// Checks the database and the session store, and reads the audit chain head, every `every`.
-pub fn spawn_poller(storage: Arc<dyn Storage>, sessions: Arc<dyn SessionStore>, timeout: Duration, every: Duration) {
+pub fn spawn_poller(
+    storage: Arc<dyn Storage>,
+    sessions: Arc<dyn SessionStore>,
+    directories: Vec<Arc<crate::adapters::directory::Directory>>,
+    timeout: Duration,
+    every: Duration,
+) {
     if !enabled() {
         return;
     }
@@ -253,6 +268,12 @@ pub fn spawn_poller(storage: Arc<dyn Storage>, sessions: Arc<dyn SessionStore>, 
             }
             let s = tokio::time::timeout(timeout, sessions.ping()).await;
             SESSIONS_UP.store(matches!(s, Ok(Ok(()))) as i64, Ordering::Relaxed);
+            let mut dirs = Vec::with_capacity(directories.len());
+            for d in &directories {
+                let r = tokio::time::timeout(timeout, d.ping()).await;
+                dirs.push((d.settings.name.clone(), matches!(r, Ok(Ok(()))) as i64));
+            }
+            *DIRECTORIES_UP.lock().unwrap_or_else(|e| e.into_inner()) = dirs;
         }
     });
 }

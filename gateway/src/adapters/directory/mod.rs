@@ -229,6 +229,26 @@ impl Directory {
         }
     }
 
+    /// Health check for `/readyz` and the `relais_dependency_up` metric: a pooled connection
+    /// (opened with failover if none is idle) reads the root DSE within the operation timeout.
+    pub async fn ping(&self) -> Result<(), DirectoryError> {
+        let pool = self.search_pool.as_ref().unwrap_or(&self.bind_pool);
+        let mut lease = pool.get(&self.settings).await?;
+        let read = lease
+            .ldap
+            .with_timeout(self.settings.operation_timeout)
+            .search("", Scope::Base, "(objectClass=*)", vec!["1.1"])
+            .await
+            .and_then(|r| r.success());
+        match read {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                lease.discard();
+                Err(DirectoryError::Unavailable(format!("root DSE: {e}")))
+            }
+        }
+    }
+
     pub fn pool_stats(&self) -> PoolStats {
         PoolStats {
             search_connections_opened: self.search_pool.as_ref().map_or(0, Pool::opened),

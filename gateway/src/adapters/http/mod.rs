@@ -35,6 +35,8 @@ pub struct AppState {
     pub sessions: Arc<dyn SessionStore>,
     /// Cut for the readiness probe's dependency checks.
     pub probe_timeout: Duration,
+    /// Checked by `/readyz`: with directories configured, at least one must answer.
+    pub directories: Vec<Arc<crate::adapters::directory::Directory>>,
     /// Largest accepted form body.
     pub max_body_bytes: usize,
     /// Relais as a PSC client, when configured (identity verification).

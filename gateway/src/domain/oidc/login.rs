@@ -159,7 +159,25 @@ impl Provider {
                 "too many failed login attempts; wait a few minutes, then start again from the application",
             )));
         }
-        let account = match self.passwords.verify(&username, &form.password).await? {
+        let verdict = match self.passwords.verify(&username, &form.password).await {
+            Ok(v) => v,
+            Err(e) => {
+                // The directory (or the account database) did not answer: not the person's
+                // failure (no throttle count), but a refused login all the same, on record.
+                self.audit_refusal(
+                    ctx,
+                    AuditEvent::LoginPassword {
+                        username,
+                        account_id: None,
+                        success: false,
+                        reason: Some(format!("password check unavailable: {e}")),
+                    },
+                )
+                .await;
+                return Err(e.into());
+            }
+        };
+        let account = match verdict {
             PasswordVerdict::Accepted(a, roles) => {
                 pending.roles = roles;
                 Some(a)
