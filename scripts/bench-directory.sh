@@ -87,7 +87,16 @@ load() { "$bin/relais-load" --base "http://localhost:$PORT" --secret="$secret" -
 # Warm-up (accounts created on first login, TLS connections opened): not counted.
 load --requests 2000 --concurrency 16 >/dev/null
 before=$(connections Total)
-load --requests "$DIR_REQUESTS" --concurrency "$DIR_CONCURRENCY" | sed 's/^/[directory] /'
+# CPU per login of each process (user + system ticks over the run), to see who bounds the rate
+# (relais, slapd, and the load tool itself share the 2 cores).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+tick=$(getconf CLK_TCK)
+r0=$(cpu_ticks "$relais_pid"); s0=$(cpu_ticks "$slapd_pid")
+/usr/bin/time -f "%U %S" -o "$work/load.cpu" "$bin/relais-load" --base "http://localhost:$PORT" --secret="$secret" --scenario dirlogin --user 'bench{n}' --password 'bench-pw-{n}' --users 1000 \
+  --requests "$DIR_REQUESTS" --concurrency "$DIR_CONCURRENCY" | sed 's/^/[directory] /'
+r1=$(cpu_ticks "$relais_pid"); s1=$(cpu_ticks "$slapd_pid")
+awk -v r="$((r1 - r0))" -v s="$((s1 - s0))" -v hz="$tick" -v n="$DIR_REQUESTS" -v l="$(cat "$work/load.cpu")" \
+  'BEGIN { split(l, u, " "); printf "[directory] CPU per login: relais %.2f ms, slapd %.2f ms, load tool %.2f ms\n", r * 1000 / hz / n, s * 1000 / hz / n, (u[1] + u[2]) * 1000 / n }'
 load --requests "$DIR_REQUESTS" --rate "$DIR_RATE" | sed 's/^/[directory] /'
 after=$(connections Total)
 echo "[directory] slapd connections opened during $((2 * DIR_REQUESTS)) logins: $((after - before - 1)) (now open: $(connections Current), counting the query itself)"

@@ -2,7 +2,8 @@
 # Benchmarks behind docs/performance.md: the token endpoint (code exchange) and full
 # local-account logins, on the embedded default (SQLite + in-process sessions) and on
 # PostgreSQL + Redis. Release build; the load tool runs on the same machine.
-# BENCH=telemetry runs only the last part: tracing on (OTLP export to a local receiver) vs off.
+# BENCH=telemetry runs only part 4: tracing on (OTLP export to a local receiver) vs off.
+# BENCH=core runs only parts 1-3 (token endpoint, logins, Annuaire import).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/relais/target}"
@@ -25,18 +26,29 @@ CONCURRENCY=${CONCURRENCY:-32}
 
 wait_ready() { for _ in $(seq 1 100); do curl -sf "$1/readyz" >/dev/null && return 0; sleep 0.1; done; echo "server did not start"; exit 1; }
 rss_mib() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Runs relais-load with the rest of the arguments, then prints relais' CPU per operation
+# (user + system time of the server process over the run): with the load tool on the same
+# 2 cores, this says how far the server itself is from its limit.
+timed_load() { # pid label requests args...
+  local pid=$1 label=$2 n=$3; shift 3
+  local before; before=$(cpu_ticks "$pid")
+  "$bin/relais-load" "$@" | sed "s/^/[$label] /"
+  awk -v t="$(( $(cpu_ticks "$pid") - before ))" -v hz="$(getconf CLK_TCK)" -v n="$n" -v l="$label" \
+    'BEGIN { printf "[%s]   relais CPU per operation: %.3f ms\n", l, t * 1000 / hz / n }'
+}
 
 run_loads() { # base secret pid label
   sleep 2
   echo "[$4] idle RSS after start: $(rss_mib "$3") MiB"
-  "$bin/relais-load" --base "$1" --secret="$2" --scenario token --requests "$TOKEN_REQUESTS" --concurrency "$CONCURRENCY" | sed "s/^/[$4] /"
+  timed_load "$3" "$4" "$TOKEN_REQUESTS" --base "$1" --secret="$2" --scenario token --requests "$TOKEN_REQUESTS" --concurrency "$CONCURRENCY"
   "$bin/relais-load" --base "$1" --secret="$2" --scenario login --requests "$LOGIN_REQUESTS" --concurrency 4 | sed "s/^/[$4] /"
   echo "[$4] RSS after load: $(rss_mib "$3") MiB"
 }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
 BENCH=${BENCH:-all}
-if [ "$BENCH" = all ]; then
+if [ "$BENCH" = all ] || [ "$BENCH" = core ]; then
 
 # 1. Embedded default: `relais demo`.
 "$bin/relais" demo --listen 127.0.0.1:8090 --data-dir "$work/demo" >"$work/demo.log" 2>&1 &
@@ -69,7 +81,7 @@ pid=$!
 wait_ready http://localhost:8090
 sleep 2
 echo "[postgres+redis] idle RSS after start: $(rss_mib "$pid") MiB"
-"$bin/relais-load" --base http://localhost:8090 --secret="$secret" --password alice-demo-pw-long --scenario token --requests "$TOKEN_REQUESTS" --concurrency "$CONCURRENCY" | sed "s/^/[postgres+redis] /"
+timed_load "$pid" postgres+redis "$TOKEN_REQUESTS" --base http://localhost:8090 --secret="$secret" --password alice-demo-pw-long --scenario token --requests "$TOKEN_REQUESTS" --concurrency "$CONCURRENCY"
 "$bin/relais-load" --base http://localhost:8090 --secret="$secret" --password alice-demo-pw-long --scenario login --requests "$LOGIN_REQUESTS" --concurrency 4 | sed "s/^/[postgres+redis] /"
 echo "[postgres+redis] RSS after load: $(rss_mib "$pid") MiB"
 kill "$pid"; wait "$pid" 2>/dev/null || true
@@ -105,6 +117,7 @@ command -v /usr/bin/time >/dev/null || { as_root() { if [ "$(id -u)" -eq 0 ]; th
 psql -h 127.0.0.1 -U postgres -d test -qc "DROP SCHEMA $schema CASCADE"
 fi
 
+if [ "$BENCH" = all ] || [ "$BENCH" = telemetry ]; then
 # 4. Tracing overhead: full logins on PostgreSQL + Redis, with OTLP trace and metric export to
 # a local receiver vs without (no OpenTelemetry layer), alternated, same server config. CPU per
 # flow = the relais process's user+system CPU time (/proc/PID/stat) over the run / logins.
@@ -132,6 +145,8 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 tick=$(getconf CLK_TCK)
 tschema="bench_tel_$(date +%s)"
 psql -h 127.0.0.1 -U postgres -d test -qc "CREATE SCHEMA $tschema"
+# One key-encryption key for the schema: both hashing modes share its signing keys.
+tkek=$("$bin/relais" keys generate-kek)
 for hashing in ${TELEMETRY_HASHING:-production cheap}; do
   passwords=""
   [ "$hashing" = cheap ] && passwords=$'[passwords]\nmemory_kib = 1024\niterations = 1'
@@ -147,7 +162,7 @@ max_connections = 32
 backend = "redis"
 key_prefix = "$tschema-$hashing"
 [keys]
-encryption_key = "$("$bin/relais" keys generate-kek)"
+encryption_key = "$tkek"
 [shutdown]
 readiness_grace_ms = 0
 $passwords
@@ -176,6 +191,8 @@ TOML
 done
 echo "[telemetry] OTLP requests received by the local receiver: $(wc -l < "$work/otlp-requests") ($(awk '{s += $2} END {printf "%.1f MiB", s/1048576}' "$work/otlp-requests"))"
 psql -h 127.0.0.1 -U postgres -d test -qc "DROP SCHEMA $tschema CASCADE"
+
+fi
 
 if [ "$BENCH" = all ]; then
   # 5. Directory password logins against a private slapd (docs/performance.md, issue #3).

@@ -2,6 +2,7 @@
 use crate::domain::ports::{Clock, Namespace, SessionStore, SessionStoreError};
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,8 +21,13 @@ pub struct MemorySessionStore {
     /// Sets (per-person session index), apart from the values.
     sets: Mutex<HashMap<(Namespace, String), SetEntry>>,
     clock: Arc<dyn Clock>,
-    /// Above this many entries, a write first sweeps out expired ones.
+    /// Below this many entries, nothing is swept.
     sweep_above: usize,
+    /// Sizes at which the next write sweeps (values, sets). After a sweep the mark moves to
+    /// twice what was left, so a map full of live entries (10 minutes of redeemed-code
+    /// markers under load) is not scanned on every write: sweeping stays amortised O(1).
+    next_sweep: AtomicUsize,
+    next_set_sweep: AtomicUsize,
 }
 
 impl MemorySessionStore {
@@ -31,6 +37,8 @@ impl MemorySessionStore {
             sets: Mutex::new(HashMap::new()),
             clock,
             sweep_above: 10_000,
+            next_sweep: AtomicUsize::new(10_000),
+            next_set_sweep: AtomicUsize::new(10_000),
         }
     }
 
@@ -55,8 +63,9 @@ impl MemorySessionStore {
     }
 
     fn insert(&self, map: &mut HashMap<(Namespace, String), Entry>, k: (Namespace, String), value: Vec<u8>, ttl: Duration, now: i64) {
-        if map.len() > self.sweep_above {
+        if map.len() > self.next_sweep.load(Ordering::Relaxed) {
             map.retain(|_, e| e.expires_at_ms > now);
+            self.next_sweep.store((2 * map.len()).max(self.sweep_above), Ordering::Relaxed);
         }
         map.insert(
             k,
@@ -142,8 +151,9 @@ impl SessionStore for MemorySessionStore {
         let now = self.now_ms();
         let until = now + ttl.as_millis() as i64;
         let mut sets = self.lock_sets();
-        if sets.len() > self.sweep_above {
+        if sets.len() > self.next_set_sweep.load(Ordering::Relaxed) {
             sets.retain(|_, e| e.expires_at_ms > now);
+            self.next_set_sweep.store((2 * sets.len()).max(self.sweep_above), Ordering::Relaxed);
         }
         let e = sets.entry((ns, key.to_owned())).or_insert_with(|| SetEntry {
             members: HashSet::new(),
