@@ -202,6 +202,53 @@ async fn admin_login_needs_the_role_the_password_and_a_security_key() {
     s.stop().await;
 }
 
+/// Guessing an admin's password at /admin is throttled by the same per-account counters as the
+/// login page: locked after the limit even with the right password, audited, lifted in time.
+#[tokio::test]
+async fn admin_password_guessing_is_throttled_like_the_login_page() {
+    let (token, ca) = SoftToken::new(true).unwrap();
+    let mut token = token;
+    let s = harness::start_with(
+        Db::Sqlite,
+        Sessions::Memory,
+        &format!(
+            "[fido2]\nattestation_policy = \"{}\"\n[login]\nmax_failures_per_account = 3\nlockout_secs = 60\n",
+            trust_file(&ca, AAGUID)
+        ),
+    )
+    .await;
+    let who = ("camille", "camille-password-1");
+    staff(&s, &mut token, who, Some(AdminRole::Admin)).await;
+    let http = client();
+    for _ in 0..3 {
+        let r = password_step(&http, &s, (who.0, "not-the-password")).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let r = password_step(&http, &s, who).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "locked even with the right password");
+    assert!(r.text().await.unwrap().contains("too many failed attempts"));
+    let e = events(&s, "admin_login").await;
+    assert_eq!(e[0]["reason"], "throttled_account", "{e:?}");
+    assert_eq!(e.iter().filter(|e| e["reason"] == "bad_credentials").count(), 3);
+    // The lockout is the account's, wherever the next attempt comes from.
+    let b = crate::browser::Browser::new();
+    let url = harness::authorize_url(&s, "web", harness::CALLBACK, "");
+    let crate::browser::Step::LoginForm(form) = b.start(&url).await else {
+        panic!("login form")
+    };
+    assert!(
+        !matches!(
+            b.submit_login(&s.base, &form, who.0, who.1).await,
+            crate::browser::Step::Callback(_)
+        ),
+        "the login page is locked too"
+    );
+    s.clock.advance(std::time::Duration::from_secs(61));
+    let r = password_step(&http, &s, who).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "the lockout lifts");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_password_without_a_key_is_not_enough() {
     let (s, _token) = setup().await;

@@ -177,6 +177,8 @@ pub enum AdminLoginError {
     Expired,
     #[error("the security key was refused")]
     KeyRefused,
+    #[error("too many failed attempts: wait a few minutes before trying again")]
+    Throttled,
 }
 
 const PENDING_TTL: Duration = Duration::from_secs(300);
@@ -216,9 +218,20 @@ impl AdminAccess<'_> {
         password: &str,
         ctx: &RequestContext,
     ) -> Result<Result<(String, String), AdminLoginError>, DomainError> {
+        // The same per-account and per-address counters as the login page: guessing an
+        // admin's password at /admin is no cheaper than anywhere else, and locks out the same.
+        let ip = ctx.source_ip.as_deref();
+        if let Some(what) = self.provider.throttled(username, ip).await? {
+            self.refuse(ctx, username, None, &format!("throttled_{}", what.as_str())).await;
+            return Ok(Err(AdminLoginError::Throttled));
+        }
         let (account, directory_roles) = match self.provider.passwords.verify(username, password).await? {
-            PasswordVerdict::Accepted(a, roles) => (a, roles),
+            PasswordVerdict::Accepted(a, roles) => {
+                self.provider.record_success(username).await?;
+                (a, roles)
+            }
             PasswordVerdict::Rejected => {
+                self.provider.record_failure(username, ip).await?;
                 self.refuse(ctx, username, None, "bad_credentials").await;
                 return Ok(Err(AdminLoginError::Refused));
             }

@@ -66,7 +66,7 @@ impl Provider {
     }
 
     /// `Some` if this username or address is locked out right now.
-    pub(super) async fn throttled(&self, username: &str, ip: Option<&str>) -> Result<Option<Throttled>, DomainError> {
+    pub(crate) async fn throttled(&self, username: &str, ip: Option<&str>) -> Result<Option<Throttled>, DomainError> {
         for (what, key, _) in self.throttle_keys(username, ip) {
             if self.sessions.get(Namespace::Counter, &format!("lock:{key}")).await?.is_some() {
                 return Ok(Some(what));
@@ -75,7 +75,7 @@ impl Provider {
         Ok(None)
     }
 
-    pub(super) async fn record_failure(&self, username: &str, ip: Option<&str>) -> Result<(), DomainError> {
+    pub(crate) async fn record_failure(&self, username: &str, ip: Option<&str>) -> Result<(), DomainError> {
         let t = &self.settings.throttle;
         for (_, key, max) in self.throttle_keys(username, ip) {
             let n = self
@@ -97,7 +97,7 @@ impl Provider {
         Ok(())
     }
 
-    pub(super) async fn record_success(&self, username: &str) -> Result<(), DomainError> {
+    pub(crate) async fn record_success(&self, username: &str) -> Result<(), DomainError> {
         if let Some((_, key, _)) = self.throttle_keys(username, None).into_iter().next() {
             self.sessions.delete(Namespace::Counter, &format!("fail:{key}")).await?;
         }

@@ -68,6 +68,7 @@ pub async fn submit(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
             let _ = r.add_cookie(&admin.cookie(ADMIN_LOGIN_COOKIE, pending_id, LOGIN_COOKIE_SECS));
             r
         }
+        Ok(Err(e @ AdminLoginError::Throttled)) => login_form(&req, &admin, &state, StatusCode::TOO_MANY_REQUESTS, Some(e.to_string())),
         Ok(Err(e)) => login_form(&req, &admin, &state, StatusCode::UNAUTHORIZED, Some(e.to_string())),
         Err(e) => super::domain_error(e, lang),
     }
