@@ -453,6 +453,31 @@ async fn the_auditor_reads_the_audit_trail_and_mappings_and_changes_nothing() {
     assert!(lines.iter().all(|l| l["event_type"] == "admin_login"), "{body}");
     assert_eq!(events(&s, "audit_exported").await.len(), 1);
 
+    // The person filter takes an idNat, a bare RPPS number or a login (issue #6: "person
+    // (local or national id)").
+    let rpps_alice = rpps("1000000043");
+    let idnat_alice = format!("8{rpps_alice}");
+    s.components().management("test").link("alice", &idnat_alice, true).await.unwrap();
+    let alice_id = s.storage().account_by_username("alice").await.unwrap().unwrap().id.to_string();
+    for person in [idnat_alice.as_str(), rpps_alice.as_str(), "alice", alice_id.as_str()] {
+        let body = http
+            .get(s.url(&format!("/admin/audit/export?account_id={person}")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let lines: Vec<Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert!(lines.iter().any(|l| l["event_type"] == "identity_linked"), "{person}: {body}");
+        assert!(lines.iter().all(|l| l["account_id"] == alice_id.as_str()), "{person}: {body}");
+        let page = http.get(s.url(&format!("/admin/audit?account_id={person}"))).send().await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+        assert!(page.text().await.unwrap().contains("identity_linked"));
+    }
+    let nobody = http.get(s.url("/admin/audit/export?account_id=nobody-here")).send().await.unwrap();
+    assert_eq!(nobody.text().await.unwrap(), "", "a person who does not exist matches nothing");
+
     // A withdrawn role ends the session at the next request.
     let c = s.components();
     c.management("test")

@@ -104,6 +104,17 @@ impl Filters {
     }
 }
 
+/// The person filter, resolved: an account id, an idNat or RPPS number, or a login name.
+async fn person(state: &AppState, f: &Filters) -> Result<Option<String>, crate::domain::ports::StoreError> {
+    if f.account_id.is_empty() {
+        return Ok(None);
+    }
+    let found =
+        crate::domain::audit_chain::resolve_person(state.storage.as_ref(), state.provider.identities.as_ref(), &f.account_id).await?;
+    // Nobody by that name: a filter that matches nothing, not "no filter".
+    Ok(Some(found.unwrap_or_else(|| f.account_id.clone())))
+}
+
 async fn render(req: &HttpRequest, state: &AppState, admin_state: &AdminState, verify: Option<(bool, String)>) -> HttpResponse {
     let a = match admin(req, state, admin_state).await {
         Ok(a) => a,
@@ -112,7 +123,12 @@ async fn render(req: &HttpRequest, state: &AppState, admin_state: &AdminState, v
     let q = query(req);
     let f = Filters::from(&q);
     let cursor = q.get("cursor").and_then(|c| c.parse().ok());
-    let page = match state.storage.audit_query(&f.query(Order::Descending, PAGE, cursor)).await {
+    let mut aq = f.query(Order::Descending, PAGE, cursor);
+    match person(state, &f).await {
+        Ok(p) => aq.account_id = p,
+        Err(e) => return super::domain_error(e, a.lang),
+    }
+    let page = match state.storage.audit_query(&aq).await {
         Ok(p) => p,
         Err(e) => return super::domain_error(e, a.lang),
     };
@@ -151,6 +167,10 @@ pub async fn export(req: HttpRequest, state: web::Data<AppState>, admin_state: w
         Err(r) => return r,
     };
     let f = Filters::from(&query(&req));
+    let resolved = match person(&state, &f).await {
+        Ok(p) => p,
+        Err(e) => return super::domain_error(e, a.lang),
+    };
     let mut ctx = extract::context(&req);
     ctx.correlation_id = Some(format!("actor:{}", a.actor()));
     struct Cursor {
@@ -165,7 +185,8 @@ pub async fn export(req: HttpRequest, state: web::Data<AppState>, admin_state: w
     let stream = futures_util::stream::unfold(start, move |mut cur| {
         let state = state.clone();
         let ctx = ctx.clone();
-        let q = f.query(Order::Ascending, EXPORT_PAGE, None);
+        let mut q = f.query(Order::Ascending, EXPORT_PAGE, None);
+        q.account_id = resolved.clone();
         let (since, until) = (f.since.clone(), f.until.clone());
         async move {
             let cursor = cur.next?;
