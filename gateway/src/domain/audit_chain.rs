@@ -230,6 +230,35 @@ pub struct AuditPage {
     pub next_cursor: Option<i64>,
 }
 
+/// The account id a "person" filter of the audit search names: a national identifier (an
+/// idNat, or a bare 11-digit RPPS number) through its mapping; an account id as typed; else a
+/// login name. `None` when it names nobody (the search then finds nothing, rightly).
+pub async fn resolve_person(
+    storage: &dyn crate::domain::ports::Storage,
+    identities: &dyn crate::domain::ports::IdentityStore,
+    text: &str,
+) -> Result<Option<String>, StoreError> {
+    let text = text.trim();
+    // A PSI idNat is a UUID too: the national mapping is asked first.
+    let as_idnat = crate::domain::identity::IdNat::parse(text).ok().or_else(|| {
+        (text.len() == 11)
+            .then(|| crate::domain::identity::IdNat::parse(&format!("8{text}")).ok())
+            .flatten()
+    });
+    if let Some(idnat) = as_idnat
+        && let Some(n) = identities.national_id(&idnat).await?
+    {
+        return Ok(Some(n.account_id.to_string()));
+    }
+    if uuid::Uuid::parse_str(text).is_ok() {
+        return Ok(Some(text.to_ascii_lowercase()));
+    }
+    let Some(login) = crate::domain::account::normalise_username(text) else {
+        return Ok(None);
+    };
+    Ok(storage.account_by_username(&login).await?.map(|a| a.id.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,33 +295,4 @@ mod tests {
             assert_ne!(m.compute_hash(), r.hash);
         }
     }
-}
-
-/// The account id a "person" filter of the audit search names: a national identifier (an
-/// idNat, or a bare 11-digit RPPS number) through its mapping; an account id as typed; else a
-/// login name. `None` when it names nobody (the search then finds nothing, rightly).
-pub async fn resolve_person(
-    storage: &dyn crate::domain::ports::Storage,
-    identities: &dyn crate::domain::ports::IdentityStore,
-    text: &str,
-) -> Result<Option<String>, StoreError> {
-    let text = text.trim();
-    // A PSI idNat is a UUID too: the national mapping is asked first.
-    let as_idnat = crate::domain::identity::IdNat::parse(text).ok().or_else(|| {
-        (text.len() == 11)
-            .then(|| crate::domain::identity::IdNat::parse(&format!("8{text}")).ok())
-            .flatten()
-    });
-    if let Some(idnat) = as_idnat
-        && let Some(n) = identities.national_id(&idnat).await?
-    {
-        return Ok(Some(n.account_id.to_string()));
-    }
-    if uuid::Uuid::parse_str(text).is_ok() {
-        return Ok(Some(text.to_ascii_lowercase()));
-    }
-    let Some(login) = crate::domain::account::normalise_username(text) else {
-        return Ok(None);
-    };
-    Ok(storage.account_by_username(&login).await?.map(|a| a.id.to_string()))
 }
