@@ -141,6 +141,8 @@ pub struct Texts {
     pub my_keys: &'static str,
     pub remove_key: &'static str,
     pub add_key_help: &'static str,
+    pub add_key: &'static str,
+    pub enrolment_code: &'static str,
     pub not_signed_in: &'static str,
     pub last_key_kept: &'static str,
 }
@@ -284,7 +286,9 @@ pub static FR: Texts = Texts {
     recent_logins: "Connexions récentes",
     my_keys: "Mes clés de sécurité",
     remove_key: "Retirer",
-    add_key_help: "Pour ajouter une clé : à votre prochaine connexion, sur la page de la clé de sécurité, cochez « ajouter une autre clé », utilisez une clé déjà enregistrée puis la nouvelle. Pour une première clé, demandez un code d'enrôlement au service informatique.",
+    add_key_help: "Une autre clé s'ajoute depuis une session ouverte avec une clé (ou votre carte CPS). Pour une première clé, saisissez le code d'enrôlement remis par le service informatique.",
+    add_key: "Ajouter une clé",
+    enrolment_code: "Code d'enrôlement",
     not_signed_in: "Vous n'êtes pas connecté. Connectez-vous depuis une application de l'établissement, puis revenez sur cette page.",
     last_key_kept: "Cette clé est votre dernier facteur résistant à l'hameçonnage, que la politique de l'établissement exige : elle ne peut pas être retirée ici. Adressez-vous au service informatique.",
 };
@@ -428,7 +432,9 @@ pub static EN: Texts = Texts {
     recent_logins: "Recent logins",
     my_keys: "My security keys",
     remove_key: "Remove",
-    add_key_help: "To add a key: at your next login, on the security key page, tick \"add another key\", use a key already registered, then the new one. For a first key, ask the IT team for an enrolment code.",
+    add_key_help: "Another key can be added from a session opened with a key (or your CPS card). For a first key, enter the enrolment code from the IT team.",
+    add_key: "Add a key",
+    enrolment_code: "Enrolment code",
     not_signed_in: "You are not signed in. Log in from one of the establishment's applications, then come back to this page.",
     last_key_kept: "This key is your last phishing-resistant factor, which the establishment's policy requires: it cannot be removed here. Ask the IT team.",
 };

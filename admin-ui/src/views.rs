@@ -245,6 +245,8 @@ pub struct AccountView {
     pub logins: Vec<LoginRow>,
     pub sessions: Vec<SessionRow>,
     pub keys: Vec<KeyRow>,
+    /// Without one, adding a key asks for the admin's enrolment code.
+    pub has_active_key: bool,
     pub notice: Option<String>,
     pub error: Option<String>,
 }

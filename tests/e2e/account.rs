@@ -245,3 +245,101 @@ async fn browser_staff_end_another_session_on_their_account_page() {
     d.quit().await;
     s.stop().await;
 }
+
+/// Adding a security key from `/account`: a first key needs the admin's enrolment code; with a
+/// key registered, a password-only session may not add another (a stolen password never
+/// adds a key), a session opened with a key may. Each step is audited; a replayed answer and
+/// a forged page are refused.
+#[tokio::test]
+async fn staff_add_a_key_from_their_account_page_under_the_enrolment_rules() {
+    use crate::fido2::{authenticate, key_step, origin};
+    use relais::domain::ports::SecurityKeyStore;
+    use webauthn_authenticator_rs::WebauthnAuthenticator;
+    use webauthn_authenticator_rs::prelude::CreationChallengeResponse;
+    let (s, mut token) = setup_on(Db::Sqlite, Sessions::Memory).await;
+    let alice = s.storage().account_by_username(ALICE.0).await.unwrap().unwrap();
+    let store = s.components().store.clone();
+    let keys = || {
+        let store = store.clone();
+        async move { store.security_keys(alice.id).await.unwrap().iter().filter(|k| k.active()).count() }
+    };
+    let json_post = |b: &Browser, path: &str, body: serde_json::Value| {
+        let req = b.http.post(s.url(path)).json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status(), r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+
+    // A password session, no key yet.
+    let (b, _, _) = alice_logs_in(&s).await;
+    let (_, html) = page(&b, &s, "/account").await;
+    assert!(html.contains("add-key-code"), "a first key asks for the enrolment code");
+    let csrf = field(&html, "csrf").expect("csrf");
+    let (st, body) = json_post(&b, "/account/keys/options", serde_json::json!({"csrf": "forged"})).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
+    let (st, body) = json_post(&b, "/account/keys/options", serde_json::json!({"csrf": csrf})).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    assert!(body["error"].as_str().unwrap().contains("enrolment code"), "{body}");
+    let (code, _) = s.components().management("test").issue_enrolment_code(ALICE.0, 3600).await.unwrap();
+    let (st, options) = json_post(
+        &b,
+        "/account/keys/options",
+        serde_json::json!({"csrf": csrf, "enrolment_code": code}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{options}");
+    let options: CreationChallengeResponse = serde_json::from_value(options).unwrap();
+    let answer = token.do_registration(origin(&s), options).unwrap();
+    let finish = serde_json::json!({"csrf": csrf, "name": "clé du bureau", "credential": answer});
+    let (st, body) = json_post(&b, "/account/keys/finish", finish.clone()).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(keys().await, 1);
+    let (st, _) = json_post(&b, "/account/keys/finish", finish).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "the challenge is used once");
+    let (_, html) = page(&b, &s, "/account").await;
+    assert!(html.contains("clé du bureau") && !html.contains("add-key-code"));
+
+    // With a key registered, this password-only session may not add another.
+    let (st, body) = json_post(&b, "/account/keys/options", serde_json::json!({"csrf": csrf})).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    assert!(body["error"].as_str().unwrap().contains("sign in with a key"), "{body}");
+    assert_eq!(keys().await, 1);
+
+    // A session opened with the key may.
+    let b2 = Browser::new();
+    let url = format!("{}&acr_values=loa3", harness::authorize_url(&s, "web", CALLBACK, ""));
+    let crate::browser::Step::LoginForm(login) = b2.start(&url).await else {
+        panic!("login form")
+    };
+    let crate::browser::Step::LoginForm(key_page) = b2.submit_login(&s.base, &login, ALICE.0, ALICE.1).await else {
+        panic!("key step")
+    };
+    let k = key_step(&b2, &s, &key_page).await;
+    let (st, body) = authenticate(&b2, &s, &mut token, &k).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let (_, page2) = page(&b2, &s, "/account").await;
+    let csrf2 = field(&page2, "csrf").expect("csrf");
+    let (st, options) = json_post(&b2, "/account/keys/options", serde_json::json!({"csrf": csrf2})).await;
+    assert_eq!(st, StatusCode::OK, "{options}");
+    let options: CreationChallengeResponse = serde_json::from_value(options).unwrap();
+    let answer = token.do_registration(origin(&s), options).unwrap();
+    let (st, body) = json_post(
+        &b2,
+        "/account/keys/finish",
+        serde_json::json!({"csrf": csrf2, "name": "clé de secours", "credential": answer}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(keys().await, 2);
+
+    let registered = events(&s, "fido2_key_registered").await;
+    assert_eq!(registered.iter().filter(|e| e["success"] == true).count(), 2, "{registered:?}");
+    assert!(
+        registered
+            .iter()
+            .any(|e| e["success"] == false && e["reason"].as_str().unwrap_or("").contains("sign in with a key")),
+        "{registered:?}"
+    );
+    s.stop().await;
+}

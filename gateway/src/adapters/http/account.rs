@@ -8,7 +8,7 @@ use super::errors;
 use super::extract::{self, SSO_COOKIE};
 use super::i18n::Lang;
 use super::pages::html;
-use crate::domain::oidc::{KeyRemovalError, SELF_ACTOR, SignedIn};
+use crate::domain::oidc::{KeyAddError, KeyRemovalError, SELF_ACTOR, SignedIn};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use relais_admin_ui::texts::texts;
@@ -108,6 +108,7 @@ async fn render(req: &HttpRequest, state: &AppState, me: &SignedIn, notice: Opti
                     revoked: k.revoked_at.map(date),
                 })
                 .collect(),
+            has_active_key: keys.iter().any(|k| k.active()),
             notice,
             error,
         },
@@ -200,5 +201,74 @@ pub async fn remove_key(
             r
         }
         Err(e) => errors::domain_page(e, lang),
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub struct AddKeyRequest {
+    csrf: String,
+    #[serde(default)]
+    enrolment_code: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    credential: serde_json::Value,
+}
+
+fn key_error(e: &KeyAddError) -> HttpResponse {
+    let status = match e {
+        KeyAddError::NotEnabled => StatusCode::NOT_FOUND,
+        KeyAddError::Expired => StatusCode::BAD_REQUEST,
+        KeyAddError::AlreadyRegistered => StatusCode::CONFLICT,
+        _ => StatusCode::FORBIDDEN,
+    };
+    HttpResponse::build(status)
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({ "error": e.to_string() }))
+}
+
+/// The signed-in person behind a JSON step, with the page's CSRF token.
+async fn json_poster(req: &HttpRequest, state: &AppState, csrf: &str) -> Result<SignedIn, HttpResponse> {
+    let (me, _) = me(req, state).await?;
+    if !me.csrf_ok(Some(csrf)) {
+        return Err(HttpResponse::Forbidden().json(serde_json::json!({"error": "the page is stale or forged (CSRF check failed)"})));
+    }
+    Ok(me)
+}
+
+/// Starts adding a key (JSON): a first key needs the enrolment code, another one a session
+/// opened with a key or a card.
+#[tracing::instrument(skip_all)]
+pub async fn add_key_options(req: HttpRequest, body: web::Json<AddKeyRequest>, state: web::Data<AppState>) -> HttpResponse {
+    let me = match json_poster(&req, &state, &body.csrf).await {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let ctx = extract::context(&req);
+    match state.provider.own_key_options(&me, body.enrolment_code.as_deref(), &ctx).await {
+        Ok(Ok(options)) => HttpResponse::Ok()
+            .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+            .json(options),
+        Ok(Err(e)) => key_error(&e),
+        Err(e) => errors::domain_page(e, lang(&req)),
+    }
+}
+
+/// The authenticator's answer (JSON): checked against the attestation policy, stored.
+#[tracing::instrument(skip_all)]
+pub async fn add_key_finish(req: HttpRequest, body: web::Json<AddKeyRequest>, state: web::Data<AppState>) -> HttpResponse {
+    let me = match json_poster(&req, &state, &body.csrf).await {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let ctx = extract::context(&req);
+    match state
+        .provider
+        .own_key_finish(&me, &body.credential, body.name.as_deref(), &ctx)
+        .await
+    {
+        Ok(Ok(())) => HttpResponse::Ok().json(serde_json::json!({"ok": true})),
+        Ok(Err(e)) => key_error(&e),
+        Err(e) => errors::domain_page(e, lang(&req)),
     }
 }

@@ -82,6 +82,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/", web::get().to(pages::home))
         .route("/account", web::get().to(account::page))
         .route("/account/sessions/revoke", web::post().to(account::revoke_session))
+        .route("/account/keys/options", web::post().to(account::add_key_options))
+        .route("/account/keys/finish", web::post().to(account::add_key_finish))
         .route("/account/keys/{key}/remove", web::post().to(account::remove_key))
         .route("/account/static/{name}", web::get().to(admin::static_asset))
         .service(web::scope("/admin").configure(admin::routes))

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a ceremony's challenge stays valid (the person has to find and touch the key).
-const CEREMONY_TTL: Duration = Duration::from_secs(300);
+pub(super) const CEREMONY_TTL: Duration = Duration::from_secs(300);
 
 /// What the security key page shows.
 #[derive(Debug, Clone)]
@@ -356,7 +356,7 @@ impl Provider {
 
 impl Provider {
     /// Records a refused key registration (the refusal stands even if recording fails).
-    async fn registration_refused(&self, ctx: &RequestContext, account_id: String, reason: impl Into<String>) {
+    pub(super) async fn registration_refused(&self, ctx: &RequestContext, account_id: String, reason: impl Into<String>) {
         let event = AuditEvent::Fido2KeyRegistered {
             account_id,
             key_id: None,

@@ -17,6 +17,9 @@ pub struct SignedIn {
     pub account: Account,
     /// The id of the session the cookie names.
     pub session_id: String,
+    /// How the session was authenticated (RFC 8176 values): `hwk` when a security key or a
+    /// card was used.
+    pub amr: Vec<String>,
     /// The CSRF token of the account page, bound to the cookie.
     pub csrf: String,
 }
@@ -37,6 +40,30 @@ pub enum KeyRemovalError {
     LastFactor,
 }
 
+/// Why a security key was not added from `/account`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyAddError {
+    #[error("security keys are not enabled here")]
+    NotEnabled,
+    #[error("an enrolment code from your administrator is required to register a first security key")]
+    CodeRequired,
+    #[error("the enrolment code is wrong, expired or already used")]
+    CodeRejected,
+    /// Only a session opened with a key or a card may add another key.
+    #[error("to add another security key, sign in with a key (or your card) you already have, then come back")]
+    NeedsStrongSession,
+    #[error("this step has expired or was already used; start again")]
+    Expired,
+    #[error(
+        "this security key model is not allowed by the establishment's policy (its attestation is not trusted): use a key supplied by your establishment"
+    )]
+    ModelNotAllowed,
+    #[error("the security key registration failed; try again")]
+    Failed,
+    #[error("this security key is already registered")]
+    AlreadyRegistered,
+}
+
 /// Audit events shown as "recent logins".
 const LOGIN_EVENTS: &[&str] = &["login_password", "fido2_authentication", "card_login", "admin_login"];
 
@@ -53,6 +80,7 @@ impl Provider {
         Ok(Some(SignedIn {
             account,
             session_id: s.id,
+            amr: s.amr,
             // Derived from the cookie's secret: another site can neither read nor compute it.
             csrf: b64url(&sha256(format!("relais-account:{cookie}").as_bytes())),
         }))
@@ -120,6 +148,150 @@ impl Provider {
                 account_id: account_id.to_string(),
                 key_id: key_id.to_string(),
                 actor: SELF_ACTOR.to_owned(),
+            },
+        )
+        .await?;
+        Ok(Ok(()))
+    }
+
+    fn own_ceremony_key(me: &SignedIn) -> String {
+        format!("account:{}", me.session_id)
+    }
+
+    /// Starts registering a key from `/account`. The same rule as at login: a first key needs
+    /// the admin's one-time enrolment code; another key needs a session opened with a key or a
+    /// card (`hwk`), so a stolen password alone can never add one.
+    #[tracing::instrument(skip_all)]
+    pub async fn own_key_options(
+        &self,
+        me: &SignedIn,
+        enrolment_code: Option<&str>,
+        ctx: &RequestContext,
+    ) -> Result<Result<serde_json::Value, KeyAddError>, DomainError> {
+        let Some(port) = self.security_keys.clone() else {
+            return Ok(Err(KeyAddError::NotEnabled));
+        };
+        let account_id = me.account.id;
+        let all = self.key_store.security_keys(account_id).await?;
+        let mut code_digest = None;
+        if !all.iter().any(|k| k.active()) {
+            let code = enrolment_code.map(crate::domain::fido2::normalise_code).unwrap_or_default();
+            let refusal = if code.is_empty() {
+                Some(KeyAddError::CodeRequired)
+            } else if !self
+                .key_store
+                .live_enrolment_code(&crate::domain::crypto::secret_digest(&code), account_id, self.clock.now())
+                .await?
+            {
+                Some(KeyAddError::CodeRejected)
+            } else {
+                None
+            };
+            if let Some(e) = refusal {
+                self.registration_refused(ctx, account_id.to_string(), format!("account page: {e}"))
+                    .await;
+                return Ok(Err(e));
+            }
+            code_digest = Some(crate::domain::crypto::secret_digest(&code));
+        } else if !me.amr.iter().any(|m| m == "hwk") {
+            let e = KeyAddError::NeedsStrongSession;
+            self.registration_refused(ctx, account_id.to_string(), format!("account page: {e}"))
+                .await;
+            return Ok(Err(e));
+        }
+        let holder = crate::domain::fido2::KeyHolder {
+            account_id,
+            username: me.account.username.clone(),
+            display_name: me.account.display_name.clone(),
+        };
+        let started = port
+            .start_registration(&holder, &all)
+            .map_err(|e| DomainError::Internal(e.to_string()))?;
+        let pending = crate::domain::fido2::PendingCeremony {
+            register: true,
+            state: started.state,
+            enrolment_code_digest: code_digest,
+        };
+        let bytes = serde_json::to_vec(&pending).map_err(|e| DomainError::Internal(e.to_string()))?;
+        self.sessions
+            .put(
+                crate::domain::ports::Namespace::Webauthn,
+                &Self::own_ceremony_key(me),
+                &bytes,
+                super::second_factor::CEREMONY_TTL,
+            )
+            .await?;
+        Ok(Ok(started.options))
+    }
+
+    /// Checks the new key's attestation against the trust policy and stores it (audited).
+    #[tracing::instrument(skip_all)]
+    pub async fn own_key_finish(
+        &self,
+        me: &SignedIn,
+        response: &serde_json::Value,
+        key_name: Option<&str>,
+        ctx: &RequestContext,
+    ) -> Result<Result<(), KeyAddError>, DomainError> {
+        let Some(port) = self.security_keys.clone() else {
+            return Ok(Err(KeyAddError::NotEnabled));
+        };
+        // The challenge is used once: a replayed answer finds nothing.
+        let Some(bytes) = self
+            .sessions
+            .take(crate::domain::ports::Namespace::Webauthn, &Self::own_ceremony_key(me))
+            .await?
+        else {
+            return Ok(Err(KeyAddError::Expired));
+        };
+        let ceremony: crate::domain::fido2::PendingCeremony =
+            serde_json::from_slice(&bytes).map_err(|e| DomainError::Internal(format!("ceremony: {e}")))?;
+        let account_id = me.account.id;
+        let now = self.clock.now();
+        let new = match port.finish_registration(response, &ceremony.state) {
+            Ok(k) => k,
+            Err(e) => {
+                let refusal = match e {
+                    crate::domain::fido2::Fido2Error::NotAllowed(_) => KeyAddError::ModelNotAllowed,
+                    _ => KeyAddError::Failed,
+                };
+                self.registration_refused(ctx, account_id.to_string(), format!("account page: {e}"))
+                    .await;
+                return Ok(Err(refusal));
+            }
+        };
+        if let Some(digest) = &ceremony.enrolment_code_digest
+            && !self.key_store.consume_enrolment_code(digest, account_id, now).await?
+        {
+            return Ok(Err(KeyAddError::CodeRejected));
+        }
+        let record = crate::domain::fido2::SecurityKeyRecord {
+            id: self.random.uuid(),
+            account_id,
+            credential_id: new.credential_id,
+            credential: new.credential,
+            aaguid: new.aaguid,
+            name: key_name
+                .map(|n| n.trim().chars().take(64).collect::<String>())
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "security key".into()),
+            created_at: now,
+            last_used_at: None,
+            revoked_at: None,
+        };
+        match self.key_store.insert_security_key(&record).await {
+            Ok(()) => {}
+            Err(crate::domain::ports::StoreError::Conflict(_)) => return Ok(Err(KeyAddError::AlreadyRegistered)),
+            Err(e) => return Err(e.into()),
+        }
+        self.audit(
+            ctx,
+            AuditEvent::Fido2KeyRegistered {
+                account_id: account_id.to_string(),
+                key_id: Some(record.id.to_string()),
+                aaguid: Some(record.aaguid.to_string()),
+                success: true,
+                reason: None,
             },
         )
         .await?;
