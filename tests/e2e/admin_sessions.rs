@@ -213,3 +213,49 @@ async fn ended_and_expired_sessions_leave_the_list() {
     assert!(p.sso_sessions_of(alice.id).await.unwrap().is_empty());
     s.stop().await;
 }
+
+/// An access token dies with its SSO session: once the session is ended (here by the person,
+/// as an admin or a logout would), userinfo and introspection refuse the token before its
+/// `exp`; a token of another, still open session keeps working.
+#[tokio::test]
+async fn ending_a_session_stops_its_access_tokens() {
+    let (s, _token) = setup_on(Db::Sqlite, Sessions::Memory).await;
+    let userinfo = |token: String| {
+        let url = s.url("/userinfo");
+        async move { reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap().status() }
+    };
+    let login = || async {
+        let b = crate::browser::Browser::new();
+        let q = b
+            .login(&s.base, &harness::authorize_url(&s, "web", CALLBACK, ""), ALICE.0, ALICE.1)
+            .await;
+        let sid = events(&s, "code_issued").await[0]["session_id"].as_str().unwrap().to_owned();
+        let at = redeem(&s, &q["code"]).await["access_token"].as_str().unwrap().to_owned();
+        (sid, at)
+    };
+    let (sid1, at1) = login().await;
+    let (_sid2, at2) = login().await;
+    assert_eq!(userinfo(at1.clone()).await, StatusCode::OK);
+    let alice = s.storage().account_by_username(ALICE.0).await.unwrap().unwrap();
+    let ended = s
+        .components()
+        .provider
+        .revoke_sso_session(alice.id, &sid1, "self", &Default::default())
+        .await
+        .unwrap();
+    assert!(ended);
+    assert_eq!(userinfo(at1.clone()).await, StatusCode::UNAUTHORIZED, "the ended session's token");
+    assert_eq!(userinfo(at2).await, StatusCode::OK, "the other session's token");
+    let r: Value = reqwest::Client::new()
+        .post(s.url("/introspect"))
+        .basic_auth("web", Some(&s.web_secret))
+        .form(&[("token", at1.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["active"], false, "{r}");
+    s.stop().await;
+}

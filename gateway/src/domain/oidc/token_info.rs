@@ -32,7 +32,8 @@ impl LiveAccessToken {
 }
 
 impl Provider {
-    /// Verifies one of our access tokens: signature, type, issuer, expiry, revocation.
+    /// Verifies one of our access tokens: signature, type, issuer, expiry, revocation, and that
+    /// its SSO session is still open.
     pub(super) async fn live_access_token(&self, token: &str) -> Result<Option<LiveAccessToken>, DomainError> {
         if token.len() > 4096 {
             return Ok(None);
@@ -50,6 +51,14 @@ impl Provider {
             return Ok(None);
         };
         if self.sessions.get(Namespace::RevokedAccessToken, jti).await?.is_some() {
+            return Ok(None);
+        }
+        // An access token lives no longer than the login it came from: once that SSO session
+        // is ended (logout, an admin or the person ending it, expiry), its tokens stop working
+        // here too instead of lasting until `exp`.
+        if let Some(sid) = claims.get("sid").and_then(Value::as_str)
+            && self.sessions.get(Namespace::Sso, sid).await?.is_none()
+        {
             return Ok(None);
         }
         Ok(Some(LiveAccessToken { claims }))
