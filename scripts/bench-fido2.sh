@@ -107,10 +107,13 @@ TOML
   export -f issue; export bin work
   seq 0 $((FIDO2_USERS - 1)) | xargs -P 2 -n 1 bash -c 'issue "$0"' | sort -n | awk '{print "bench" $1, $2}' >"$work/codes-$label"
   echo "[fido2 $label] $(wc -l <"$work/codes-$label") enrolment codes issued by the CLI in $((SECONDS - t0)) s (untimed)"
+  # What relais burns doing nothing (background tasks), to read the CPU per login below.
+  local c0; c0=$(awk '{print $14 + $15}' "/proc/$relais_pid/stat"); sleep 5
+  echo "[fido2 $label] relais idle CPU: $(awk -v t="$(( $(awk '{print $14 + $15}' "/proc/$relais_pid/stat") - c0 ))" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t * 100 / hz / 5 }') % of a core"
   "$bin/relais-load" --base "http://localhost:$PORT" --secret="$secret" --scenario fido2login \
     --user 'bench{n}' --password 'bench-pw-{n}' --users "$FIDO2_USERS" --token-file "$work/token.cbor" --codes "$work/codes-$label" \
     --requests "$FIDO2_REQUESTS" --concurrency "$FIDO2_CONCURRENCY" --open-rate-fraction 0.5 \
-    --watch-pid "relais=$relais_pid" --watch-pid "slapd=$slapd_pid" | sed "s/^/[fido2 $label] /"
+    --watch-pid "relais=$relais_pid" --watch-pid "slapd=$slapd_pid" | sed -u "s/^/[fido2 $label] /"
   echo "[fido2 $label] relais RSS after load: $(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$relais_pid/status") MiB"
   kill "$relais_pid"; wait "$relais_pid" 2>/dev/null || true
   relais_pid=""
