@@ -21,7 +21,10 @@
 //!   ceremony, with the one-time enrolment codes of `--codes` (lines `username code`, from
 //!   `relais fido2 enrolment-code`); the keys (copies of `--token-file`, same attestation CA)
 //!   stay in memory, and their sign counters go up with each use. Reports the whole flow and
-//!   the key step alone (options, signature, finish). `--rate` as for `dirlogin`.
+//!   the key step alone (options, signature, finish). Runs: a warm-up of `--users` logins (not
+//!   counted), the timed run (`--concurrency`, or an open loop with `--rate` as for
+//!   `dirlogin`), then, with `--open-rate-fraction`, an open loop at that fraction of the rate
+//!   reached; each prints the CPU per login of the tool and of the `--watch-pid` processes.
 use clap::Parser;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -397,8 +400,9 @@ async fn fido2_login(a: &Args, keys: &Keys, i: usize) -> Duration {
     took
 }
 
-/// `n` FIDO2 logins, closed loop at `--concurrency` or open loop at `rate`; prints the report
-/// (if `rate` is 0 and `n` is the warm-up, still printed, prefixed) and returns logins/s.
+/// `n` FIDO2 logins, closed loop at `--concurrency` (`rate` 0) or open loop at `rate`; prints
+/// the latencies and the CPU time per login of this tool and the `--watch-pid` processes over
+/// this run only, and returns the logins per second reached.
 async fn fido2_run(a: &Arc<Args>, keys: &Arc<Keys>, n: usize, rate: f64) -> f64 {
     let cpu = |pids: &[String]| -> Vec<Duration> {
         pids.iter()
