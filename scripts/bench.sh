@@ -199,4 +199,6 @@ if [ "$BENCH" = all ]; then
   ./scripts/bench-directory.sh
   # 6. The audit trail: appends/s and verify over 1,000,000 records (scripts/bench-audit.sh).
   SKIP_BUILD=1 ./scripts/bench-audit.sh
+  # 7. Full FIDO2 logins (directory password + security key + token) (scripts/bench-fido2.sh).
+  ./scripts/bench-fido2.sh
 fi

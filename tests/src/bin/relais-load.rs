@@ -11,10 +11,27 @@
 //!   `{n}` replaced by `i % --users`. Reports the whole flow and the POST alone (the request
 //!   that checks the directory). With `--rate`, an open loop at that many logins per second
 //!   (latency counted from the scheduled start, so a stall is not hidden).
+//! - `fido2setup`: makes a software authenticator (webauthn-authenticator-rs `SoftToken`, which
+//!   attests with its own CA) and writes it to `--token-file`, and an attestation trust file
+//!   admitting that CA and model to `--trust-file` (for `[fido2] attestation_policy`).
+//! - `fido2login`: full logins with password + security key, from a fresh browser each time:
+//!   authorize, login page, directory password POST, key page, `POST /login/webauthn/options`,
+//!   signature by the software authenticator, `POST /login/webauthn/finish`, code exchange.
+//!   First, untimed: each of the `--users` users registers its own key through the real
+//!   ceremony, with the one-time enrolment codes of `--codes` (lines `username code`, from
+//!   `relais fido2 enrolment-code`); the keys (copies of `--token-file`, same attestation CA)
+//!   stay in memory, and their sign counters go up with each use. Reports the whole flow and
+//!   the key step alone (options, signature, finish). Runs: a warm-up of `--users` logins (not
+//!   counted), the timed run (`--concurrency`, or an open loop with `--rate` as for
+//!   `dirlogin`), then, with `--open-rate-fraction`, an open loop at that fraction of the rate
+//!   reached; each prints the CPU per login of the tool and of the `--watch-pid` processes.
 use clap::Parser;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use webauthn_authenticator_rs::WebauthnAuthenticator;
+use webauthn_authenticator_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, Url};
+use webauthn_authenticator_rs::softtoken::SoftToken;
 
 #[derive(Parser, Clone)]
 struct Args {
@@ -45,6 +62,32 @@ struct Args {
     /// `dirlogin`: logins per second (open loop); 0 = as fast as `--concurrency` allows.
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
+    /// `fido2setup` writes, `fido2login` reads: the software authenticator (CBOR).
+    #[arg(long)]
+    token_file: Option<String>,
+    /// `fido2setup`: where to write the attestation trust file.
+    #[arg(long)]
+    trust_file: Option<String>,
+    /// `fido2login`: enrolment codes, one `username code` per line, for users 0..`--users` in
+    /// order (`--user` with `{n}` replaced by the line number).
+    #[arg(long)]
+    codes: Option<String>,
+    /// `fido2login`: after the run at `--concurrency`, an open loop at this fraction of the rate
+    /// it reached (the same keys: enrolment codes are single use).
+    #[arg(long, default_value_t = 0.0)]
+    open_rate_fraction: f64,
+    /// `fido2login`: `name=PID` of a process whose CPU time per login to report (repeatable).
+    #[arg(long)]
+    watch_pid: Vec<String>,
+}
+
+/// User + system CPU time of a process, from /proc/PID/stat (clock ticks of 10 ms).
+fn cpu_of(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<u64> = after.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the command name.
+    Duration::from_millis((f.get(11).unwrap_or(&0) + f.get(12).unwrap_or(&0)) * 10)
 }
 
 /// One simulated browser: its own cookies (so no SSO between two of them) over the load
@@ -105,6 +148,16 @@ impl Browser {
         let r = self.with_cookies(shared_http().post(url)).form(form).send().await.unwrap();
         self.keep(&r);
         r
+    }
+
+    /// A JSON POST as the key page's script makes it; panics unless 200.
+    async fn post_json(&self, url: &str, body: &serde_json::Value) -> serde_json::Value {
+        let r = self.with_cookies(shared_http().post(url)).json(body).send().await.unwrap();
+        self.keep(&r);
+        let status = r.status();
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(status.is_success(), "{url} answered {status}: {body}");
+        body
     }
 }
 
@@ -170,16 +223,21 @@ async fn dir_login(a: &Args, i: usize) -> Duration {
     took
 }
 
-/// Open loop: login `i` starts at `i / rate` seconds; latencies (flow, POST) from that moment.
-async fn open_loop(a: Arc<Args>) -> (Vec<Duration>, Vec<Duration>, Duration) {
+/// Open loop: login `i` starts at `i / rate` seconds; latencies (flow, the step `op` returns)
+/// from that moment.
+async fn open_loop<F, Fut>(a: Arc<Args>, op: F) -> (Vec<Duration>, Vec<Duration>, Duration)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Duration> + Send + 'static,
+{
     let start = tokio::time::Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for i in 0..a.requests {
         let at = start + Duration::from_secs_f64(i as f64 / a.rate);
         tokio::time::sleep_until(at).await;
-        let a = a.clone();
+        let login = op(i);
         set.spawn(async move {
-            let post = dir_login(&a, i).await;
+            let post = login.await;
             (at.elapsed(), post)
         });
     }
@@ -199,6 +257,210 @@ async fn open_loop(a: Arc<Args>) -> (Vec<Duration>, Vec<Duration>, Duration) {
         println!("{failed} of {} logins failed (connection or protocol error)", a.requests);
     }
     (flow, post, start.elapsed())
+}
+
+/// `fido2setup`: a software authenticator and a trust file for its attestation CA.
+fn fido2_setup(a: &Args) {
+    use crypto_glue::traits::{EncodePem, LineEndingPem};
+    // `true`: the token sets the user-verified flag (it has no PIN to ask; the server requires
+    // the flag, as from a real key after its PIN).
+    let (token, ca) = SoftToken::new(true).unwrap();
+    let pem = ca.to_pem(LineEndingPem::LF).unwrap();
+    let aaguid = webauthn_authenticator_rs::softtoken::AAGUID;
+    std::fs::write(a.token_file.as_ref().expect("--token-file"), token.to_cbor().unwrap()).unwrap();
+    std::fs::write(
+        a.trust_file.as_ref().expect("--trust-file"),
+        format!(
+            "[[authority]]\nname = \"relais-load software authenticator\"\ncertificate = \"\"\"\n{pem}\"\"\"\naaguids = [\"{aaguid}\"]\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// Authorize, login page, password POST; returns the key page's `login_id` and `csrf`.
+async fn password_to_key_step(a: &Args, b: &Browser, url: &str, user: &str, password: &str) -> (String, String) {
+    let r = b.get(url).await;
+    let loc = location(&r);
+    assert!(loc.starts_with('/'), "expected the login page, got {loc}");
+    let page = b.get(&format!("{}{}", a.base, loc)).await.text().await.unwrap();
+    let form = [
+        ("login_id", field(&page, "login_id")),
+        ("csrf", field(&page, "csrf")),
+        ("username", user.to_owned()),
+        ("password", password.to_owned()),
+    ];
+    let r = b.post_form(&format!("{}/login", a.base), &form).await;
+    let loc = location(&r);
+    assert!(
+        loc.starts_with("/login/webauthn?"),
+        "{user}: expected the key page, got {} {loc}",
+        r.status()
+    );
+    let page = b.get(&format!("{}{}", a.base, loc)).await.text().await.unwrap();
+    (field(&page, "login_id"), field(&page, "csrf"))
+}
+
+/// Untimed: user `n` logs in (asking for loa3, since it has no key yet), registers a copy of
+/// the template token with its enrolment code, and gets the token back with its credential.
+async fn fido2_register(a: &Args, template: &[u8], user: &str, password: &str, code: &str) -> SoftToken {
+    let b = browser();
+    let url = format!("{}&acr_values=loa3", authorize_url(a));
+    let (id, csrf) = password_to_key_step(a, &b, &url, user, password).await;
+    let options = b
+        .post_json(
+            &format!("{}/login/webauthn/options", a.base),
+            &serde_json::json!({"login_id": id, "csrf": csrf, "ceremony": "register", "enrolment_code": code}),
+        )
+        .await;
+    let options: CreationChallengeResponse = serde_json::from_value(options).unwrap();
+    let mut token = SoftToken::from_cbor(template).unwrap();
+    let answer = token.do_registration(Url::parse(&a.base).unwrap(), options).unwrap();
+    b.post_json(
+        &format!("{}/login/webauthn/finish", a.base),
+        &serde_json::json!({"login_id": id, "csrf": csrf, "credential": answer, "name": "relais-load"}),
+    )
+    .await;
+    token
+}
+
+/// The registered keys, one per user (a lock each: the sign counter must reach the server in
+/// the order it was used), and the time spent signing.
+struct Keys {
+    users: Vec<(String, String)>,
+    tokens: Vec<tokio::sync::Mutex<SoftToken>>,
+    signing_ns: std::sync::atomic::AtomicU64,
+}
+
+async fn fido2_enrol_all(a: &Args) -> Arc<Keys> {
+    let template = std::fs::read(a.token_file.as_ref().expect("--token-file")).unwrap();
+    let codes = std::fs::read_to_string(a.codes.as_ref().expect("--codes")).unwrap();
+    let mut users = Vec::new();
+    for (n, line) in codes.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+        let (user, code) = line.split_once(' ').expect("`username code`");
+        assert_eq!(user, a.user.replace("{n}", &n.to_string()), "--codes line {n}");
+        users.push((user.to_owned(), code.trim().to_owned(), a.password.replace("{n}", &n.to_string())));
+    }
+    assert_eq!(
+        users.len(),
+        a.users,
+        "--codes must have one line per user, users 0..--users in order"
+    );
+    let t = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    let sem = Arc::new(tokio::sync::Semaphore::new(a.concurrency.min(16)));
+    for (n, (user, code, password)) in users.iter().cloned().enumerate() {
+        let (a, template, sem) = (a.clone(), template.clone(), sem.clone());
+        set.spawn(async move {
+            let _p = sem.acquire().await.unwrap();
+            (n, fido2_register(&a, &template, &user, &password, &code).await)
+        });
+    }
+    let mut tokens: Vec<Option<SoftToken>> = (0..users.len()).map(|_| None).collect();
+    while let Some(r) = set.join_next().await {
+        let (n, token) = r.unwrap();
+        tokens[n] = Some(token);
+    }
+    println!("registered {} keys in {:.1}s (untimed)", users.len(), t.elapsed().as_secs_f64());
+    Arc::new(Keys {
+        users: users.into_iter().map(|(u, _, p)| (u, p)).collect(),
+        tokens: tokens.into_iter().map(|t| tokio::sync::Mutex::new(t.unwrap())).collect(),
+        signing_ns: Default::default(),
+    })
+}
+
+/// One full login of user `i % users` with password and key, then the code exchange. Returns
+/// the latency of the key step (options, signature, finish).
+async fn fido2_login(a: &Args, keys: &Keys, i: usize) -> Duration {
+    let n = i % keys.users.len();
+    let (user, password) = &keys.users[n];
+    let b = browser();
+    let (id, csrf) = password_to_key_step(a, &b, &authorize_url(a), user, password).await;
+    let t = Instant::now();
+    let options = b
+        .post_json(
+            &format!("{}/login/webauthn/options", a.base),
+            &serde_json::json!({"login_id": id, "csrf": csrf, "ceremony": "authenticate"}),
+        )
+        .await;
+    let options: RequestChallengeResponse = serde_json::from_value(options).unwrap();
+    let finish = {
+        let mut token = keys.tokens[n].lock().await;
+        let s = Instant::now();
+        let answer = token.do_authentication(Url::parse(&a.base).unwrap(), options).unwrap();
+        keys.signing_ns.fetch_add(s.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        b.post_json(
+            &format!("{}/login/webauthn/finish", a.base),
+            &serde_json::json!({"login_id": id, "csrf": csrf, "credential": answer}),
+        )
+        .await
+    };
+    let took = t.elapsed();
+    let redirect = finish["redirect"].as_str().unwrap_or_else(|| panic!("no redirect: {finish}"));
+    redeem(a, shared_http(), &code_of(redirect)).await;
+    took
+}
+
+/// `n` FIDO2 logins, closed loop at `--concurrency` (`rate` 0) or open loop at `rate`; prints
+/// the latencies and the CPU time per login of this tool and the `--watch-pid` processes over
+/// this run only, and returns the logins per second reached.
+async fn fido2_run(a: &Arc<Args>, keys: &Arc<Keys>, n: usize, rate: f64) -> f64 {
+    let cpu = |pids: &[String]| -> Vec<Duration> {
+        pids.iter()
+            .map(|p| cpu_of(p.split_once('=').map(|(_, p)| p).unwrap_or(p)))
+            .collect()
+    };
+    let (me, watched) = (vec!["self".to_owned()], a.watch_pid.clone());
+    let (me0, w0) = (cpu(&me), cpu(&watched));
+    keys.signing_ns.store(0, Ordering::Relaxed);
+    let mut args = (**a).clone();
+    args.requests = n;
+    args.rate = rate;
+    let a = Arc::new(args);
+    let (a2, k2) = (a.clone(), keys.clone());
+    let (flow, step, wall) = if rate > 0.0 {
+        open_loop(a.clone(), move |i| {
+            let (a, k) = (a2.clone(), k2.clone());
+            async move { fido2_login(&a, &k, i).await }
+        })
+        .await
+    } else {
+        let steps = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
+        let s2 = steps.clone();
+        let (flow, wall) = drive(n, a.concurrency, move |i| {
+            let (a, k, s) = (a2.clone(), k2.clone(), s2.clone());
+            async move {
+                let t = fido2_login(&a, &k, i).await;
+                s.lock().unwrap().push(t);
+            }
+        })
+        .await;
+        let step = std::mem::take(&mut *steps.lock().unwrap());
+        (flow, step, wall)
+    };
+    let how = if rate > 0.0 {
+        format!("open loop at {rate} logins/s")
+    } else {
+        format!("{} concurrent", a.concurrency)
+    };
+    let done = flow.len().max(1) as f64;
+    let achieved = flow.len() as f64 / wall.as_secs_f64();
+    report(
+        &format!("FIDO2 full login (authorize, form, password, key, code exchange; {how})"),
+        flow,
+        wall,
+    );
+    report(&format!("  of which the key step (options, signature, finish; {how})"), step, wall);
+    let per = |d: Duration| d.as_secs_f64() * 1000.0 / done;
+    let mut line = format!(
+        "  CPU per login: load tool {:.2} ms (of which signing {:.3} ms)",
+        per(cpu(&me)[0] - me0[0]),
+        keys.signing_ns.load(Ordering::Relaxed) as f64 / 1e6 / done
+    );
+    for ((name, t0), t1) in watched.iter().zip(w0).zip(cpu(&watched)) {
+        line += &format!(", {} {:.2} ms", name.split_once('=').map(|(n, _)| n).unwrap_or(name), per(t1 - t0));
+    }
+    println!("{line}");
+    achieved
 }
 
 /// One login in browser `b`; returns the code.
@@ -339,7 +601,12 @@ async fn main() {
         "dirlogin" => {
             let a = Arc::new(a);
             let (flow, post, wall) = if a.rate > 0.0 {
-                open_loop(a.clone()).await
+                let a2 = a.clone();
+                open_loop(a.clone(), move |i| {
+                    let a = a2.clone();
+                    async move { dir_login(&a, i).await }
+                })
+                .await
             } else {
                 let posts = Arc::new(std::sync::Mutex::new(Vec::with_capacity(a.requests)));
                 let (a2, p2) = (a.clone(), posts.clone());
@@ -361,6 +628,18 @@ async fn main() {
             };
             report(&format!("directory login flow (authorize, form, password POST; {how})"), flow, wall);
             report(&format!("  of which the password POST (directory check; {how})"), post, wall);
+        }
+        "fido2setup" => fido2_setup(&a),
+        "fido2login" => {
+            let a = Arc::new(a);
+            let keys = fido2_enrol_all(&a).await;
+            // Warm-up, untimed: connections, caches, the accounts' first key logins.
+            println!("warm-up (not counted):");
+            fido2_run(&a, &keys, keys.users.len().min(a.requests), 0.0).await;
+            let rate = fido2_run(&a, &keys, a.requests, a.rate).await;
+            if a.open_rate_fraction > 0.0 {
+                fido2_run(&a, &keys, a.requests, (rate * a.open_rate_fraction).round()).await;
+            }
         }
         other => panic!("unknown scenario {other}"),
     }
