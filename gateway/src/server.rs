@@ -471,6 +471,7 @@ pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Runni
     });
     if let (Some(cards), Some(c)) = (&components.cards, &cfg.cards) {
         let cards = cards.clone();
+        let (audit, clock) = (components.audit.clone(), components.clock.clone());
         let every = Duration::from_secs(c.crl_refresh_secs);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -478,14 +479,41 @@ pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Runni
             loop {
                 tick.tick().await;
                 let c = cards.clone();
-                match tokio::task::spawn_blocking(move || c.reload_crls()).await.unwrap_or_else(|e| {
+                let result = tokio::task::spawn_blocking(move || c.reload_crls()).await.unwrap_or_else(|e| {
                     Err(crate::adapters::cards::CardConfigError::File {
                         path: "(reload task)".into(),
                         why: e.to_string(),
                     })
-                }) {
-                    Ok(n) => tracing::info!(crls = n, "card CRLs reloaded"),
-                    Err(e) => tracing::warn!(error = %e, "could not reload the card CRLs; keeping the current ones"),
+                });
+                let event = match result {
+                    Ok(r) => {
+                        tracing::info!(crls = r.count, changed = r.changed, "card CRLs reloaded");
+                        r.changed.then(|| crate::domain::audit::AuditEvent::ConfigurationReloaded {
+                            what: "card_crls".into(),
+                            success: true,
+                            detail: format!("{} CRLs in force", r.count),
+                        })
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not reload the card CRLs; keeping the current ones");
+                        Some(crate::domain::audit::AuditEvent::ConfigurationReloaded {
+                            what: "card_crls".into(),
+                            success: false,
+                            detail: format!("{e}; the previous CRLs stay in force"),
+                        })
+                    }
+                };
+                // Who may log in by card changed (or could not be updated): on record.
+                if let Some(event) = event
+                    && let Err(e) = audit
+                        .record(crate::domain::audit::AuditRecord {
+                            at: clock.now(),
+                            event,
+                            context: Default::default(),
+                        })
+                        .await
+                {
+                    tracing::error!(error = %e, "could not record a CRL reload in the audit trail");
                 }
             }
         });

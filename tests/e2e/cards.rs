@@ -474,6 +474,32 @@ async fn crls_are_reloaded_from_disk_on_schedule() {
     .unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     refused_card(&pki, &s, &card, "Votre carte a été révoquée", "revoked").await;
+    // The change is on record (only changes and failures are: an unchanged reload is not).
+    let reloads = || async {
+        s.storage()
+            .audit_records(1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|r| match r.event {
+                relais::domain::audit::AuditEvent::ConfigurationReloaded { what, success, detail } => Some((what, success, detail)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let seen = reloads().await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!((seen[0].0.as_str(), seen[0].1), ("card_crls", true), "{seen:?}");
+    // A broken CRL file: the reload fails, is audited, and the previous CRLs stay in force.
+    std::fs::write(pki.dir.join("ACI-EL-PP-TEST.crl"), "not a CRL").unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let seen = reloads().await;
+    assert!(
+        seen.iter()
+            .any(|(w, ok, d)| w == "card_crls" && !ok && d.contains("previous CRLs stay")),
+        "{seen:?}"
+    );
+    refused_card(&pki, &s, &card, "Votre carte a été révoquée", "revoked").await;
     s.stop().await;
 }
 

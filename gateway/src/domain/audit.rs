@@ -161,6 +161,13 @@ pub enum AuditEvent {
         through_seq: i64,
         deleted: u64,
     },
+    /// Trust material re-read while running (`what`: `card_crls`), recorded when its content
+    /// changed or when the reload failed (the previous set then stays in force).
+    ConfigurationReloaded {
+        what: String,
+        success: bool,
+        detail: String,
+    },
     /// An admin issued a one-time code for enrolling a first security key.
     Fido2EnrolmentCodeIssued {
         account_id: String,
@@ -274,6 +281,7 @@ impl AuditEvent {
             Self::IdentityImport { .. } => "identity_import",
             Self::AuditExported { .. } => "audit_exported",
             Self::AuditPurged { .. } => "audit_purged",
+            Self::ConfigurationReloaded { .. } => "configuration_reloaded",
             Self::Fido2EnrolmentCodeIssued { .. } => "fido2_enrolment_code_issued",
             Self::Fido2KeyRegistered { .. } => "fido2_key_registered",
             Self::Fido2Authentication { .. } => "fido2_authentication",
@@ -297,6 +305,13 @@ impl AuditEvent {
             | Self::Fido2Authentication { success: true, .. }
             | Self::CardLogin { success: true, .. } => Outcome::Success,
             Self::AdminLogin { success: true, .. } => Outcome::Success,
+            Self::ConfigurationReloaded { success, .. } => {
+                if *success {
+                    Outcome::Success
+                } else {
+                    Outcome::Failure
+                }
+            }
             Self::AuthorizeRefused { .. }
             | Self::LoginPassword { .. }
             | Self::LoginThrottled { .. }
@@ -355,7 +370,8 @@ impl AuditEvent {
             | Self::CardHeaderIgnored { .. }
             | Self::AdminRefused { .. }
             | Self::ClientSecretRotated { .. }
-            | Self::AuditPurged { .. } => None,
+            | Self::AuditPurged { .. }
+            | Self::ConfigurationReloaded { .. } => None,
         }
     }
 
@@ -398,7 +414,8 @@ impl AuditEvent {
             | Self::AdminRefused { .. }
             | Self::AdminRoleChanged { .. }
             | Self::SessionRevoked { .. }
-            | Self::AuditPurged { .. } => None,
+            | Self::AuditPurged { .. }
+            | Self::ConfigurationReloaded { .. } => None,
         }
     }
 }

@@ -79,6 +79,14 @@ fn read_crls(path: &Path) -> Result<Vec<CertRevocationList<'static>>, CardConfig
         .collect()
 }
 
+/// What a CRL reload found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrlReload {
+    pub count: usize,
+    /// The files' content differs from the previous load.
+    pub changed: bool,
+}
+
 /// Checks card certificates against the IGC-Santé chain and the CRLs. The CRLs are replaced
 /// as a whole by `reload_crls` (a schedule in `server.rs`); a check sees one consistent set.
 pub struct CardVerifier {
@@ -89,6 +97,8 @@ pub struct CardVerifier {
     /// browser offers the card and not another certificate.
     pub hint_subjects: Vec<Vec<u8>>,
     crls: RwLock<Arc<Vec<CertRevocationList<'static>>>>,
+    /// SHA-256 of the CRL files' bytes as last loaded: a reload says whether anything changed.
+    crl_digest: std::sync::Mutex<Vec<u8>>,
     algs: &'static [&'static dyn SignatureVerificationAlgorithm],
 }
 
@@ -116,6 +126,7 @@ impl CardVerifier {
         }
         let v = Self {
             crls: RwLock::new(Arc::new(Vec::new())),
+            crl_digest: std::sync::Mutex::new(Vec::new()),
             settings,
             anchors,
             intermediates,
@@ -127,14 +138,20 @@ impl CardVerifier {
     }
 
     /// Re-reads every CRL file. All or nothing: on any error the previous set stays.
-    pub fn reload_crls(&self) -> Result<usize, CardConfigError> {
+    pub fn reload_crls(&self) -> Result<CrlReload, CardConfigError> {
         let mut all = Vec::new();
+        let mut bytes = Vec::new();
         for p in &self.settings.crl_files {
             all.extend(read_crls(p)?);
+            bytes.extend(std::fs::read(p).map_err(|e| file_error(p, e))?);
         }
-        let n = all.len();
+        let digest = crate::domain::crypto::sha256(&bytes).to_vec();
+        let count = all.len();
         *self.crls.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(all);
-        Ok(n)
+        let mut last = self.crl_digest.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = *last != digest;
+        *last = digest;
+        Ok(CrlReload { count, changed })
     }
 
     fn current_crls(&self) -> Arc<Vec<CertRevocationList<'static>>> {
