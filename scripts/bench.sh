@@ -199,4 +199,6 @@ if [ "$BENCH" = all ]; then
   ./scripts/bench-directory.sh
   # 6. The audit trail: appends/s and verify over 1,000,000 records (scripts/bench-audit.sh).
   SKIP_BUILD=1 ./scripts/bench-audit.sh
+  # 7. Admin UI pages with 10,000 people and 1,000,000 audit records (scripts/bench-admin.sh).
+  SKIP_BUILD=1 ./scripts/bench-admin.sh
 fi

@@ -67,9 +67,7 @@ fn shared_http() -> &'static reqwest::Client {
 }
 
 fn browser() -> Browser {
-    Browser {
-        cookies: Arc::default(),
-    }
+    Browser { cookies: Arc::default() }
 }
 
 impl Browser {
@@ -85,7 +83,9 @@ impl Browser {
     fn keep(&self, r: &reqwest::Response) {
         let mut jar = self.cookies.lock().unwrap();
         for v in r.headers().get_all(reqwest::header::SET_COOKIE) {
-            let Some((name, rest)) = v.to_str().unwrap_or_default().split_once('=') else { continue };
+            let Some((name, rest)) = v.to_str().unwrap_or_default().split_once('=') else {
+                continue;
+            };
             let value = rest.split(';').next().unwrap_or_default().to_owned();
             let expired = rest.to_ascii_lowercase().contains("max-age=0") || value.is_empty();
             jar.retain(|(k, _)| k != name);
