@@ -121,25 +121,25 @@ fn record(i: u64, o: &BenchOptions, ids: &[String], start: chrono::DateTime<Utc>
         (0, 1..=3) => AuditEvent::Fido2Authentication {
             account_id: who.clone(),
             key_id: Some(format!("{:032x}", g % 1000)),
-            success: g % 97 != 0,
-            reason: (g % 97 == 0).then(|| "signature".into()),
+            success: !g.is_multiple_of(97),
+            reason: g.is_multiple_of(97).then(|| "signature".into()),
         },
-        (0, _) if g % 1009 == 0 => AuditEvent::LoginThrottled {
+        (0, _) if g.is_multiple_of(1009) => AuditEvent::LoginThrottled {
             username: format!("user{}", g % 10_000),
             scope: "username".into(),
         },
         (0, _) => AuditEvent::LoginPassword {
             username: format!("user{}", g % 10_000),
             account_id: Some(who.clone()),
-            success: g % 31 != 0,
-            reason: (g % 31 == 0).then(|| "wrong_password".into()),
+            success: !g.is_multiple_of(31),
+            reason: g.is_multiple_of(31).then(|| "wrong_password".into()),
         },
         (1, _) => AuditEvent::CodeIssued {
             account_id: who.clone(),
             client_id,
             session_id,
         },
-        (_, _) if g % 13 == 0 => AuditEvent::Logout {
+        (_, _) if g.is_multiple_of(13) => AuditEvent::Logout {
             account_id: who.clone(),
             session_id,
             client_id: Some(client_id),
