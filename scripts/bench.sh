@@ -201,4 +201,6 @@ if [ "$BENCH" = all ]; then
   SKIP_BUILD=1 ./scripts/bench-audit.sh
   # 7. Full FIDO2 logins (directory password + security key + token) (scripts/bench-fido2.sh).
   ./scripts/bench-fido2.sh
+  # 8. Admin UI pages with 10,000 people and 1,000,000 audit records (scripts/bench-admin.sh).
+  SKIP_BUILD=1 ./scripts/bench-admin.sh
 fi

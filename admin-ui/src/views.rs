@@ -62,7 +62,6 @@ pub struct DashboardView {
     pub c: Chrome,
     pub logins: Vec<CountRow>,
     pub lockouts: u64,
-    pub truncated: bool,
     pub db_ok: bool,
     pub sessions_ok: bool,
     pub signing_keys: Vec<SigningKeyRow>,

@@ -8,6 +8,7 @@
 //! - [`adapters`]: SQL storage (sea-orm), session stores (memory, Redis), signing keys, HTTP.
 //! - [`server`] and the `relais` binary wire them together.
 pub mod adapters;
+pub mod admin_bench;
 pub mod audit_bench;
 pub mod config;
 pub mod domain;

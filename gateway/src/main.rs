@@ -83,6 +83,34 @@ enum Command {
         #[command(subcommand)]
         command: Fido2Command,
     },
+    /// The admin UI (benchmark only).
+    #[command(hide = true)]
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Fill an EMPTY database with people and audit records, then time every admin page
+    /// through the server's handlers (scripts/bench-admin.sh, docs/performance.md).
+    Bench {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        #[arg(long, default_value_t = 10_000)]
+        people: u64,
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+        /// Days the records are spread over, ending now.
+        #[arg(long, default_value_t = 90)]
+        days: u64,
+        /// Timed runs per page (after one warm-up run).
+        #[arg(long, default_value_t = 30)]
+        runs: u64,
+        #[arg(long, default_value_t = 20)]
+        clients: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -495,6 +523,27 @@ async fn run(cli: Cli) -> Res {
         Command::Keys { command } => keys_command(command).await,
         Command::Identity { command } => identity_command(command).await,
         Command::Audit { command } => audit_command(command).await,
+        Command::Admin {
+            command:
+                AdminCommand::Bench {
+                    cfg,
+                    people,
+                    records,
+                    days,
+                    runs,
+                    clients,
+                },
+        } => {
+            let c = Components::build(load(&cfg)?, Arc::new(relais::domain::ports::SystemClock)).await?;
+            let o = relais::admin_bench::BenchOptions {
+                people,
+                records,
+                days,
+                runs,
+                clients,
+            };
+            relais::admin_bench::run(&c, &o).await
+        }
         Command::Ldap {
             command: LdapCommand::Test { cfg, user, password_stdin },
         } => ldap_test(load(&cfg)?, &user, password_stdin).await,

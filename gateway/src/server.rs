@@ -351,12 +351,14 @@ impl Running {
     }
 }
 
-/// Serves on an already bound listener (tests bind port 0 and read the port first).
-pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Running, StartError> {
+/// The application state of the HTTP handlers (`serve`, and the admin bench that calls the
+/// same handlers in-process).
+pub fn app_data(
+    components: &Components,
+    audit_forward: Arc<crate::adapters::audit_forward::ForwardStatus>,
+    card_http: Option<http::CardHttp>,
+) -> Result<(web::Data<AppState>, web::Data<http::admin::AdminState>), StartError> {
     let cfg = &components.config;
-    let forwarders = crate::adapters::audit_forward::Forwarders::start(components.store.clone(), &cfg.audit.forward)
-        .map_err(|e| StartError::Config(e.to_string()))?;
-    let card_listener = card_listener(&components)?;
     let state = web::Data::new(AppState {
         provider: components.provider.clone(),
         cookies: CookieSettings {
@@ -395,8 +397,8 @@ pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Runni
             )),
         },
         discovery: http::discovery::document(&components.provider.settings).map_err(StartError::Config)?,
-        audit_forward: forwarders.status.clone(),
-        cards: card_listener.as_ref().map(|(_, _, http)| http.clone()).or_else(|| {
+        audit_forward,
+        cards: card_http.or_else(|| {
             cfg.cards.as_ref().map(|c| http::CardHttp {
                 base_url: c.public_url.clone().unwrap_or_else(|| cfg.issuer.clone()),
                 trusted_proxies: c.trusted_proxies.clone(),
@@ -419,6 +421,20 @@ pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Runni
         secure_cookies: !cfg.dev_mode,
         enrolment_code_ttl_secs: cfg.fido2.enrolment_code_ttl_secs,
     });
+    Ok((state, admin_state))
+}
+
+/// Serves on an already bound listener (tests bind port 0 and read the port first).
+pub fn serve(components: Arc<Components>, listener: TcpListener) -> Result<Running, StartError> {
+    let cfg = &components.config;
+    let forwarders = crate::adapters::audit_forward::Forwarders::start(components.store.clone(), &cfg.audit.forward)
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let card_listener = card_listener(&components)?;
+    let (state, admin_state) = app_data(
+        &components,
+        forwarders.status.clone(),
+        card_listener.as_ref().map(|(_, _, http)| http.clone()),
+    )?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let readiness = Arc::new(http::Readiness::default());

@@ -9,6 +9,7 @@ use crate::harness::{self, ALICE, Db, Server, Sessions};
 use crate::identity::rpps;
 use crate::webdriver::Driver;
 use relais::domain::admin::AdminRole;
+use relais::domain::audit_chain::{AuditQuery, Order};
 use relais::domain::fido2::{KeyHolder, SecurityKeyRecord};
 use relais::domain::management::NewAccount;
 use relais::domain::ports::Storage;
@@ -642,4 +643,126 @@ async fn browser_a_non_admin_is_refused() {
     d.wait_url("/admin/login").await;
     d.quit().await;
     s.stop().await;
+}
+
+/// The queries the admin bench made fast (docs/performance.md, issue #7) still answer the
+/// same: the people search in the database (ASCII, case-insensitive, `%`/`_` literal) and in
+/// Rust (accents), the dashboard's aggregate counts, a closed day range read through the
+/// (at, seq) index and a person + type filter (SQLite: the person's index first).
+#[tokio::test]
+async fn people_search_day_ranges_and_dashboard_counts_on_sqlite_and_postgres() {
+    for db in [Db::Sqlite, Db::Postgres] {
+        let (s, mut token) = setup_on(db, Sessions::Memory).await;
+        staff(&s, &mut token, ADMIN, Some(AdminRole::Admin)).await;
+        let c = s.components();
+        let new = NewAccount {
+            email: Some("H.Dupont@CHU-Exemple.fr".into()),
+            ..NewAccount::new("hdupont", "Hélène", "DUPONT")
+        };
+        c.management("test")
+            .create_account(&c.config.passwords, new, "password-123456")
+            .await
+            .unwrap();
+        let http = client();
+        login(&http, &s, &mut token, ADMIN).await;
+        let search = |q: &str| {
+            let url = format!(
+                "{}?q={}",
+                s.url("/admin/people/results"),
+                url::form_urlencoded::byte_serialize(q.as_bytes()).collect::<String>()
+            );
+            let http = http.clone();
+            async move { http.get(url).send().await.unwrap().text().await.unwrap() }
+        };
+        for q in ["dupont", "DuPoNt", "HÉLÈNE", "chu-exemple", "hdup"] {
+            assert!(search(q).await.contains("hdupont"), "{db:?}: {q}");
+        }
+        for q in ["%", "_", "h%t", "zzz"] {
+            assert!(!search(q).await.contains("hdupont"), "{db:?}: {q}");
+        }
+
+        // Dashboard counts: the admin's login of today, counted by the aggregate.
+        let all = s.storage().audit_records(1000).await.unwrap();
+        let midnight = all[0].at.date_naive().and_hms_opt(0, 0, 0).unwrap().and_utc();
+        let counts = s.storage().audit_counts(midnight).await.unwrap();
+        let total: u64 = counts.iter().map(|c| c.count).sum();
+        assert_eq!(total, all.iter().filter(|r| r.at >= midnight).count() as u64, "{db:?}: {counts:?}");
+        assert!(
+            counts
+                .iter()
+                .any(|c| c.event_type == "admin_login" && c.outcome == "success" && c.count >= 1)
+        );
+        let r = http.get(s.url("/admin")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+
+        // A closed day range, and the day before (empty).
+        let day = |since, until| AuditQuery {
+            since: Some(since),
+            until: Some(until),
+            order: Order::Descending,
+            limit: 3,
+            ..Default::default()
+        };
+        let one_day = chrono::Duration::days(1);
+        let mut seqs = Vec::new();
+        let mut q = day(midnight, midnight + one_day);
+        loop {
+            let page = s.storage().audit_query(&q).await.unwrap();
+            seqs.extend(page.records.iter().map(|r| r.seq));
+            match page.next_cursor {
+                Some(c) => q.cursor = Some(c),
+                None => break,
+            }
+        }
+        let chained = s
+            .storage()
+            .audit_query(&AuditQuery {
+                limit: 1000,
+                order: Order::Descending,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .records;
+        let expected: Vec<i64> = chained
+            .iter()
+            .filter(|r| r.at >= midnight && r.at < midnight + one_day)
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(seqs, expected, "{db:?}");
+        let before = s.storage().audit_query(&day(midnight - one_day, midnight)).await.unwrap();
+        assert!(before.records.is_empty(), "{db:?}");
+        let r = http
+            .get(s.url(&format!(
+                "/admin/audit?since={}&until={}",
+                midnight.format("%Y-%m-%d"),
+                midnight.format("%Y-%m-%d")
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+
+        // A person and an event type together.
+        let admin = c.store.account_by_username(ADMIN.0).await.unwrap().unwrap().id.to_string();
+        let page = s
+            .storage()
+            .audit_query(&AuditQuery {
+                account_id: Some(admin.clone()),
+                event_type: Some("admin_login".into()),
+                since: Some(midnight - one_day),
+                limit: 50,
+                order: Order::Descending,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let expected: Vec<i64> = chained
+            .iter()
+            .filter(|r| r.account_id.as_deref() == Some(admin.as_str()) && r.event_type == "admin_login")
+            .map(|r| r.seq)
+            .collect();
+        assert!(!expected.is_empty());
+        assert_eq!(page.records.iter().map(|r| r.seq).collect::<Vec<_>>(), expected, "{db:?}");
+    }
 }

@@ -16,6 +16,12 @@ pub struct Account {
     pub disabled: bool,
 }
 
+/// Whether the people search's `q` (lower-cased) is in the account's username, display name
+/// or email, case-insensitively.
+pub fn matches(a: &Account, q: &str) -> bool {
+    a.username.contains(q) || a.display_name.to_lowercase().contains(q) || a.email.as_deref().is_some_and(|e| e.to_lowercase().contains(q))
+}
+
 /// Normalises a typed username: trimmed and lower-cased, 1–128 characters, no controls.
 pub fn normalise_username(s: &str) -> Option<String> {
     let t = s.trim();

@@ -223,6 +223,14 @@ pub struct AuditQuery {
     pub limit: u64,
 }
 
+/// How many records of one event type and outcome (the dashboard's counts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditCount {
+    pub event_type: String,
+    pub outcome: String,
+    pub count: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct AuditPage {
     pub records: Vec<ChainedRecord>,

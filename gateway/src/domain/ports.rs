@@ -4,7 +4,7 @@
 //! identity mapping, the audit chain (`AuditSink`).
 use crate::domain::account::Account;
 use crate::domain::audit::AuditRecord;
-use crate::domain::audit_chain::{AuditPage, AuditQuery, ChainedRecord, Checkpoint};
+use crate::domain::audit_chain::{AuditCount, AuditPage, AuditQuery, ChainedRecord, Checkpoint};
 use crate::domain::client::Client;
 use crate::domain::fido2::{Ceremony, EnrolmentCode, Fido2Error, KeyAssertion, KeyHolder, NewKey, SecurityKeyRecord};
 use crate::domain::identity::{IdNat, NationalIdentity};
@@ -212,6 +212,8 @@ pub trait Storage: Send + Sync {
     /// The newest records, newest first.
     async fn audit_records(&self, limit: u64) -> Result<Vec<AuditRecord>, StoreError>;
     async fn audit_query(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;
+    /// Records at or after `since`, counted by event type and outcome (one aggregate query).
+    async fn audit_counts(&self, since: DateTime<Utc>) -> Result<Vec<AuditCount>, StoreError>;
     /// The chain head as the append transaction last left it: (seq, hash); (0, GENESIS) when
     /// nothing was ever written.
     async fn audit_head(&self) -> Result<(i64, String), StoreError>;
@@ -227,6 +229,17 @@ pub trait Storage: Send + Sync {
 #[async_trait]
 pub trait IdentityStore: Send + Sync {
     async fn accounts(&self) -> Result<Vec<Account>, StoreError>;
+    /// The people search: accounts whose username, display name or email contains `q`
+    /// (lower-cased, not empty), by username, at most `limit`. Stores may search faster.
+    async fn search_accounts(&self, q: &str, limit: u64) -> Result<Vec<Account>, StoreError> {
+        Ok(self
+            .accounts()
+            .await?
+            .into_iter()
+            .filter(|a| crate::domain::account::matches(a, q))
+            .take(limit as usize)
+            .collect())
+    }
     async fn national_ids(&self, account_id: Uuid) -> Result<Vec<NationalIdentity>, StoreError>;
     async fn all_national_ids(&self) -> Result<Vec<NationalIdentity>, StoreError>;
     /// The mapping of one idNat (an idNat belongs to one person at most).

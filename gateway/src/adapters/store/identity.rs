@@ -8,7 +8,7 @@ use crate::domain::ports::{IdentityStore, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::{NotSet, Set};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait};
+use sea_orm::{ColumnTrait, DatabaseBackend, EntityTrait, QueryFilter, QueryOrder, Statement, TransactionTrait};
 use uuid::Uuid;
 
 fn from_row(m: national_identity::Model) -> Result<NationalIdentity, StoreError> {
@@ -32,6 +32,52 @@ impl IdentityStore for SqlStore {
             .into_iter()
             .map(account_from_row)
             .collect()
+    }
+
+    /// An ASCII `q` is searched by the database (case-insensitive `LIKE`: ASCII case folding
+    /// is all an ASCII `q` needs), at most `limit` rows read; any other `q` scans the accounts
+    /// here, with Rust's Unicode lower-casing.
+    async fn search_accounts(&self, q: &str, limit: u64) -> Result<Vec<Account>, StoreError> {
+        if !q.is_ascii() {
+            return Ok(self
+                .accounts()
+                .await?
+                .into_iter()
+                .filter(|a| crate::domain::account::matches(a, q))
+                .take(limit as usize)
+                .collect());
+        }
+        let backend = self.connection().get_database_backend();
+        let pattern = format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        // SQLite's LIKE ignores ASCII case; PostgreSQL's needs ILIKE.
+        let (like, p) = match backend {
+            DatabaseBackend::Postgres => ("ILIKE", ["$1", "$2", "$3", "$4"]),
+            _ => ("LIKE", ["?", "?", "?", "?"]),
+        };
+        let sql = format!(
+            "SELECT * FROM accounts WHERE username {like} {} ESCAPE '\\' OR display_name {like} {} ESCAPE '\\' \
+             OR email {like} {} ESCAPE '\\' ORDER BY username LIMIT {}",
+            p[0], p[1], p[2], p[3]
+        );
+        let values: [sea_orm::Value; 4] = [
+            pattern.clone().into(),
+            pattern.clone().into(),
+            pattern.into(),
+            (limit as i64).into(),
+        ];
+        let rows = account::Entity::find()
+            .from_raw_sql(Statement::from_sql_and_values(backend, sql, values))
+            .all(self.connection())
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for m in rows {
+            let a = account_from_row(m)?;
+            if crate::domain::account::matches(&a, q) {
+                out.push(a);
+            }
+        }
+        Ok(out)
     }
 
     async fn national_ids(&self, account_id: Uuid) -> Result<Vec<NationalIdentity>, StoreError> {

@@ -3,14 +3,10 @@
 use super::{AdminState, admin};
 use crate::adapters::http::AppState;
 use crate::adapters::http::pages::html;
-use crate::domain::audit_chain::{AuditQuery, Order};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use relais_admin_ui::views::{CountRow, DashboardView, SigningKeyRow};
 use std::collections::HashMap;
-
-/// Events counted per day: past this, the counts say they are partial.
-const DAY_SCAN: u64 = 20_000;
 
 /// The login events and how the dashboard names their method.
 const METHODS: &[(&str, &str)] = &[
@@ -28,46 +24,24 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>, admin_state: web
     };
     let now = state.provider.clock.now();
     let midnight = now.date_naive().and_hms_opt(0, 0, 0).map(|d| d.and_utc()).unwrap_or(now);
+    // One aggregate query over the day's rows (the `at` index), not a scan of the records.
     let mut counts: HashMap<String, (u64, u64)> = HashMap::new();
     let mut lockouts = 0;
-    let mut truncated = false;
-    let mut cursor = None;
-    let mut scanned = 0u64;
-    loop {
-        let page = match state
-            .storage
-            .audit_query(&AuditQuery {
-                since: Some(midnight),
-                cursor,
-                order: Order::Descending,
-                limit: 2000,
-                ..Default::default()
-            })
-            .await
-        {
-            Ok(p) => p,
-            Err(e) => return super::domain_error(e, a.lang),
-        };
-        for r in &page.records {
-            if r.event_type == "login_throttled" {
-                lockouts += 1;
-            }
-            let e = counts.entry(r.event_type.clone()).or_default();
-            if r.outcome == "success" {
-                e.0 += 1;
-            } else {
-                e.1 += 1;
+    match state.storage.audit_counts(midnight).await {
+        Ok(rows) => {
+            for r in rows {
+                if r.event_type == "login_throttled" {
+                    lockouts += r.count;
+                }
+                let e = counts.entry(r.event_type).or_default();
+                if r.outcome == "success" {
+                    e.0 += r.count;
+                } else {
+                    e.1 += r.count;
+                }
             }
         }
-        scanned += page.records.len() as u64;
-        match page.next_cursor {
-            Some(c) if scanned < DAY_SCAN => cursor = Some(c),
-            Some(_) => {
-                truncated = true;
-                break;
-            }
-            None => break,
-        }
+        Err(e) => return super::domain_error(e, a.lang),
     }
     let logins = METHODS
         .iter()
@@ -103,7 +77,6 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>, admin_state: web
             c: a.chrome("dashboard"),
             logins,
             lockouts,
-            truncated,
             db_ok,
             sessions_ok,
             signing_keys,

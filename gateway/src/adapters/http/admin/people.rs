@@ -29,14 +29,10 @@ async fn find(state: &AppState, q: &str) -> Result<(Vec<PersonRow>, bool), crate
     if q.is_empty() {
         return Ok((Vec::new(), false));
     }
-    let accounts = state.provider.identities.accounts().await?;
-    let mut hits = accounts.iter().filter(|a| {
-        a.username.contains(&q)
-            || a.display_name.to_lowercase().contains(&q)
-            || a.email.as_deref().is_some_and(|e| e.to_lowercase().contains(&q))
-    });
-    let rows: Vec<PersonRow> = hits.by_ref().take(MAX_RESULTS).map(row).collect();
-    Ok((rows, hits.next().is_some()))
+    // One more than shown says whether there are more.
+    let accounts = state.provider.identities.search_accounts(&q, MAX_RESULTS as u64 + 1).await?;
+    let rows: Vec<PersonRow> = accounts.iter().take(MAX_RESULTS).map(row).collect();
+    Ok((rows, accounts.len() > MAX_RESULTS))
 }
 
 #[tracing::instrument(skip_all)]

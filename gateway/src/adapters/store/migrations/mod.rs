@@ -9,6 +9,7 @@ mod m20261201_000002_audit_chain;
 mod m20261210_000002_directory_accounts;
 mod m20261215_000001_audit_forward;
 mod m20261216_000001_admin_roles;
+mod m20261220_000001_audit_at_seq;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000001_security_keys::Migration),
             Box::new(m20261215_000001_audit_forward::Migration),
             Box::new(m20261216_000001_admin_roles::Migration),
+            Box::new(m20261220_000001_audit_at_seq::Migration),
         ]
     }
 }
