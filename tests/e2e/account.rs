@@ -230,6 +230,16 @@ async fn browser_staff_end_another_session_on_their_account_page() {
     d.type_into("#username", ALICE.0).await;
     d.type_into("#password", ALICE.1).await;
     d.click("form button[type=submit]").await;
+    // Let the login land on the application's callback before leaving: a navigation started
+    // while the form's redirect is still in flight can be overtaken by it.
+    let started = std::time::Instant::now();
+    while !d.url().await.starts_with(CALLBACK) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the login did not reach the callback"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     d.goto(&s.url("/account")).await;
     d.wait_url("/account").await;
     assert!(d.text("h1").await.contains("Mon compte"));
