@@ -357,11 +357,31 @@ impl Storage for SqlStore {
                     created_at: Set(Utc::now()),
                     directory_id: Set(Some(directory_id.to_owned())),
                 };
-                account::Entity::insert(row).exec(&self.db).await.map_err(unavailable)?;
-                Ok(Account {
-                    password_hash: None,
-                    ..a.clone()
-                })
+                match account::Entity::insert(row).exec(&self.db).await.map_err(unavailable) {
+                    Ok(_) => Ok(Account {
+                        password_hash: None,
+                        ..a.clone()
+                    }),
+                    // Two first logins of the same person at once: the other one created the
+                    // row; use it. (A conflict on the username alone is a real clash: kept.)
+                    Err(StoreError::Conflict(why)) => {
+                        let Some(row) = account::Entity::find()
+                            .filter(account::Column::DirectoryId.eq(directory_id))
+                            .one(&self.db)
+                            .await
+                            .map_err(unavailable)?
+                        else {
+                            return Err(StoreError::Conflict(why));
+                        };
+                        let id = Uuid::parse_str(&row.id).map_err(|e| corrupt("account id", e))?;
+                        Ok(Account {
+                            id,
+                            password_hash: None,
+                            ..a.clone()
+                        })
+                    }
+                    Err(e) => Err(e),
+                }
             }
         }
     }
