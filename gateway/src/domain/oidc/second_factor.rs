@@ -244,38 +244,9 @@ impl Provider {
             {
                 return Ok(Err(denied("the enrolment code is wrong, expired or already used")));
             }
-            let record = SecurityKeyRecord {
-                id: self.random.uuid(),
-                account_id: stage.account_id,
-                credential_id: new.credential_id,
-                credential: new.credential,
-                aaguid: new.aaguid,
-                name: key_name
-                    .map(|n| n.trim().chars().take(64).collect::<String>())
-                    .filter(|n| !n.is_empty())
-                    .unwrap_or_else(|| "security key".into()),
-                created_at: now,
-                last_used_at: None,
-                revoked_at: None,
-            };
-            match self.key_store.insert_security_key(&record).await {
-                Ok(()) => {}
-                Err(crate::domain::ports::StoreError::Conflict(_)) => {
-                    return Ok(Err(denied("this security key is already registered")));
-                }
-                Err(e) => return Err(e.into()),
+            if !self.store_registered_key(stage.account_id, new, key_name, ctx).await? {
+                return Ok(Err(denied("this security key is already registered")));
             }
-            self.audit(
-                ctx,
-                AuditEvent::Fido2KeyRegistered {
-                    account_id,
-                    key_id: Some(record.id.to_string()),
-                    aaguid: Some(record.aaguid.to_string()),
-                    success: true,
-                    reason: None,
-                },
-            )
-            .await?;
             // The new key is not a login by itself: the person now signs in with it.
             return Ok(Ok(KeyFinish::Registered));
         }
@@ -355,6 +326,48 @@ impl Provider {
 }
 
 impl Provider {
+    /// Stores a key whose registration checked out and audits it, for the login's key page and
+    /// the `/account` page alike. `false`: that credential is already registered.
+    pub(super) async fn store_registered_key(
+        &self,
+        account_id: uuid::Uuid,
+        new: crate::domain::fido2::NewKey,
+        key_name: Option<&str>,
+        ctx: &RequestContext,
+    ) -> Result<bool, DomainError> {
+        let record = SecurityKeyRecord {
+            id: self.random.uuid(),
+            account_id,
+            credential_id: new.credential_id,
+            credential: new.credential,
+            aaguid: new.aaguid,
+            name: key_name
+                .map(|n| n.trim().chars().take(64).collect::<String>())
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "security key".into()),
+            created_at: self.clock.now(),
+            last_used_at: None,
+            revoked_at: None,
+        };
+        match self.key_store.insert_security_key(&record).await {
+            Ok(()) => {}
+            Err(crate::domain::ports::StoreError::Conflict(_)) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        self.audit(
+            ctx,
+            AuditEvent::Fido2KeyRegistered {
+                account_id: account_id.to_string(),
+                key_id: Some(record.id.to_string()),
+                aaguid: Some(record.aaguid.to_string()),
+                success: true,
+                reason: None,
+            },
+        )
+        .await?;
+        Ok(true)
+    }
+
     /// Records a refused key registration (the refusal stands even if recording fails).
     pub(super) async fn registration_refused(&self, ctx: &RequestContext, account_id: String, reason: impl Into<String>) {
         let event = AuditEvent::Fido2KeyRegistered {

@@ -265,36 +265,9 @@ impl Provider {
         {
             return Ok(Err(KeyAddError::CodeRejected));
         }
-        let record = crate::domain::fido2::SecurityKeyRecord {
-            id: self.random.uuid(),
-            account_id,
-            credential_id: new.credential_id,
-            credential: new.credential,
-            aaguid: new.aaguid,
-            name: key_name
-                .map(|n| n.trim().chars().take(64).collect::<String>())
-                .filter(|n| !n.is_empty())
-                .unwrap_or_else(|| "security key".into()),
-            created_at: now,
-            last_used_at: None,
-            revoked_at: None,
-        };
-        match self.key_store.insert_security_key(&record).await {
-            Ok(()) => {}
-            Err(crate::domain::ports::StoreError::Conflict(_)) => return Ok(Err(KeyAddError::AlreadyRegistered)),
-            Err(e) => return Err(e.into()),
+        if !self.store_registered_key(account_id, new, key_name, ctx).await? {
+            return Ok(Err(KeyAddError::AlreadyRegistered));
         }
-        self.audit(
-            ctx,
-            AuditEvent::Fido2KeyRegistered {
-                account_id: account_id.to_string(),
-                key_id: Some(record.id.to_string()),
-                aaguid: Some(record.aaguid.to_string()),
-                success: true,
-                reason: None,
-            },
-        )
-        .await?;
         Ok(Ok(()))
     }
 }
