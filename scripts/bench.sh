@@ -22,7 +22,8 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 TOKEN_REQUESTS=${TOKEN_REQUESTS:-20000}
 LOGIN_REQUESTS=${LOGIN_REQUESTS:-300}
-CONCURRENCY=${CONCURRENCY:-32}
+# The token scenario runs once per concurrency listed (latency grows with it).
+CONCURRENCY=${CONCURRENCY:-4 32}
 
 wait_ready() { for _ in $(seq 1 100); do curl -sf "$1/readyz" >/dev/null && return 0; sleep 0.1; done; echo "server did not start"; exit 1; }
 rss_mib() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
@@ -33,15 +34,18 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 timed_load() { # pid label requests args...
   local pid=$1 label=$2 n=$3; shift 3
   local before; before=$(cpu_ticks "$pid")
-  "$bin/relais-load" "$@" | sed "s/^/[$label] /"
+  "$bin/relais-load" "$@" --watch-pid "relais=$pid" | sed "s/^/[$label] /"
   awk -v t="$(( $(cpu_ticks "$pid") - before ))" -v hz="$(getconf CLK_TCK)" -v n="$n" -v l="$label" \
-    'BEGIN { printf "[%s]   relais CPU per operation: %.3f ms\n", l, t * 1000 / hz / n }'
+    'BEGIN { printf "[%s]   relais CPU per code made (untimed) and redeemed: %.3f ms\n", l, t * 1000 / hz / n }'
 }
 
 run_loads() { # base secret pid label
   sleep 2
   echo "[$4] idle RSS after start: $(rss_mib "$3") MiB"
-  timed_load "$3" "$4" "$TOKEN_REQUESTS" --base "$1" --secret="$2" --scenario token --requests "$TOKEN_REQUESTS" --concurrency "$CONCURRENCY"
+  for c in $CONCURRENCY; do
+    echo "[$4] token endpoint at $c concurrent:"
+    timed_load "$3" "$4" "$TOKEN_REQUESTS" --base "$1" --secret="$2" --scenario token --requests "$TOKEN_REQUESTS" --concurrency "$c"
+  done
   "$bin/relais-load" --base "$1" --secret="$2" --scenario login --requests "$LOGIN_REQUESTS" --concurrency 4 | sed "s/^/[$4] /"
   echo "[$4] RSS after load: $(rss_mib "$3") MiB"
 }
@@ -81,7 +85,10 @@ pid=$!
 wait_ready http://localhost:8090
 sleep 2
 echo "[postgres+redis] idle RSS after start: $(rss_mib "$pid") MiB"
-timed_load "$pid" postgres+redis "$TOKEN_REQUESTS" --base http://localhost:8090 --secret="$secret" --password alice-demo-pw-long --scenario token --requests "$TOKEN_REQUESTS" --concurrency "$CONCURRENCY"
+for c in $CONCURRENCY; do
+  echo "[postgres+redis] token endpoint at $c concurrent:"
+  timed_load "$pid" postgres+redis "$TOKEN_REQUESTS" --base http://localhost:8090 --secret="$secret" --password alice-demo-pw-long --scenario token --requests "$TOKEN_REQUESTS" --concurrency "$c"
+done
 "$bin/relais-load" --base http://localhost:8090 --secret="$secret" --password alice-demo-pw-long --scenario login --requests "$LOGIN_REQUESTS" --concurrency 4 | sed "s/^/[postgres+redis] /"
 echo "[postgres+redis] RSS after load: $(rss_mib "$pid") MiB"
 kill "$pid"; wait "$pid" 2>/dev/null || true

@@ -57,6 +57,51 @@ async fn take_is_atomic((store, _): (Arc<dyn SessionStore>, Expiry)) {
     assert_eq!(winners, 1, "a code is redeemed exactly once");
 }
 
+/// `replace`: nothing for an absent key (and nothing stored); otherwise the old value, the new
+/// one stored with its own expiry; concurrent callers each see the value the one before left.
+async fn replace_swaps_atomically((store, e): (Arc<dyn SessionStore>, Expiry)) {
+    let ns = Namespace::Code;
+    assert_eq!(store.replace(ns, "absent", b"m", Duration::from_secs(60)).await.unwrap(), None);
+    assert_eq!(
+        store.get(ns, "absent").await.unwrap(),
+        None,
+        "replace stores nothing for an absent key"
+    );
+    store.put(ns, "c", b"grant", Duration::from_millis(300)).await.unwrap();
+    let old = store.replace(ns, "c", b"marker", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(old.as_deref(), Some(&b"grant"[..]));
+    pass(&e, Duration::from_millis(600)).await;
+    assert_eq!(
+        store.get(ns, "c").await.unwrap().as_deref(),
+        Some(&b"marker"[..]),
+        "the new value has the new expiry, not the grant's"
+    );
+    // 16 concurrent swaps on a fresh key: exactly one sees the original, and every value seen
+    // was written exactly once before (a chain, no lost update).
+    store.put(ns, "d", b"grant", Duration::from_secs(60)).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.replace(ns, "d", format!("m{i}").as_bytes(), Duration::from_secs(60))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.push(String::from_utf8(t.await.unwrap().expect("the key exists")).unwrap());
+    }
+    let last = String::from_utf8(store.get(ns, "d").await.unwrap().unwrap()).unwrap();
+    assert_eq!(seen.iter().filter(|v| *v == "grant").count(), 1, "{seen:?}");
+    let mut written: Vec<String> = seen.iter().filter(|v| *v != "grant").cloned().collect();
+    written.push(last);
+    written.sort();
+    let mut all: Vec<String> = (0..16).map(|i| format!("m{i}")).collect();
+    all.sort();
+    assert_eq!(written, all, "every value written was seen once or is the last");
+}
+
 async fn entries_expire((store, e): (Arc<dyn SessionStore>, Expiry)) {
     store.put(Namespace::Sso, "s", b"v", Duration::from_millis(400)).await.unwrap();
     assert_eq!(store.get(Namespace::Sso, "s").await.unwrap().as_deref(), Some(&b"v"[..]));
@@ -133,6 +178,7 @@ macro_rules! on_both_stores {
 
 on_both_stores!(
     take_is_atomic,
+    replace_swaps_atomically,
     entries_expire,
     put_if_absent_detects_replay,
     namespaces_and_counters,

@@ -228,7 +228,7 @@ async fn login_trace_tree_honours_traceparent_and_nothing_secret_leaks() {
     assert!(descendants(&ours, &auth).contains(&"ldap bind".to_owned()));
     assert_eq!(bind.kind, 3, "dependency calls are client spans");
     let token = under("POST /token");
-    for n in ["token", "code_grant", "mint", "redis GETDEL"] {
+    for n in ["token", "code_grant", "mint", "redis SET XX GET"] {
         assert!(token.contains(&n.to_owned()), "POST /token lacks {n}: {token:?}");
     }
     assert!(token.iter().any(|n| n.starts_with("sea_orm.")), "{token:?}");

@@ -84,8 +84,8 @@ pub enum SessionStoreError {
 pub enum Namespace {
     Sso,
     PendingLogin,
+    /// An authorization code's grant, replaced by a `RedeemedCode` marker when redeemed.
     Code,
-    RedeemedCode,
     AssertionJti,
     RevokedAccessToken,
     Counter,
@@ -110,7 +110,6 @@ impl Namespace {
             Self::Sso => "sso",
             Self::PendingLogin => "login",
             Self::Code => "code",
-            Self::RedeemedCode => "redeemed",
             Self::AssertionJti => "jti",
             Self::RevokedAccessToken => "revoked",
             Self::Counter => "count",
@@ -134,6 +133,10 @@ pub trait SessionStore: Send + Sync {
     async fn get(&self, ns: Namespace, key: &str) -> Result<Option<Vec<u8>>, SessionStoreError>;
     /// Reads and deletes in one atomic step: of many concurrent callers, one gets the value.
     async fn take(&self, ns: Namespace, key: &str) -> Result<Option<Vec<u8>>, SessionStoreError>;
+    /// Replaces the value of a live key, with a new expiry, and returns the value it had, in
+    /// one atomic step (of many concurrent callers, each gets the value the one before left).
+    /// `None`, and nothing stored, when the key does not exist.
+    async fn replace(&self, ns: Namespace, key: &str, value: &[u8], ttl: Duration) -> Result<Option<Vec<u8>>, SessionStoreError>;
     async fn delete(&self, ns: Namespace, key: &str) -> Result<(), SessionStoreError>;
     /// Increments a counter, (re)setting its expiry; returns the new value.
     async fn increment(&self, ns: Namespace, key: &str, ttl: Duration) -> Result<i64, SessionStoreError>;
@@ -203,12 +206,15 @@ pub trait Storage: Send + Sync {
     /// Appends several records, in order, in one transaction (group commit): one head-row
     /// lock and one commit for all of them. All or none.
     async fn append_audit_batch(&self, records: &[AuditRecord]) -> Result<Vec<ChainedRecord>, StoreError> {
-        let mut out = Vec::with_capacity(records.len());
-        for r in records {
-            out.push(self.append_audit(r).await?);
-        }
-        Ok(out)
+        self.append_audit_batch_with(records, &[]).await
     }
+    /// As `append_audit_batch`, and stores `refresh_tokens` in the same transaction: a
+    /// refresh token exists exactly when the record of its issuance does.
+    async fn append_audit_batch_with(
+        &self,
+        records: &[AuditRecord],
+        refresh_tokens: &[RefreshTokenRecord],
+    ) -> Result<Vec<ChainedRecord>, StoreError>;
     /// The newest records, newest first.
     async fn audit_records(&self, limit: u64) -> Result<Vec<AuditRecord>, StoreError>;
     async fn audit_query(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;
@@ -336,7 +342,12 @@ pub trait PasswordChecker: Send + Sync {
 /// Where audit records go. `record` failing makes the operation fail closed.
 #[async_trait]
 pub trait AuditSink: Send + Sync {
-    async fn record(&self, record: AuditRecord) -> Result<(), StoreError>;
+    async fn record(&self, record: AuditRecord) -> Result<(), StoreError> {
+        self.record_with_refresh_token(record, None).await
+    }
+    /// Records a token issuance and stores the refresh token issued with it in the same
+    /// commit (one durable write per code exchange instead of two).
+    async fn record_with_refresh_token(&self, record: AuditRecord, refresh_token: Option<RefreshTokenRecord>) -> Result<(), StoreError>;
 }
 
 /// FIDO2 ceremonies (WebAuthn). Implemented with webauthn-rs in `adapters::webauthn`, which

@@ -15,6 +15,7 @@
 //! never from a request, so no secret and no unbounded cardinality can reach them.
 use crate::domain::audit::{AuditEvent, AuditRecord, Outcome};
 use crate::domain::ports::{AuditSink, SessionStore, Storage, StoreError};
+use crate::domain::records::RefreshTokenRecord;
 use async_trait::async_trait;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, ObservableGauge};
@@ -235,12 +236,12 @@ pub struct MeteredAuditSink(pub Arc<dyn AuditSink>);
 
 #[async_trait]
 impl AuditSink for MeteredAuditSink {
-    async fn record(&self, record: AuditRecord) -> Result<(), StoreError> {
+    async fn record_with_refresh_token(&self, record: AuditRecord, refresh_token: Option<RefreshTokenRecord>) -> Result<(), StoreError> {
         if !enabled() {
-            return self.0.record(record).await;
+            return self.0.record_with_refresh_token(record, refresh_token).await;
         }
         let event = record.event.clone();
-        self.0.record(record).await?;
+        self.0.record_with_refresh_token(record, refresh_token).await?;
         audit(&event);
         Ok(())
     }

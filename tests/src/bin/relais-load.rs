@@ -76,7 +76,8 @@ struct Args {
     /// it reached (the same keys: enrolment codes are single use).
     #[arg(long, default_value_t = 0.0)]
     open_rate_fraction: f64,
-    /// `fido2login`: `name=PID` of a process whose CPU time per login to report (repeatable).
+    /// `token`, `fido2login`: `name=PID` of a process whose CPU time per operation to report
+    /// (repeatable).
     #[arg(long)]
     watch_pid: Vec<String>,
 }
@@ -403,14 +404,26 @@ async fn fido2_login(a: &Args, keys: &Keys, i: usize) -> Duration {
 /// `n` FIDO2 logins, closed loop at `--concurrency` (`rate` 0) or open loop at `rate`; prints
 /// the latencies and the CPU time per login of this tool and the `--watch-pid` processes over
 /// this run only, and returns the logins per second reached.
+/// CPU time so far of this tool (first) and of each `--watch-pid` process.
+fn cpu_snapshot(a: &Args) -> Vec<Duration> {
+    std::iter::once("self")
+        .chain(a.watch_pid.iter().map(|p| p.split_once('=').map(|(_, p)| p).unwrap_or(p)))
+        .map(cpu_of)
+        .collect()
+}
+
+/// "load tool X ms, relais Y ms, ...": the CPU per operation between two snapshots.
+fn cpu_per_op(a: &Args, before: &[Duration], after: &[Duration], ops: usize) -> String {
+    let names = std::iter::once("load tool").chain(a.watch_pid.iter().map(|p| p.split_once('=').map(|(n, _)| n).unwrap_or(p)));
+    names
+        .zip(before.iter().zip(after))
+        .map(|(name, (b, a))| format!("{name} {:.3} ms", (*a - *b).as_secs_f64() * 1000.0 / ops.max(1) as f64))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 async fn fido2_run(a: &Arc<Args>, keys: &Arc<Keys>, n: usize, rate: f64) -> f64 {
-    let cpu = |pids: &[String]| -> Vec<Duration> {
-        pids.iter()
-            .map(|p| cpu_of(p.split_once('=').map(|(_, p)| p).unwrap_or(p)))
-            .collect()
-    };
-    let (me, watched) = (vec!["self".to_owned()], a.watch_pid.clone());
-    let (me0, w0) = (cpu(&me), cpu(&watched));
+    let before = cpu_snapshot(a);
     keys.signing_ns.store(0, Ordering::Relaxed);
     let mut args = (**a).clone();
     args.requests = n;
@@ -442,7 +455,8 @@ async fn fido2_run(a: &Arc<Args>, keys: &Arc<Keys>, n: usize, rate: f64) -> f64 
     } else {
         format!("{} concurrent", a.concurrency)
     };
-    let done = flow.len().max(1) as f64;
+    let flow_count = flow.len();
+    let done = flow_count.max(1) as f64;
     let achieved = flow.len() as f64 / wall.as_secs_f64();
     report(
         &format!("FIDO2 full login (authorize, form, password, key, code exchange; {how})"),
@@ -450,16 +464,11 @@ async fn fido2_run(a: &Arc<Args>, keys: &Arc<Keys>, n: usize, rate: f64) -> f64 
         wall,
     );
     report(&format!("  of which the key step (options, signature, finish; {how})"), step, wall);
-    let per = |d: Duration| d.as_secs_f64() * 1000.0 / done;
-    let mut line = format!(
-        "  CPU per login: load tool {:.2} ms (of which signing {:.3} ms)",
-        per(cpu(&me)[0] - me0[0]),
+    println!(
+        "  CPU per login: {} (the load tool's signing: {:.3} ms)",
+        cpu_per_op(&a, &before, &cpu_snapshot(&a), flow_count),
         keys.signing_ns.load(Ordering::Relaxed) as f64 / 1e6 / done
     );
-    for ((name, t0), t1) in watched.iter().zip(w0).zip(cpu(&watched)) {
-        line += &format!(", {} {:.2} ms", name.split_once('=').map(|(n, _)| n).unwrap_or(name), per(t1 - t0));
-    }
-    println!("{line}");
     achieved
 }
 
@@ -555,6 +564,9 @@ async fn main() {
             login(&a, &sso).await;
             let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
             let (mut lat, mut wall) = (Vec::new(), Duration::ZERO);
+            // CPU counted over the timed redemptions only (making the codes is not the
+            // token endpoint's work).
+            let mut timed_cpu = vec![Duration::ZERO; 1 + a.watch_pid.len()];
             let mut left = a.requests;
             while left > 0 {
                 let n = left.min(a.batch);
@@ -574,16 +586,26 @@ async fn main() {
                     v
                 });
                 let (http2, a2) = (http.clone(), a.clone());
+                let before = cpu_snapshot(&a);
                 let (l, w) = drive(n, a.concurrency, move |i| {
                     let (http, a, codes) = (http2.clone(), a2.clone(), codes.clone());
                     async move { redeem(&a, &http, &codes[i]).await }
                 })
                 .await;
+                for ((t, b), a) in timed_cpu.iter_mut().zip(before).zip(cpu_snapshot(&a)) {
+                    *t += a - b;
+                }
                 lat.extend(l);
                 wall += w;
                 left -= n;
             }
+            let ops = lat.len();
             report("token endpoint (code exchange)", lat, wall);
+            let zero = vec![Duration::ZERO; timed_cpu.len()];
+            println!(
+                "  CPU per redemption (timed phases only): {}",
+                cpu_per_op(&a, &zero, &timed_cpu, ops)
+            );
         }
         "login" => {
             let a2 = a.clone();

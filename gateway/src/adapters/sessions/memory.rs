@@ -126,6 +126,18 @@ impl SessionStore for MemorySessionStore {
         Ok(map.remove(&(ns, key.to_owned())).filter(|e| e.expires_at_ms > now).map(|e| e.value))
     }
 
+    async fn replace(&self, ns: Namespace, key: &str, value: &[u8], ttl: Duration) -> Result<Option<Vec<u8>>, SessionStoreError> {
+        let now = self.now_ms();
+        let k = (ns, key.to_owned());
+        let mut map = self.lock();
+        if !self.live(&mut map, &k, now) {
+            return Ok(None);
+        }
+        let old = map.remove(&k).map(|e| e.value);
+        self.insert(&mut map, k, value.to_vec(), ttl, now);
+        Ok(old)
+    }
+
     async fn delete(&self, ns: Namespace, key: &str) -> Result<(), SessionStoreError> {
         self.lock().remove(&(ns, key.to_owned()));
         Ok(())

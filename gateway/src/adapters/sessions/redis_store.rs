@@ -117,6 +117,24 @@ impl SessionStore for RedisSessionStore {
         traced("GETDEL", Some(ns), redis::cmd("GETDEL").arg(self.key(ns, key)).query_async(&mut c)).await
     }
 
+    async fn replace(&self, ns: Namespace, key: &str, value: &[u8], ttl: Duration) -> Result<Option<Vec<u8>>, SessionStoreError> {
+        let mut c = self.conn.clone();
+        // XX: only an existing key; GET: the old value, in the same command (Redis >= 6.2).
+        traced(
+            "SET XX GET",
+            Some(ns),
+            redis::cmd("SET")
+                .arg(self.key(ns, key))
+                .arg(value)
+                .arg("XX")
+                .arg("GET")
+                .arg("PX")
+                .arg(Self::ms(ttl))
+                .query_async(&mut c),
+        )
+        .await
+    }
+
     async fn delete(&self, ns: Namespace, key: &str) -> Result<(), SessionStoreError> {
         let mut c = self.conn.clone();
         traced("DEL", Some(ns), redis::cmd("DEL").arg(self.key(ns, key)).query_async::<()>(&mut c)).await

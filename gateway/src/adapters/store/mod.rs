@@ -6,7 +6,6 @@ mod client_cache;
 mod entities;
 mod identity;
 pub mod migrations;
-mod refresh_writer;
 mod security_keys;
 
 use crate::domain::account::Account;
@@ -32,7 +31,6 @@ use uuid::Uuid;
 pub struct SqlStore {
     db: DatabaseConnection,
     clients: std::sync::Arc<client_cache::ClientCache>,
-    refresh_writer: refresh_writer::RefreshWriter,
 }
 
 /// How to reach the database.
@@ -83,7 +81,6 @@ impl SqlStore {
             }
         }
         Ok(Self {
-            refresh_writer: refresh_writer::RefreshWriter::start(db.clone()),
             db,
             clients: Default::default(),
         })
@@ -407,22 +404,11 @@ impl Storage for SqlStore {
     }
 
     async fn insert_refresh_token(&self, t: &RefreshTokenRecord) -> Result<(), StoreError> {
-        let row = refresh_token::ActiveModel {
-            token_digest: Set(t.token_digest.clone()),
-            family_id: Set(t.family_id.to_string()),
-            client_id: Set(t.client_id.to_string()),
-            account_id: Set(t.account_id.to_string()),
-            session_id: Set(t.session_id.clone()),
-            scopes: Set(t.scopes.to_string()),
-            auth_time: Set(t.auth_time),
-            amr: Set(serde_json::to_string(&t.amr).expect("strings serialise")),
-            acr: Set(t.acr.clone()),
-            created_at: Set(t.created_at),
-            expires_at: Set(t.expires_at),
-            used_at: Set(t.used_at),
-            revoked_at: Set(t.revoked_at),
-        };
-        self.refresh_writer.insert(row).await
+        refresh_token::Entity::insert(refresh_row(t))
+            .exec_without_returning(&self.db)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn refresh_token(&self, digest: &str) -> Result<Option<RefreshTokenRecord>, StoreError> {
@@ -536,7 +522,11 @@ impl Storage for SqlStore {
         v.pop().ok_or_else(|| StoreError::Corrupt("empty audit batch".into()))
     }
 
-    async fn append_audit_batch(&self, records: &[AuditRecord]) -> Result<Vec<ChainedRecord>, StoreError> {
+    async fn append_audit_batch_with(
+        &self,
+        records: &[AuditRecord],
+        refresh_tokens: &[RefreshTokenRecord],
+    ) -> Result<Vec<ChainedRecord>, StoreError> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
@@ -571,6 +561,12 @@ impl Storage for SqlStore {
             .exec(&txn)
             .await
             .map_err(unavailable)?;
+        if !refresh_tokens.is_empty() {
+            refresh_token::Entity::insert_many(refresh_tokens.iter().map(refresh_row))
+                .exec_without_returning(&txn)
+                .await
+                .map_err(unavailable)?;
+        }
         txn.commit().await.map_err(unavailable)?;
         Ok(chained)
     }
@@ -745,6 +741,25 @@ impl Storage for SqlStore {
             .map_err(unavailable)?;
         txn.commit().await.map_err(unavailable)?;
         Ok(res.rows_affected)
+    }
+}
+
+/// The row of a refresh token.
+fn refresh_row(t: &RefreshTokenRecord) -> refresh_token::ActiveModel {
+    refresh_token::ActiveModel {
+        token_digest: Set(t.token_digest.clone()),
+        family_id: Set(t.family_id.to_string()),
+        client_id: Set(t.client_id.to_string()),
+        account_id: Set(t.account_id.to_string()),
+        session_id: Set(t.session_id.clone()),
+        scopes: Set(t.scopes.to_string()),
+        auth_time: Set(t.auth_time),
+        amr: Set(serde_json::to_string(&t.amr).expect("strings serialise")),
+        acr: Set(t.acr.clone()),
+        created_at: Set(t.created_at),
+        expires_at: Set(t.expires_at),
+        used_at: Set(t.used_at),
+        revoked_at: Set(t.revoked_at),
     }
 }
 

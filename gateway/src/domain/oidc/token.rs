@@ -2,7 +2,7 @@
 use super::{ClientCredentials, Params, Provider};
 use crate::domain::DomainError;
 use crate::domain::account::Account;
-use crate::domain::audit::{AuditEvent, RequestContext};
+use crate::domain::audit::{AuditEvent, AuditRecord, RequestContext};
 use crate::domain::client::{Client, ClientKind};
 use crate::domain::crypto::{half_hash, pkce_s256_matches, secret_digest};
 use crate::domain::ports::Namespace;
@@ -94,13 +94,10 @@ impl Provider {
             Err(e) => return Ok(Err(e)),
         };
         let digest = secret_digest(code);
-        let Some(bytes) = self.sessions.take(Namespace::Code, &digest).await? else {
-            return Ok(Err(self.code_replay_or_unknown(client, &digest, ctx).await?));
-        };
-        let grant: CodeGrant = serde_json::from_slice(&bytes).map_err(|e| DomainError::Internal(format!("code grant: {e}")))?;
         let now = self.clock.unix();
-        // Mark the code redeemed before anything else, naming the tokens it will yield, so a
-        // replay at any later moment finds the marker and revokes them.
+        // The grant is swapped for a marker naming the tokens it will yield, in one atomic
+        // step before anything else: of two concurrent redemptions one gets the grant, and a
+        // replay at any later moment finds the marker and revokes those tokens.
         let family = self.random.uuid();
         let access_jti = self.random.token();
         let redeemed = RedeemedCode {
@@ -111,7 +108,21 @@ impl Provider {
         };
         let marker = serde_json::to_vec(&redeemed).map_err(|e| DomainError::Internal(e.to_string()))?;
         let keep = Duration::from_secs((self.settings.code_ttl_secs * 10).max(600) as u64);
-        self.sessions.put(Namespace::RedeemedCode, &digest, &marker, keep).await?;
+        let Some(bytes) = self.sessions.replace(Namespace::Code, &digest, &marker, keep).await? else {
+            return Ok(Err(OAuthError::invalid_grant("unknown or expired code")));
+        };
+        // A grant, or the marker of an earlier redemption (a replay). No grant parses as a
+        // marker nor the reverse: each has required fields the other lacks.
+        let grant: CodeGrant = match serde_json::from_slice(&bytes) {
+            Ok(g) => g,
+            Err(_) => {
+                let earlier: RedeemedCode =
+                    serde_json::from_slice(&bytes).map_err(|e| DomainError::Internal(format!("stored code: {e}")))?;
+                // Put the first redemption's marker back: it names the tokens actually issued.
+                self.sessions.put(Namespace::Code, &digest, &bytes, keep).await?;
+                return Ok(Err(self.code_replayed(client, earlier, ctx).await?));
+            }
+        };
         if grant.expires_at <= now {
             return Ok(Err(OAuthError::invalid_grant("the code has expired")));
         }
@@ -157,13 +168,8 @@ impl Provider {
         Ok(Ok(self.mint(client, &auth, family, access_jti, ctx, "authorization_code").await?))
     }
 
-    /// A code that is not (or no longer) stored: if it was redeemed before, this is a replay,
-    /// and the tokens issued from it are revoked.
-    async fn code_replay_or_unknown(&self, client: &Client, digest: &str, ctx: &RequestContext) -> Result<OAuthError, DomainError> {
-        let Some(bytes) = self.sessions.get(Namespace::RedeemedCode, digest).await? else {
-            return Ok(OAuthError::invalid_grant("unknown or expired code"));
-        };
-        let redeemed: RedeemedCode = serde_json::from_slice(&bytes).map_err(|e| DomainError::Internal(format!("redeemed code: {e}")))?;
+    /// A code redeemed before: a replay. The tokens issued from it are revoked.
+    async fn code_replayed(&self, client: &Client, redeemed: RedeemedCode, ctx: &RequestContext) -> Result<OAuthError, DomainError> {
         if let Some(family) = redeemed.refresh_family {
             self.storage.revoke_refresh_family(family, self.clock.now()).await?;
         }
@@ -342,15 +348,14 @@ impl Provider {
             };
             (token, record)
         });
-        let store_refresh = async {
-            match &refresh {
-                Some((_, record)) => self.storage.insert_refresh_token(record).await.map_err(DomainError::from),
-                None => Ok(()),
-            }
-        };
-        let record_issuance = self.audit(
-            ctx,
-            AuditEvent::TokenIssued {
+        let (refresh_token, refresh_record) = refresh.unzip();
+        // The refresh token is stored in the same commit as the record of its issuance (one
+        // durable group commit). Nothing is handed out before that commit; if it fails the
+        // client gets an error and neither the record nor the token exists.
+        let issuance = AuditRecord {
+            at: now,
+            context: ctx.into(),
+            event: AuditEvent::TokenIssued {
                 account_id: sub,
                 client_id: client.id.to_string(),
                 grant_type: grant_type.into(),
@@ -360,13 +365,8 @@ impl Provider {
                 session_id: a.session_id.into(),
                 idnat: relayed_idnat,
             },
-        );
-        // Both are durable group commits (refresh-token writer, audit chain): waiting for them one
-        // after the other doubled the endpoint's latency. Nothing is handed out before both have
-        // committed; if the refresh token cannot be stored the client gets an error, and the
-        // record (already written) states tokens that were signed but never delivered.
-        futures_util::future::try_join(store_refresh, record_issuance).await?;
-        let refresh_token = refresh.map(|(token, _)| token);
+        };
+        self.audit.record_with_refresh_token(issuance, refresh_record).await?;
         Ok(TokenResponse {
             access_token,
             token_type: "Bearer",
