@@ -5,12 +5,12 @@
 //! chain across replicas), so one transaction per record would cap the whole server at the
 //! database's commit rate. Callers hand their record to one writer task, which appends every
 //! record waiting at that moment in a single transaction; each caller is released only after
-//! that commit, so the trail still fails closed. A code exchange's refresh token rides in the
-//! same transaction as the record of its issuance: one durable write per exchange, not two.
+//! that commit, so the trail still fails closed. The write a record is about (a refresh token,
+//! a security key's new sign counter: `AuditedWrite`) rides in the same transaction.
 use crate::domain::audit::{AuditEvent, AuditRecord};
 use crate::domain::audit_chain::{ChainedRecord, Checkpoint};
 use crate::domain::ports::{AuditSink, Clock, Signer, Storage, StoreError};
-use crate::domain::records::RefreshTokenRecord;
+use crate::domain::records::AuditedWrite;
 use async_trait::async_trait;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -20,8 +20,8 @@ const MAX_BATCH: usize = 512;
 
 struct Job {
     record: AuditRecord,
-    /// Stored in the same transaction as the record (a code or refresh exchange).
-    refresh_token: Option<RefreshTokenRecord>,
+    /// Made in the same transaction as the record.
+    write: Option<AuditedWrite>,
     /// The record's seq once committed.
     done: oneshot::Sender<Result<i64, String>>,
 }
@@ -57,8 +57,8 @@ impl Writer {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
             let records: Vec<AuditRecord> = batch.iter().map(|j| j.record.clone()).collect();
-            let refresh_tokens: Vec<RefreshTokenRecord> = batch.iter().filter_map(|j| j.refresh_token.clone()).collect();
-            match self.storage.append_audit_batch_with(&records, &refresh_tokens).await {
+            let writes: Vec<AuditedWrite> = batch.iter().filter_map(|j| j.write.clone()).collect();
+            match self.storage.append_audit_batch_with(&records, &writes).await {
                 Ok(chained) => {
                     // Callers are released first (they log their own record, in parallel);
                     // only checkpoints stay on this task, between two commits.
@@ -107,7 +107,7 @@ impl Writer {
 
 #[async_trait]
 impl AuditSink for SqlAuditSink {
-    async fn record_with_refresh_token(&self, record: AuditRecord, refresh_token: Option<RefreshTokenRecord>) -> Result<(), StoreError> {
+    async fn record_with(&self, record: AuditRecord, write: Option<AuditedWrite>) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
         let event_type = record.event.kind();
         let outcome = record.event.outcome();
@@ -116,11 +116,7 @@ impl AuditSink for SqlAuditSink {
         let detail = tracing::enabled!(target: "relais::audit", tracing::Level::INFO)
             .then(|| serde_json::to_string(&record.event).unwrap_or_default());
         self.jobs
-            .send(Job {
-                record,
-                refresh_token,
-                done,
-            })
+            .send(Job { record, write, done })
             .await
             .map_err(|_| StoreError::Unavailable("the audit writer has stopped".into()))?;
         match wait.await {

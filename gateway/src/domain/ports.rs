@@ -9,7 +9,7 @@ use crate::domain::client::Client;
 use crate::domain::fido2::{Ceremony, EnrolmentCode, Fido2Error, KeyAssertion, KeyHolder, NewKey, SecurityKeyRecord};
 use crate::domain::identity::{IdNat, NationalIdentity};
 use crate::domain::identity_import::ReviewItem;
-use crate::domain::records::{RefreshConsume, RefreshTokenRecord, SigningAlg, StoredSigningKey};
+use crate::domain::records::{AuditedWrite, RefreshConsume, RefreshTokenRecord, SigningAlg, StoredSigningKey};
 use crate::protocol::ClientId;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -208,13 +208,8 @@ pub trait Storage: Send + Sync {
     async fn append_audit_batch(&self, records: &[AuditRecord]) -> Result<Vec<ChainedRecord>, StoreError> {
         self.append_audit_batch_with(records, &[]).await
     }
-    /// As `append_audit_batch`, and stores `refresh_tokens` in the same transaction: a
-    /// refresh token exists exactly when the record of its issuance does.
-    async fn append_audit_batch_with(
-        &self,
-        records: &[AuditRecord],
-        refresh_tokens: &[RefreshTokenRecord],
-    ) -> Result<Vec<ChainedRecord>, StoreError>;
+    /// As `append_audit_batch`, and makes `writes` in the same transaction (`AuditedWrite`).
+    async fn append_audit_batch_with(&self, records: &[AuditRecord], writes: &[AuditedWrite]) -> Result<Vec<ChainedRecord>, StoreError>;
     /// The newest records, newest first.
     async fn audit_records(&self, limit: u64) -> Result<Vec<AuditRecord>, StoreError>;
     async fn audit_query(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;
@@ -343,11 +338,11 @@ pub trait PasswordChecker: Send + Sync {
 #[async_trait]
 pub trait AuditSink: Send + Sync {
     async fn record(&self, record: AuditRecord) -> Result<(), StoreError> {
-        self.record_with_refresh_token(record, None).await
+        self.record_with(record, None).await
     }
-    /// Records a token issuance and stores the refresh token issued with it in the same
-    /// commit (one durable write per code exchange instead of two).
-    async fn record_with_refresh_token(&self, record: AuditRecord, refresh_token: Option<RefreshTokenRecord>) -> Result<(), StoreError>;
+    /// Records an event and makes the write it is about in the same commit (`AuditedWrite`):
+    /// one durable write instead of two, and never one without the other.
+    async fn record_with(&self, record: AuditRecord, write: Option<AuditedWrite>) -> Result<(), StoreError>;
 }
 
 /// FIDO2 ceremonies (WebAuthn). Implemented with webauthn-rs in `adapters::webauthn`, which

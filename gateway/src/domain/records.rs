@@ -103,6 +103,21 @@ pub struct RedeemedCode {
     pub access_expires_at: i64,
 }
 
+/// A write that belongs with an audit record and is committed in the same transaction: the
+/// state change exists exactly when the record of it does, and the pair costs one durable
+/// commit (group-committed with other records) instead of two.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditedWrite {
+    /// The refresh token issued with `token_issued`.
+    RefreshToken(RefreshTokenRecord),
+    /// A security key's updated credential (sign counter) and last use, with `fido2_authentication`.
+    SecurityKeyUse {
+        key_id: Uuid,
+        credential: String,
+        at: DateTime<Utc>,
+    },
+}
+
 /// A refresh token as stored (by digest). Tokens of one login form a family; reuse of a
 /// rotated-out token revokes the whole family.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,7 +15,7 @@
 //! never from a request, so no secret and no unbounded cardinality can reach them.
 use crate::domain::audit::{AuditEvent, AuditRecord, Outcome};
 use crate::domain::ports::{AuditSink, SessionStore, Storage, StoreError};
-use crate::domain::records::RefreshTokenRecord;
+use crate::domain::records::AuditedWrite;
 use async_trait::async_trait;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, ObservableGauge};
@@ -236,12 +236,12 @@ pub struct MeteredAuditSink(pub Arc<dyn AuditSink>);
 
 #[async_trait]
 impl AuditSink for MeteredAuditSink {
-    async fn record_with_refresh_token(&self, record: AuditRecord, refresh_token: Option<RefreshTokenRecord>) -> Result<(), StoreError> {
+    async fn record_with(&self, record: AuditRecord, write: Option<AuditedWrite>) -> Result<(), StoreError> {
         if !enabled() {
-            return self.0.record_with_refresh_token(record, refresh_token).await;
+            return self.0.record_with(record, write).await;
         }
         let event = record.event.clone();
-        self.0.record_with_refresh_token(record, refresh_token).await?;
+        self.0.record_with(record, write).await?;
         audit(&event);
         Ok(())
     }

@@ -84,7 +84,7 @@ impl IdentityStore for SqlStore {
         national_identity::Entity::find()
             .filter(national_identity::Column::AccountId.eq(account_id.to_string()))
             .order_by_asc(national_identity::Column::Idnat)
-            .all(self.connection())
+            .all(self.reads())
             .await
             .map_err(unavailable)?
             .into_iter()
@@ -104,7 +104,7 @@ impl IdentityStore for SqlStore {
 
     async fn national_id(&self, idnat: &IdNat) -> Result<Option<NationalIdentity>, StoreError> {
         national_identity::Entity::find_by_id(idnat.to_string())
-            .one(self.connection())
+            .one(self.reads())
             .await
             .map_err(unavailable)?
             .map(from_row)

@@ -13,7 +13,7 @@ use crate::domain::audit::AuditRecord;
 use crate::domain::audit_chain::{AuditCount, AuditPage, AuditQuery, ChainedRecord, Checkpoint, GENESIS, Order};
 use crate::domain::client::{Client, ClientKind, TokenAuthMethod};
 use crate::domain::ports::{Storage, StoreError};
-use crate::domain::records::{RefreshConsume, RefreshTokenRecord, SigningAlg, StoredSigningKey};
+use crate::domain::records::{AuditedWrite, RefreshConsume, RefreshTokenRecord, SigningAlg, StoredSigningKey};
 use crate::protocol::{ClientId, RedirectUri, Scopes};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -30,6 +30,9 @@ use uuid::Uuid;
 #[derive(Clone)]
 pub struct SqlStore {
     db: DatabaseConnection,
+    /// Plain reads on the hot paths (accounts, keys, national ids). On SQLite a pool of its own,
+    /// so that they do not queue behind the one writing connection; on PostgreSQL `db` again.
+    reads: DatabaseConnection,
     clients: std::sync::Arc<client_cache::ClientCache>,
 }
 
@@ -57,31 +60,48 @@ pub(super) fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
 impl SqlStore {
     pub async fn connect(s: &DbSettings) -> Result<Self, StoreError> {
         let sqlite = s.url.starts_with("sqlite:");
-        let mut opt = ConnectOptions::new(s.url.clone());
-        // SQLite has one writer at a time; with several pooled connections, writers wait in
-        // SQLite's busy handler (sleeps of up to 100 ms). One connection queues them instead,
-        // and each statement takes microseconds.
-        opt.max_connections(if sqlite { 1 } else { s.max_connections })
-            .connect_timeout(s.connect_timeout)
-            .acquire_timeout(s.connect_timeout)
-            .sqlx_logging(false)
-            // Spans (telemetry) name the operation only: statement text is bulk in every trace.
-            .record_stmt_in_spans(false);
-        if let Some(schema) = &s.schema {
-            opt.set_schema_search_path(schema.clone());
-        }
-        let db = Database::connect(opt).await.map_err(unavailable)?;
-        if sqlite {
-            // WAL lets readers proceed while a writer commits; a busy timeout instead of
-            // SQLITE_BUSY errors under concurrent logins.
-            for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=5000", "PRAGMA synchronous=NORMAL"] {
-                sea_orm::ConnectionTrait::execute_unprepared(&db, pragma)
-                    .await
-                    .map_err(unavailable)?;
+        let options = |connections: u32, query_only: bool| {
+            let mut opt = ConnectOptions::new(s.url.clone());
+            opt.max_connections(connections)
+                .connect_timeout(s.connect_timeout)
+                .acquire_timeout(s.connect_timeout)
+                .sqlx_logging(false)
+                // Spans (telemetry) name the operation only: statement text is bulk in every trace.
+                .record_stmt_in_spans(false);
+            if let Some(schema) = &s.schema {
+                opt.set_schema_search_path(schema.clone());
             }
-        }
+            // Set on every connection the pool opens (a pool replaces its connections over
+            // time): WAL lets readers proceed while the writer commits; NORMAL syncs the WAL at
+            // checkpoints, not at each commit (a power cut can lose the last commits, never
+            // corrupt the file); a busy timeout instead of SQLITE_BUSY errors.
+            opt.map_sqlx_sqlite_opts(move |o| {
+                use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+                o.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(5))
+                    .pragma("query_only", if query_only { "1" } else { "0" })
+            });
+            opt
+        };
+        // SQLite has one writer at a time; with several pooled writing connections, writers
+        // wait in SQLite's busy handler (sleeps of up to 100 ms). One connection queues them
+        // instead, and each statement takes microseconds. Reads get their own small pool: in
+        // WAL mode they never wait for the writer, and a login's reads no longer queue behind
+        // the audit trail's group commits.
+        let db = Database::connect(options(if sqlite { 1 } else { s.max_connections }, false))
+            .await
+            .map_err(unavailable)?;
+        let reads = if sqlite {
+            Database::connect(options(s.max_connections.clamp(1, 4), true))
+                .await
+                .map_err(unavailable)?
+        } else {
+            db.clone()
+        };
         Ok(Self {
             db,
+            reads,
             clients: Default::default(),
         })
     }
@@ -92,6 +112,11 @@ impl SqlStore {
 
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// For plain reads outside a transaction (see `reads`).
+    pub(super) fn reads(&self) -> &DatabaseConnection {
+        &self.reads
     }
 
     /// Inserts local accounts many rows per statement, in one transaction (bulk loads such as
@@ -237,7 +262,7 @@ impl Storage for SqlStore {
             return Ok(Some(c));
         }
         let found = client::Entity::find_by_id(id.to_string())
-            .one(&self.db)
+            .one(self.reads())
             .await
             .map_err(unavailable)?
             .map(client_from_row)
@@ -274,7 +299,7 @@ impl Storage for SqlStore {
 
     async fn account(&self, id: Uuid) -> Result<Option<Account>, StoreError> {
         account::Entity::find_by_id(id.to_string())
-            .one(&self.db)
+            .one(self.reads())
             .await
             .map_err(unavailable)?
             .map(account_from_row)
@@ -284,7 +309,7 @@ impl Storage for SqlStore {
     async fn account_by_username(&self, username: &str) -> Result<Option<Account>, StoreError> {
         account::Entity::find()
             .filter(account::Column::Username.eq(username))
-            .one(&self.db)
+            .one(self.reads())
             .await
             .map_err(unavailable)?
             .map(account_from_row)
@@ -311,7 +336,7 @@ impl Storage for SqlStore {
     async fn upsert_directory_account(&self, directory_id: &str, a: &Account) -> Result<Account, StoreError> {
         let existing = account::Entity::find()
             .filter(account::Column::DirectoryId.eq(directory_id))
-            .one(&self.db)
+            .one(self.reads())
             .await
             .map_err(unavailable)?;
         match existing {
@@ -522,11 +547,7 @@ impl Storage for SqlStore {
         v.pop().ok_or_else(|| StoreError::Corrupt("empty audit batch".into()))
     }
 
-    async fn append_audit_batch_with(
-        &self,
-        records: &[AuditRecord],
-        refresh_tokens: &[RefreshTokenRecord],
-    ) -> Result<Vec<ChainedRecord>, StoreError> {
+    async fn append_audit_batch_with(&self, records: &[AuditRecord], writes: &[AuditedWrite]) -> Result<Vec<ChainedRecord>, StoreError> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
@@ -561,11 +582,23 @@ impl Storage for SqlStore {
             .exec(&txn)
             .await
             .map_err(unavailable)?;
-        if !refresh_tokens.is_empty() {
-            refresh_token::Entity::insert_many(refresh_tokens.iter().map(refresh_row))
+        let refresh_rows: Vec<_> = writes
+            .iter()
+            .filter_map(|w| match w {
+                AuditedWrite::RefreshToken(t) => Some(refresh_row(t)),
+                _ => None,
+            })
+            .collect();
+        if !refresh_rows.is_empty() {
+            refresh_token::Entity::insert_many(refresh_rows)
                 .exec_without_returning(&txn)
                 .await
                 .map_err(unavailable)?;
+        }
+        for w in writes {
+            if let AuditedWrite::SecurityKeyUse { key_id, credential, at } = w {
+                security_keys::record_use(&txn, *key_id, credential, *at).await?;
+            }
         }
         txn.commit().await.map_err(unavailable)?;
         Ok(chained)

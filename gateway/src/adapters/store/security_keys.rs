@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 use uuid::Uuid;
 
 fn from_row(m: security_key::Model) -> Result<SecurityKeyRecord, StoreError> {
@@ -29,13 +29,26 @@ fn from_row(m: security_key::Model) -> Result<SecurityKeyRecord, StoreError> {
     })
 }
 
+/// A key's updated credential (sign counter) and last use; also inside an audit batch
+/// (`AuditedWrite::SecurityKeyUse`).
+pub(super) async fn record_use(db: &impl ConnectionTrait, id: Uuid, credential: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+    security_key::Entity::update_many()
+        .col_expr(security_key::Column::Credential, Expr::value(credential.to_owned()))
+        .col_expr(security_key::Column::LastUsedAt, Expr::value(at))
+        .filter(security_key::Column::Id.eq(id.to_string()))
+        .exec(db)
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
 #[async_trait]
 impl SecurityKeyStore for SqlStore {
     async fn security_keys(&self, account_id: Uuid) -> Result<Vec<SecurityKeyRecord>, StoreError> {
         security_key::Entity::find()
             .filter(security_key::Column::AccountId.eq(account_id.to_string()))
             .order_by_asc(security_key::Column::CreatedAt)
-            .all(self.connection())
+            .all(self.reads())
             .await
             .map_err(unavailable)?
             .into_iter()
@@ -64,14 +77,7 @@ impl SecurityKeyStore for SqlStore {
     }
 
     async fn record_security_key_use(&self, id: Uuid, credential: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
-        security_key::Entity::update_many()
-            .col_expr(security_key::Column::Credential, Expr::value(credential.to_owned()))
-            .col_expr(security_key::Column::LastUsedAt, Expr::value(at))
-            .filter(security_key::Column::Id.eq(id.to_string()))
-            .exec(self.connection())
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        record_use(self.connection(), id, credential, at).await
     }
 
     async fn revoke_security_key(&self, account_id: Uuid, id: Uuid, at: DateTime<Utc>) -> Result<bool, StoreError> {

@@ -5,11 +5,11 @@
 use super::Provider;
 use super::login::{LoginOutcome, MAX_ATTEMPTS_PER_PENDING_LOGIN};
 use crate::domain::DomainError;
-use crate::domain::audit::{AuditEvent, RequestContext};
+use crate::domain::audit::{AuditEvent, AuditRecord, RequestContext};
 use crate::domain::crypto::{ct_eq, secret_digest};
 use crate::domain::fido2::{Fido2Error, KeyHolder, PendingCeremony, SecurityKeyRecord, normalise_code};
 use crate::domain::ports::{Namespace, SecurityKeys};
-use crate::domain::records::{PendingLogin, SecondFactorStage};
+use crate::domain::records::{AuditedWrite, PendingLogin, SecondFactorStage};
 use crate::protocol::{OAuthError, OAuthErrorCode};
 use std::sync::Arc;
 use std::time::Duration;
@@ -286,19 +286,23 @@ impl Provider {
                 )));
             }
         };
-        self.key_store
-            .record_security_key_use(assertion.key_id, &assertion.credential, now)
-            .await?;
-        self.audit(
-            ctx,
-            AuditEvent::Fido2Authentication {
+        // The new sign counter is stored in the same commit as the record of this login.
+        let record = AuditRecord {
+            at: now,
+            context: ctx.into(),
+            event: AuditEvent::Fido2Authentication {
                 account_id,
                 key_id: Some(assertion.key_id.to_string()),
                 success: true,
                 reason: None,
             },
-        )
-        .await?;
+        };
+        let key_use = AuditedWrite::SecurityKeyUse {
+            key_id: assertion.key_id,
+            credential: assertion.credential,
+            at: now,
+        };
+        self.audit.record_with(record, Some(key_use)).await?;
         if then_enrol {
             stage.key_verified = true;
             p.second_factor = Some(stage);

@@ -6,7 +6,7 @@ use crate::domain::audit::{AuditEvent, AuditRecord, RequestContext};
 use crate::domain::client::{Client, ClientKind};
 use crate::domain::crypto::{half_hash, pkce_s256_matches, secret_digest};
 use crate::domain::ports::Namespace;
-use crate::domain::records::{CodeGrant, RedeemedCode, RefreshConsume, RefreshTokenRecord, SigningAlg};
+use crate::domain::records::{AuditedWrite, CodeGrant, RedeemedCode, RefreshConsume, RefreshTokenRecord, SigningAlg};
 use crate::protocol::{CodeVerifier, OAuthError, OAuthErrorCode, Scopes};
 use chrono::{DateTime, Duration as ChronoDuration};
 use serde::Serialize;
@@ -366,7 +366,9 @@ impl Provider {
                 idnat: relayed_idnat,
             },
         };
-        self.audit.record_with_refresh_token(issuance, refresh_record).await?;
+        self.audit
+            .record_with(issuance, refresh_record.map(AuditedWrite::RefreshToken))
+            .await?;
         Ok(TokenResponse {
             access_token,
             token_type: "Bearer",
