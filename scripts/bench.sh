@@ -4,6 +4,7 @@
 # PostgreSQL + Redis. Release build; the load tool runs on the same machine.
 # BENCH=telemetry runs only part 4: tracing on (OTLP export to a local receiver) vs off.
 # BENCH=core runs only parts 1-3 (token endpoint, logins, Annuaire import).
+# BENCH=cards runs only part 9 (card logins with a new TLS handshake each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/relais/target}"
@@ -210,4 +211,14 @@ if [ "$BENCH" = all ]; then
   ./scripts/bench-fido2.sh
   # 8. Admin UI pages with 10,000 people and 1,000,000 audit records (scripts/bench-admin.sh).
   SKIP_BUILD=1 ./scripts/bench-admin.sh
+fi
+
+if [ "$BENCH" = all ] || [ "$BENCH" = cards ]; then
+  # 9. CPS/CPx card logins, each from a new TLS client (a full handshake with the card's
+  # certificate): the e2e test `card_login_throughput`, built in release. The server and the
+  # clients share the process and the 2 cores.
+  for c in ${CARD_CONCURRENCIES:-8 32}; do
+    CARD_LOGINS=${CARD_LOGINS:-2000} CARD_CONCURRENCY=$c cargo nextest run --release --locked -p relais-tests --test e2e \
+      card_login_throughput --run-ignored only --no-capture 2>&1 | grep "card logins" | sed "s/^/[cards] /"
+  done
 fi
