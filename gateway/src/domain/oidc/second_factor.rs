@@ -302,30 +302,40 @@ impl Provider {
             credential: assertion.credential,
             at: now,
         };
-        self.audit.record_with(record, Some(key_use)).await?;
-        if then_enrol {
-            stage.key_verified = true;
-            p.second_factor = Some(stage);
-            self.save_pending(&p).await?;
-            return Ok(Ok(KeyFinish::MayEnrol));
-        }
-        // A step-up belongs to a live session: after a logout it cannot complete.
-        if let Some(sid) = &stage.step_up_of
-            && self.sessions.get(Namespace::Sso, sid).await?.is_none()
-        {
-            return Ok(Err(OAuthError::invalid_request(
-                "your session has ended; start again from the application",
-            )));
-        }
-        // One login, one pending request.
-        if self.sessions.take(Namespace::PendingLogin, &p.id).await?.is_none() {
-            return Ok(Err(OAuthError::invalid_request("this login was already completed")));
-        }
-        let earned = self.settings.assurance.password_and_key.clone();
-        Ok(self
-            .complete_login(&p, stage.account_id, &earned, previous_sso, ctx)
-            .await?
-            .map(KeyFinish::Login))
+        // The record (with the key's counter) is committed while the login goes on: the code's
+        // own record is then often in the same group commit, one durable wait instead of two.
+        // Nothing is handed out before both are committed: the outcome is returned only once
+        // this record is, and an error here drops the code and session made meanwhile (the
+        // browser never learns them).
+        let recorded = self.audit.record_with(record, Some(key_use));
+        let proceed = async {
+            if then_enrol {
+                stage.key_verified = true;
+                p.second_factor = Some(stage);
+                self.save_pending(&p).await?;
+                return Ok(Ok(KeyFinish::MayEnrol));
+            }
+            // A step-up belongs to a live session: after a logout it cannot complete.
+            if let Some(sid) = &stage.step_up_of
+                && self.sessions.get(Namespace::Sso, sid).await?.is_none()
+            {
+                return Ok(Err(OAuthError::invalid_request(
+                    "your session has ended; start again from the application",
+                )));
+            }
+            // One login, one pending request.
+            if self.sessions.take(Namespace::PendingLogin, &p.id).await?.is_none() {
+                return Ok(Err(OAuthError::invalid_request("this login was already completed")));
+            }
+            let earned = self.settings.assurance.password_and_key.clone();
+            Ok(self
+                .complete_login(&p, stage.account_id, &earned, previous_sso, ctx)
+                .await?
+                .map(KeyFinish::Login))
+        };
+        let (recorded, outcome) = futures_util::future::join(recorded, proceed).await;
+        recorded?;
+        outcome
     }
 }
 
