@@ -1,0 +1,33 @@
+# Shared by the benchmark scripts (sourced, not run): a private slapd over ldaps:// with the
+# tests' fixture directory plus 1,000 generated people `bench0..999` (password `bench-pw-N`,
+# group `soignants`), same template as tests/e2e/slapd.rs.
+#
+# start_bench_slapd WORK_DIR: makes a CA and a server certificate for 127.0.0.1 in WORK_DIR
+# (ca.pem is what Relais' `ca_file` names), loads the directory, starts slapd and waits for it.
+# Sets slapd_pid, ldap_port (plain, for back-monitor queries) and ldaps_port.
+start_bench_slapd() {
+  local work=$1 fixtures="$PWD/tests/fixtures/ldap"
+  mkdir -p "$work/db"
+  (
+    cd "$work"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=Relais bench CA" -keyout ca.key -out ca.pem 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost -keyout server.key -out server.csr 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n' >ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile ext -out server.pem 2>/dev/null
+  )
+  sed -e "s#@DIR@#$work#g" -e "s#@FIXTURES@#$fixtures#g" "$fixtures/slapd.conf.in" >"$work/slapd.conf"
+  {
+    cat "$fixtures/directory.ldif"
+    for i in $(seq 0 999); do
+      printf '\ndn: uid=bench%d,ou=soignants,ou=people,dc=chu,dc=example\nobjectClass: inetOrgPerson\nuid: bench%d\ncn: Bench %d\ngivenName: Bench\nsn: Person%d\nuserPassword: bench-pw-%d\nmemberOf: cn=soignants,ou=groups,dc=chu,dc=example\n' "$i" "$i" "$i" "$i" "$i"
+    done
+  } >"$work/bench.ldif"
+  /usr/sbin/slapadd -q -f "$work/slapd.conf" -l "$work/bench.ldif" 2>/dev/null
+  ldap_port=$(free_port)
+  ldaps_port=$(free_port)
+  (cd "$work" && exec /usr/sbin/slapd -f slapd.conf -h "ldap://127.0.0.1:$ldap_port/ ldaps://127.0.0.1:$ldaps_port/" -d 0 >/dev/null 2>&1) &
+  slapd_pid=$!
+  for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$ldaps_port") 2>/dev/null && break; sleep 0.1; done
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
