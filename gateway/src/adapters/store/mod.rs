@@ -642,18 +642,20 @@ impl Storage for SqlStore {
                 None => {}
             }
         }
-        if let Some(s) = q.min_seq {
+        // The cursor and the range are folded into one bound per side: given `seq >= 1 AND
+        // seq > cursor`, SQLite ranges its scan on one of the two, and when it took the first,
+        // every page of a walk (verify, export) read the chain again from its start.
+        let (low, high) = match (q.order, q.cursor) {
+            (Order::Ascending, Some(c)) => (Some(q.min_seq.unwrap_or(i64::MIN).max(c.saturating_add(1))), q.max_seq),
+            (Order::Descending, Some(c)) => (q.min_seq, Some(q.max_seq.unwrap_or(i64::MAX).min(c.saturating_sub(1)))),
+            (_, None) => (q.min_seq, q.max_seq),
+        };
+        if let Some(s) = low {
             find = find.filter(C::Seq.gte(s));
         }
-        if let Some(s) = q.max_seq {
+        if let Some(s) = high {
             find = find.filter(C::Seq.lte(s));
         }
-        find = match (q.order, q.cursor) {
-            (Order::Ascending, Some(c)) => find.filter(C::Seq.gt(c)),
-            (Order::Ascending, None) => find,
-            (Order::Descending, Some(c)) => find.filter(C::Seq.lt(c)),
-            (Order::Descending, None) => find,
-        };
         let limit = q.limit.clamp(1, 10_000);
         let ordered = |f: sea_orm::Select<audit_event::Entity>, by: sea_orm::sea_query::SimpleExpr| match q.order {
             Order::Ascending => f.order_by_asc(by),
