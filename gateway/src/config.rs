@@ -36,10 +36,10 @@ pub struct Config {
     /// Development mode: cookies without `Secure` so plain-HTTP localhost works. Never in production.
     #[serde(default)]
     pub dev_mode: bool,
-    /// Reverse proxies whose `X-Forwarded-For` is believed (exact IP addresses). The audit
-    /// trail then records the client's address instead of the proxy's.
+    /// Reverse proxies whose `X-Forwarded-For` is believed (addresses or CIDR ranges). The
+    /// audit trail then records the client's address instead of the proxy's.
     #[serde(default)]
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub trusted_proxies: Vec<crate::protocol::IpRange>,
     #[serde(default)]
     pub database: DatabaseConfig,
     #[serde(default)]
@@ -127,10 +127,10 @@ pub struct CardsConfig {
     /// person (the card is proof of the RPPS).
     #[serde(default)]
     pub establish_mapping: bool,
-    /// Reverse proxies (exact addresses) allowed to pass the client certificate in
+    /// Reverse proxies (addresses or CIDR ranges) allowed to pass the client certificate in
     /// `proxy_header`; from anyone else the header is ignored and audited.
     #[serde(default)]
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub trusted_proxies: Vec<crate::protocol::IpRange>,
     /// The header holding the URL-encoded PEM certificate (nginx `$ssl_client_escaped_cert`).
     #[serde(default = "defaults::card_header")]
     pub proxy_header: String,
@@ -1040,6 +1040,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("bakend"), "{err}");
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_ranges_and_refuse_a_bad_one_by_name() {
+        let cfg = Config::from_toml_str(&format!("trusted_proxies = [\"10.0.0.7\", \"10.42.0.0/16\", \"fd00::/8\"]\n{MIN}")).unwrap();
+        assert_eq!(cfg.trusted_proxies.len(), 3);
+        assert!(crate::protocol::in_ranges(&cfg.trusted_proxies, "10.42.9.9".parse().unwrap()));
+        let err = Config::from_toml_str(&format!("trusted_proxies = [\"10.0.0.7/8\"]\n{MIN}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("trusted_proxies") && err.contains("10.0.0.7/8"), "{err}");
     }
 
     #[test]

@@ -106,7 +106,15 @@ async fn refresh_stops_at_the_client_maximum_login_age() {
 async fn the_audit_trail_records_the_client_address_behind_a_trusted_proxy_only() {
     let trusted = harness::start_with(Db::Sqlite, Sessions::Memory, "trusted_proxies = [\"127.0.0.1\"]").await;
     let direct = harness::start(Db::Sqlite, Sessions::Memory).await;
-    for (s, expected) in [(&trusted, "203.0.113.7"), (&direct, "127.0.0.1")] {
+    // A range (a Kubernetes pod network, say) that holds the peer, and one that does not.
+    let in_range = harness::start_with(Db::Sqlite, Sessions::Memory, "trusted_proxies = [\"10.0.0.0/8\", \"127.0.0.0/8\"]").await;
+    let other_range = harness::start_with(Db::Sqlite, Sessions::Memory, "trusted_proxies = [\"192.168.0.0/16\"]").await;
+    for (s, expected) in [
+        (&trusted, "203.0.113.7"),
+        (&direct, "127.0.0.1"),
+        (&in_range, "203.0.113.7"),
+        (&other_range, "127.0.0.1"),
+    ] {
         let r = reqwest::Client::new()
             .get(format!("{}&redirect_uri=https://evil.example/", url(s, "web")))
             .header("x-forwarded-for", "198.51.100.1, 203.0.113.7")
@@ -118,8 +126,9 @@ async fn the_audit_trail_records_the_client_address_behind_a_trusted_proxy_only(
         let refused = records.iter().find(|r| r.event.kind() == "authorize_refused").unwrap();
         assert_eq!(refused.context.source_ip.as_deref(), Some(expected));
     }
-    trusted.stop().await;
-    direct.stop().await;
+    for s in [trusted, direct, in_range, other_range] {
+        s.stop().await;
+    }
 }
 
 #[tokio::test]

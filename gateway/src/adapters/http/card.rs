@@ -22,7 +22,7 @@ pub struct CardHttp {
     /// Base URL of the card endpoint as browsers see it (the card listener or the proxy).
     pub base_url: String,
     /// Proxies allowed to pass the client certificate in `header`.
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub trusted_proxies: Vec<crate::protocol::IpRange>,
     pub header: String,
     /// The login page offers the card alone.
     pub card_alone: bool,
@@ -221,7 +221,7 @@ async fn presented(req: &HttpRequest, state: &AppState, cards: &CardHttp) -> Pre
         return Presented::Nothing;
     };
     let peer = req.peer_addr().map(|a| a.ip());
-    if !peer.is_some_and(|p| cards.trusted_proxies.contains(&p)) {
+    if !peer.is_some_and(|p| crate::protocol::in_ranges(&cards.trusted_proxies, p)) {
         state.provider.card_header_ignored(&extract::context(req), &cards.header).await;
         return Presented::Nothing;
     }

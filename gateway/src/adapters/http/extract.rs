@@ -109,7 +109,7 @@ fn source_ip(req: &HttpRequest) -> Option<String> {
     let peer = req.peer_addr()?.ip();
     let trusted = req
         .app_data::<web::Data<AppState>>()
-        .is_some_and(|s| s.trusted_proxies.contains(&peer));
+        .is_some_and(|s| crate::protocol::in_ranges(&s.trusted_proxies, peer));
     if trusted {
         let forwarded = req
             .headers()

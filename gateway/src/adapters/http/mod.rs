@@ -44,7 +44,7 @@ pub struct AppState {
     /// The discovery document, built once at start.
     pub discovery: serde_json::Value,
     /// Reverse proxies whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub trusted_proxies: Vec<crate::protocol::IpRange>,
     /// SIEM forwarders' health, shown by `/readyz` (never makes it fail: records wait in SQL).
     pub audit_forward: Arc<crate::adapters::audit_forward::ForwardStatus>,
     /// CPS/CPx card logins, when `[cards]` is configured.
