@@ -127,6 +127,14 @@ enum AuditCommand {
         #[arg(long)]
         to: Option<i64>,
     },
+    /// Check an export file offline (no database, no key): every record's hash, the links
+    /// between consecutive records, and that each shows the event it hashes. Exits with status
+    /// 1 at the first problem. Prints the hashes before the first and of the last record, to
+    /// compare with `relais audit verify`, a signed checkpoint or a SIEM copy.
+    VerifyExport {
+        /// The JSON-lines file written by `relais audit export` (`-`: standard input).
+        file: PathBuf,
+    },
     /// Print records as JSON lines, oldest first. The export is itself audited.
     Export {
         #[command(flatten)]
@@ -572,6 +580,44 @@ async fn audit_command(command: AuditCommand) -> Res {
                 Some(p) => {
                     println!("audit chain BROKEN at seq {}: {p}", p.seq());
                     println!("(checked {} records before it, seq {range})", report.records);
+                    std::process::exit(1);
+                }
+            }
+        }
+        AuditCommand::VerifyExport { file } => {
+            use std::io::BufRead;
+            let reader: Box<dyn BufRead> = if file.as_os_str() == "-" {
+                Box::new(std::io::stdin().lock())
+            } else {
+                Box::new(std::io::BufReader::new(
+                    std::fs::File::open(&file).map_err(|e| format!("{}: {e}", file.display()))?,
+                ))
+            };
+            let mut read_error = None;
+            let lines = reader.lines().map_while(|l| l.map_err(|e| read_error = Some(e)).ok());
+            let report = relais::domain::audit_export_check::check_export(lines);
+            if let Some(e) = read_error {
+                return Err(format!("{}: cannot read: {e}", file.display()).into());
+            }
+            let range = match (report.first_seq, report.last_seq) {
+                (Some(a), Some(b)) => format!("seq {a}..={b}"),
+                _ => "no records".into(),
+            };
+            match report.problem {
+                None => {
+                    println!(
+                        "export OK: {} records ({range}), each hashed and linked to the one before",
+                        report.records
+                    );
+                    if let (Some(anchor), Some(last)) = (&report.anchor, &report.last_hash) {
+                        println!("  hash of the record before the first: {anchor}");
+                        println!("  hash of the last record:             {last}");
+                    }
+                    Ok(())
+                }
+                Some(p) => {
+                    println!("export BROKEN: {p}");
+                    println!("(checked {} records before it, {range})", report.records);
                     std::process::exit(1);
                 }
             }

@@ -114,6 +114,9 @@ impl ChainedRecord {
             "account_id": self.account_id,
             "client_id": self.client_id,
             "event": serde_json::from_str::<Value>(&self.event).unwrap_or(Value::String(self.event.clone())),
+            // The event exactly as stored and hashed: what `relais audit verify-export` checks
+            // (re-serialising the object above could order its keys differently).
+            "event_text": self.event,
             "prev_hash": self.prev_hash,
             "hash": self.hash,
         })

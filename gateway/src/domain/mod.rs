@@ -5,6 +5,7 @@ pub mod admin;
 pub mod annuaire;
 pub mod audit;
 pub mod audit_chain;
+pub mod audit_export_check;
 pub mod audit_verify;
 pub mod card;
 pub mod client;
