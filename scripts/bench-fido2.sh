@@ -92,19 +92,22 @@ TOML
   "$bin/relais-load" --base "http://localhost:$PORT" --secret="$secret" --scenario fido2login \
     --user 'bench{n}' --password 'bench-pw-{n}' --users "$FIDO2_USERS" --token-file "$work/token.cbor" --codes "$work/codes-$label" \
     --requests "$FIDO2_REQUESTS" --concurrency "$FIDO2_CONCURRENCY" --open-rate-fraction 0.5 \
-    --watch-pid "relais=$relais_pid" --watch-pid "slapd=$slapd_pid" | sed -u "s/^/[fido2 $label] /"
+    --watch-pid "relais=$relais_pid" --watch-pid "slapd=$slapd_pid" "${WATCH_SERVICES[@]}" | sed -u "s/^/[fido2 $label] /"
   echo "[fido2 $label] relais RSS after load: $(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$relais_pid/status") MiB"
   kill "$relais_pid"; wait "$relais_pid" 2>/dev/null || true
   relais_pid=""
 }
 
 echo "[fido2] machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); users $FIDO2_USERS, $FIDO2_REQUESTS logins per run"
+WATCH_SERVICES=()
 run "sqlite+memory" "[database]
 url = \"sqlite://$work/relais.sqlite?mode=rwc\""
 
 if [ "$FIDO2_PG" = 1 ]; then
   schema="bench_fido2_$(date +%s)"
   psql -h 127.0.0.1 -U postgres -d test -qc "CREATE SCHEMA $schema"
+  # PostgreSQL (all its processes, one per connection) and Redis share the 2 cores too.
+  WATCH_SERVICES=(--watch-pid postgres=comm:postgres --watch-pid redis=comm:redis-server)
   run "postgres+redis" "[database]
 url = \"postgres://postgres@127.0.0.1:5432/test\"
 schema = \"$schema\"

@@ -88,7 +88,8 @@ sleep 2
 echo "[postgres+redis] idle RSS after start: $(rss_mib "$pid") MiB"
 for c in $CONCURRENCY; do
   echo "[postgres+redis] token endpoint at $c concurrent:"
-  timed_load "$pid" postgres+redis "$TOKEN_REQUESTS" --base http://localhost:8090 --secret="$secret" --password alice-demo-pw-long --scenario token --requests "$TOKEN_REQUESTS" --concurrency "$c"
+  timed_load "$pid" postgres+redis "$TOKEN_REQUESTS" --base http://localhost:8090 --secret="$secret" --password alice-demo-pw-long --scenario token --requests "$TOKEN_REQUESTS" --concurrency "$c" \
+    --watch-pid postgres=comm:postgres --watch-pid redis=comm:redis-server
 done
 "$bin/relais-load" --base http://localhost:8090 --secret="$secret" --password alice-demo-pw-long --scenario login --requests "$LOGIN_REQUESTS" --concurrency 4 | sed "s/^/[postgres+redis] /"
 echo "[postgres+redis] RSS after load: $(rss_mib "$pid") MiB"

@@ -76,8 +76,8 @@ struct Args {
     /// it reached (the same keys: enrolment codes are single use).
     #[arg(long, default_value_t = 0.0)]
     open_rate_fraction: f64,
-    /// `token`, `fido2login`: `name=PID` of a process whose CPU time per operation to report
-    /// (repeatable).
+    /// `token`, `fido2login`: `name=PID` of a process whose CPU time per operation to report,
+    /// or `name=comm:NAME` for all processes of that name together (repeatable).
     #[arg(long)]
     watch_pid: Vec<String>,
 }
@@ -408,8 +408,26 @@ async fn fido2_login(a: &Args, keys: &Keys, i: usize) -> Duration {
 fn cpu_snapshot(a: &Args) -> Vec<Duration> {
     std::iter::once("self")
         .chain(a.watch_pid.iter().map(|p| p.split_once('=').map(|(_, p)| p).unwrap_or(p)))
-        .map(cpu_of)
+        .map(|p| match p.strip_prefix("comm:") {
+            Some(comm) => cpu_of_all(comm),
+            None => cpu_of(p),
+        })
         .collect()
+}
+
+/// The CPU time of every process named `comm` (PostgreSQL runs one per connection). A process
+/// started between two snapshots counts from zero; one that exits is lost (pooled connections
+/// do not).
+fn cpu_of_all(comm: &str) -> Duration {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    dir.filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm))
+        .map(|pid| cpu_of(&pid))
+        .sum()
 }
 
 /// "load tool X ms, relais Y ms, ...": the CPU per operation between two snapshots.
