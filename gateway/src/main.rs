@@ -559,27 +559,32 @@ async fn run(cli: Cli) -> Res {
     }
 }
 
+/// "seq 1..=42", or "no records", for the verify reports.
+fn seq_range(first: Option<i64>, last: Option<i64>) -> String {
+    match (first, last) {
+        (Some(a), Some(b)) => format!("seq {a}..={b}"),
+        _ => "no records".into(),
+    }
+}
+
 async fn audit_command(command: AuditCommand) -> Res {
     use relais::domain::audit_verify;
     match command {
         AuditCommand::Verify { cfg, from, to } => {
             let c = Components::build(load(&cfg)?, Arc::new(relais::domain::ports::SystemClock)).await?;
             let report = audit_verify::verify(c.store.as_ref(), c.keys.as_ref(), from, to).await?;
-            let range = match (report.first_seq, report.last_seq) {
-                (Some(a), Some(b)) => format!("{a}..={b}"),
-                _ => "none".into(),
-            };
+            let range = seq_range(report.first_seq, report.last_seq);
             match report.problem {
                 None => {
                     println!(
-                        "audit chain OK: {} records (seq {range}), {} signed checkpoints",
+                        "audit chain OK: {} records ({range}), {} signed checkpoints",
                         report.records, report.checkpoints
                     );
                     Ok(())
                 }
                 Some(p) => {
                     println!("audit chain BROKEN at seq {}: {p}", p.seq());
-                    println!("(checked {} records before it, seq {range})", report.records);
+                    println!("(checked {} records before it, {range})", report.records);
                     std::process::exit(1);
                 }
             }
@@ -599,10 +604,7 @@ async fn audit_command(command: AuditCommand) -> Res {
             if let Some(e) = read_error {
                 return Err(format!("{}: cannot read: {e}", file.display()).into());
             }
-            let range = match (report.first_seq, report.last_seq) {
-                (Some(a), Some(b)) => format!("seq {a}..={b}"),
-                _ => "no records".into(),
-            };
+            let range = seq_range(report.first_seq, report.last_seq);
             match report.problem {
                 None => {
                     println!(
