@@ -7,10 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib-bench.sh
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/relais/target}"
-bin="$CARGO_TARGET_DIR/release"
-[ -x "$bin/relais" ] && [ -x "$bin/relais-load" ] || cargo build --release --locked -p relais-gateway -p relais-tests --bins
-[ -x /usr/sbin/slapd ] && command -v ldapsearch >/dev/null || { echo "slapd and ldap-utils are needed (scripts/test.sh installs them)"; exit 1; }
+bench_binaries
+need_slapd
 
 DIR_REQUESTS=${DIR_REQUESTS:-20000}
 DIR_CONCURRENCY=${DIR_CONCURRENCY:-64}

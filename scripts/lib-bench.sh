@@ -1,4 +1,19 @@
-# Shared by the benchmark scripts (sourced, not run): a private slapd over ldaps:// with the
+# Shared by the benchmark scripts (sourced, not run).
+#
+# bench_binaries: sets CARGO_TARGET_DIR and `bin` (the release directory) and builds the release
+# `relais` and `relais-load` if either is missing. need_slapd: stops with a clear message when
+# slapd or ldap-utils are not installed.
+bench_binaries() {
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/relais/target}"
+  bin="$CARGO_TARGET_DIR/release"
+  [ -x "$bin/relais" ] && [ -x "$bin/relais-load" ] || cargo build --release --locked -p relais-gateway -p relais-tests --bins
+}
+
+need_slapd() {
+  [ -x /usr/sbin/slapd ] && command -v ldapsearch >/dev/null || { echo "slapd and ldap-utils are needed (scripts/test.sh installs them)"; exit 1; }
+}
+
+# A private slapd over ldaps:// with the
 # tests' fixture directory plus 1,000 generated people `bench0..999` (password `bench-pw-N`,
 # group `soignants`), same template as tests/e2e/slapd.rs.
 #

@@ -126,21 +126,10 @@ impl SqlStore {
         let now = Utc::now();
         // SQLite allows at most 32,766 bind parameters per statement: 500 rows × 10 columns.
         for chunk in accounts.chunks(500) {
-            account::Entity::insert_many(chunk.iter().map(|a| account::ActiveModel {
-                id: Set(a.id.to_string()),
-                username: Set(a.username.clone()),
-                display_name: Set(a.display_name.clone()),
-                given_name: Set(a.given_name.clone()),
-                family_name: Set(a.family_name.clone()),
-                email: Set(a.email.clone()),
-                password_hash: Set(a.password_hash.clone()),
-                disabled: Set(a.disabled),
-                created_at: Set(now),
-                directory_id: Set(None),
-            }))
-            .exec(&txn)
-            .await
-            .map_err(unavailable)?;
+            account::Entity::insert_many(chunk.iter().map(|a| account_row(a, now, None)))
+                .exec(&txn)
+                .await
+                .map_err(unavailable)?;
         }
         txn.commit().await.map_err(unavailable)
     }
@@ -317,19 +306,10 @@ impl Storage for SqlStore {
     }
 
     async fn insert_account(&self, a: &Account) -> Result<(), StoreError> {
-        let row = account::ActiveModel {
-            id: Set(a.id.to_string()),
-            username: Set(a.username.clone()),
-            display_name: Set(a.display_name.clone()),
-            given_name: Set(a.given_name.clone()),
-            family_name: Set(a.family_name.clone()),
-            email: Set(a.email.clone()),
-            password_hash: Set(a.password_hash.clone()),
-            disabled: Set(a.disabled),
-            created_at: Set(Utc::now()),
-            directory_id: Set(None),
-        };
-        account::Entity::insert(row).exec(&self.db).await.map_err(unavailable)?;
+        account::Entity::insert(account_row(a, Utc::now(), None))
+            .exec(&self.db)
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 
@@ -366,19 +346,7 @@ impl Storage for SqlStore {
                 Ok(Account { id, ..a.clone() })
             }
             None => {
-                let row = account::ActiveModel {
-                    id: Set(a.id.to_string()),
-                    username: Set(a.username.clone()),
-                    display_name: Set(a.display_name.clone()),
-                    given_name: Set(a.given_name.clone()),
-                    family_name: Set(a.family_name.clone()),
-                    email: Set(a.email.clone()),
-                    // Never a local password: directory accounts only log in through the directory.
-                    password_hash: Set(None),
-                    disabled: Set(a.disabled),
-                    created_at: Set(Utc::now()),
-                    directory_id: Set(Some(directory_id.to_owned())),
-                };
+                let row = account_row(a, Utc::now(), Some(directory_id));
                 match account::Entity::insert(row).exec(&self.db).await.map_err(unavailable) {
                     Ok(_) => Ok(Account {
                         password_hash: None,
@@ -776,6 +744,23 @@ impl Storage for SqlStore {
             .map_err(unavailable)?;
         txn.commit().await.map_err(unavailable)?;
         Ok(res.rows_affected)
+    }
+}
+
+/// The row of a new account. A directory account (`directory_id`) never holds a local password:
+/// it logs in through the directory only.
+fn account_row(a: &Account, created_at: DateTime<Utc>, directory_id: Option<&str>) -> account::ActiveModel {
+    account::ActiveModel {
+        id: Set(a.id.to_string()),
+        username: Set(a.username.clone()),
+        display_name: Set(a.display_name.clone()),
+        given_name: Set(a.given_name.clone()),
+        family_name: Set(a.family_name.clone()),
+        email: Set(a.email.clone()),
+        password_hash: Set(if directory_id.is_some() { None } else { a.password_hash.clone() }),
+        disabled: Set(a.disabled),
+        created_at: Set(created_at),
+        directory_id: Set(directory_id.map(str::to_owned)),
     }
 }
 
