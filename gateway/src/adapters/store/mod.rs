@@ -68,6 +68,16 @@ impl SqlStore {
                 .sqlx_logging(false)
                 // Spans (telemetry) name the operation only: statement text is bulk in every trace.
                 .record_stmt_in_spans(false);
+            // sqlx pings a connection when it goes back to the pool (a broken one is closed
+            // there) and, by default, again when it is taken out: a second round trip per
+            // query (on SQLite, two more thread hand-offs). A local SQLite file cannot drop
+            // a connection; a PostgreSQL server or a firewall can drop an idle one, so those
+            // are still checked, but only after 30 s of idleness.
+            if sqlite {
+                opt.test_before_acquire(false);
+            } else {
+                opt.test_before_acquire_if_idle_for(Duration::from_secs(30));
+            }
             if let Some(schema) = &s.schema {
                 opt.set_schema_search_path(schema.clone());
             }
@@ -540,16 +550,14 @@ impl Storage for SqlStore {
             prev = rec.hash.clone();
             chained.push(rec);
         }
-        audit_event::Entity::insert_many(chained.iter().map(audit_row))
-            .exec(&txn)
-            .await
-            .map_err(unavailable)?;
-        audit_head::Entity::update_many()
-            .col_expr(audit_head::Column::Hash, Expr::value(prev))
-            .filter(audit_head::Column::Id.eq(1))
-            .exec(&txn)
-            .await
-            .map_err(unavailable)?;
+        let backend = txn.get_database_backend();
+        let mut statements = vec![
+            audit_event::Entity::insert_many(chained.iter().map(audit_row)).build(backend),
+            audit_head::Entity::update_many()
+                .col_expr(audit_head::Column::Hash, Expr::value(prev))
+                .filter(audit_head::Column::Id.eq(1))
+                .build(backend),
+        ];
         let refresh_rows: Vec<_> = writes
             .iter()
             .filter_map(|w| match w {
@@ -558,16 +566,14 @@ impl Storage for SqlStore {
             })
             .collect();
         if !refresh_rows.is_empty() {
-            refresh_token::Entity::insert_many(refresh_rows)
-                .exec_without_returning(&txn)
-                .await
-                .map_err(unavailable)?;
+            statements.push(refresh_token::Entity::insert_many(refresh_rows).build(backend));
         }
         for w in writes {
             if let AuditedWrite::SecurityKeyUse { key_id, credential, at } = w {
-                security_keys::record_use(&txn, *key_id, credential, *at).await?;
+                statements.push(security_keys::record_use_statement(backend, *key_id, credential, *at));
             }
         }
+        execute_all(&txn, statements).await?;
         txn.commit().await.map_err(unavailable)?;
         Ok(chained)
     }
@@ -765,6 +771,30 @@ fn account_row(a: &Account, created_at: DateTime<Utc>, directory_id: Option<&str
 }
 
 /// The row of a refresh token.
+/// Runs `statements` in order. On SQLite they go to the connection as one multi-statement
+/// call: each statement otherwise costs two thread hand-offs to sqlx's connection thread, and
+/// the audit writer's group commit runs several per batch. sqlx binds the `?` placeholders
+/// across the statements in order. PostgreSQL's protocol takes one statement per bound call.
+async fn execute_all(db: &impl ConnectionTrait, statements: Vec<Statement>) -> Result<(), StoreError> {
+    if db.get_database_backend() != sea_orm::DbBackend::Sqlite {
+        for st in statements {
+            db.execute_raw(st).await.map_err(unavailable)?;
+        }
+        return Ok(());
+    }
+    let mut sql = String::new();
+    let mut values = Vec::new();
+    for st in statements {
+        sql.push_str(&st.sql);
+        sql.push_str(";\n");
+        values.extend(st.values.map(|v| v.0).unwrap_or_default());
+    }
+    db.execute_raw(Statement::from_sql_and_values(sea_orm::DbBackend::Sqlite, sql, values))
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
 fn refresh_row(t: &RefreshTokenRecord) -> refresh_token::ActiveModel {
     refresh_token::ActiveModel {
         token_digest: Set(t.token_digest.clone()),

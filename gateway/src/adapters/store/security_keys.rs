@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QueryTrait, Statement};
 use uuid::Uuid;
 
 fn from_row(m: security_key::Model) -> Result<SecurityKeyRecord, StoreError> {
@@ -32,14 +32,19 @@ fn from_row(m: security_key::Model) -> Result<SecurityKeyRecord, StoreError> {
 /// A key's updated credential (sign counter) and last use; also inside an audit batch
 /// (`AuditedWrite::SecurityKeyUse`).
 pub(super) async fn record_use(db: &impl ConnectionTrait, id: Uuid, credential: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+    db.execute_raw(record_use_statement(db.get_database_backend(), id, credential, at))
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+/// A key's new sign counter (inside its credential) and last use.
+pub(super) fn record_use_statement(backend: DbBackend, id: Uuid, credential: &str, at: DateTime<Utc>) -> Statement {
     security_key::Entity::update_many()
         .col_expr(security_key::Column::Credential, Expr::value(credential.to_owned()))
         .col_expr(security_key::Column::LastUsedAt, Expr::value(at))
         .filter(security_key::Column::Id.eq(id.to_string()))
-        .exec(db)
-        .await
-        .map_err(unavailable)?;
-    Ok(())
+        .build(backend)
 }
 
 #[async_trait]
