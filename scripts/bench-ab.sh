@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# A/B comparison of two `relais` release binaries at the token endpoint (code exchange), run
+# alternately on the same machine so that a shared VM's drift affects both alike.
+#   scripts/bench-ab.sh OLD_BINARY NEW_BINARY [ROUNDS=3] [CONCURRENCY=32]
+# BACKEND=sqlite (default: `relais demo`) or BACKEND=postgres (PostgreSQL 127.0.0.1:5432 db
+# `test` in a fresh schema per run, dropped after, + Redis 127.0.0.1:6379). Prints, per run,
+# the rate, latency and the CPU per redemption of relais, the load tool (and PostgreSQL).
+# Compare "relais CPU ÷ load tool CPU" between A and B: it corrects for the machine's speed.
+set -euo pipefail
+export PGOPTIONS="--client-min-messages=warning"
+cd "$(dirname "$0")/.."
+. scripts/lib-bench.sh
+bench_binaries
+old=$1 new=$2 rounds=${3:-3} conc=${4:-32}
+backend=${BACKEND:-sqlite}
+port=$(free_port)
+work=$(mktemp -d)
+pid=""
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+wait_ready() { for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && return 0; sleep 0.1; done; echo "server did not start"; exit 1; }
+
+for r in $(seq 1 "$rounds"); do
+  for v in a b; do
+    b=$old; [ "$v" = b ] && b=$new
+    extra=()
+    if [ "$backend" = postgres ]; then
+      schema="bench_ab_${v}_${r}_$(date +%s)"
+      psql -h 127.0.0.1 -U postgres -d test -qc "CREATE SCHEMA $schema"
+      cat >"$work/pg.toml" <<TOML
+issuer = "http://localhost:$port"
+listen = "127.0.0.1:$port"
+dev_mode = true
+[database]
+url = "postgres://postgres@127.0.0.1:5432/test"
+schema = "$schema"
+max_connections = 32
+[sessions]
+backend = "redis"
+key_prefix = "$schema"
+[keys]
+encryption_key = "$("$b" keys generate-kek)"
+TOML
+      secret=$("$b" client add -c "$work/pg.toml" --id demo-app --name Bench --redirect-uri http://localhost:8091/callback | awk '/secret/ {print $NF}')
+      echo "alice-demo-pw-long" | "$b" user add -c "$work/pg.toml" --username alice --given-name Alice --family-name Martin >/dev/null
+      "$b" serve -c "$work/pg.toml" >"$work/$v.log" 2>&1 &
+      extra=(--password alice-demo-pw-long --watch-pid postgres=comm:postgres)
+    else
+      "$b" demo --listen "127.0.0.1:$port" --data-dir "$work/demo-$v-$r" >"$work/$v.log" 2>&1 &
+    fi
+    pid=$!
+    wait_ready
+    # The demo registers http://localhost:<port + 1>/callback for its client.
+    [ "$backend" = sqlite ] && secret=$(cat "$work/demo-$v-$r/demo-app.secret") && extra=(--redirect-uri "http://localhost:$((port + 1))/callback")
+    out=$("$bin/relais-load" --base "http://localhost:$port" --secret="$secret" --scenario token --requests 20000 --concurrency "$conc" --watch-pid "relais=$pid" "${extra[@]}")
+    echo "[$backend ${v^^} round $r] $(echo "$out" | tr '\n' ' ' | sed 's/token endpoint (code exchange): //')"
+    kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+    [ "$backend" = postgres ] && psql -h 127.0.0.1 -U postgres -d test -qc "DROP SCHEMA $schema CASCADE"
+  done
+done
