@@ -7,7 +7,7 @@ use relais::domain::account::Account;
 use relais::domain::client::TokenAuthMethod;
 use relais::domain::management::NewClient;
 use relais::domain::ports::{Storage, StoreError};
-use relais::domain::records::{RefreshConsume, RefreshTokenRecord, SigningAlg, StoredSigningKey};
+use relais::domain::records::{AuditedWrite, RefreshConsume, RefreshTokenRecord, SigningAlg, StoredSigningKey};
 use relais::protocol::{ClientId, RedirectUri, Scopes};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -221,6 +221,52 @@ async fn audit_pages_walk_a_range(s: Arc<SqlStore>) {
     }
 }
 
+/// A group commit: the records, the chain head and the writes they carry land together, or,
+/// when one write fails, none of them does (on SQLite they go to the database in one call).
+async fn audit_batch_commits_its_writes_or_nothing(s: Arc<SqlStore>) {
+    use relais::domain::audit::{AuditEvent, AuditRecord};
+    let record = |i: usize| AuditRecord {
+        at: Utc::now(),
+        event: AuditEvent::AuthorizeRefused {
+            client_id: Some(format!("c{i}")),
+            reason: "r".into(),
+        },
+        context: Default::default(),
+    };
+    let family = Uuid::new_v4();
+    let writes = [
+        AuditedWrite::RefreshToken(refresh("b1", family, "sid")),
+        AuditedWrite::RefreshToken(refresh("b2", family, "sid")),
+    ];
+    let chained = s.append_audit_batch_with(&[record(0), record(1)], &writes).await.unwrap();
+    assert_eq!(chained.len(), 2);
+    let last = chained.last().unwrap();
+    assert_eq!(
+        s.audit_head().await.unwrap(),
+        (last.seq, last.hash.clone()),
+        "the head names the newest record"
+    );
+    for d in ["b1", "b2"] {
+        assert!(matches!(
+            s.consume_refresh_token(d, Utc::now()).await.unwrap(),
+            RefreshConsume::Consumed(_)
+        ));
+    }
+
+    // A refresh token whose digest exists already: the whole batch is refused.
+    let clash = [AuditedWrite::RefreshToken(refresh("b1", Uuid::new_v4(), "sid"))];
+    assert!(s.append_audit_batch_with(&[record(2)], &clash).await.is_err());
+    assert_eq!(
+        s.audit_head().await.unwrap(),
+        (last.seq, last.hash.clone()),
+        "the head did not move"
+    );
+    assert_eq!(s.audit_records(10).await.unwrap().len(), 2, "no record of the failed batch");
+    // The chain goes on from where it was.
+    let next = s.append_audit_batch_with(&[record(3)], &[]).await.unwrap();
+    assert_eq!(next[0].seq, last.seq + 1);
+}
+
 macro_rules! on_both_databases {
     ($($name:ident),*) => {
         mod sqlite { $( #[tokio::test] async fn $name() { super::$name(super::store(super::Db::Sqlite).await).await } )* }
@@ -234,5 +280,6 @@ on_both_databases!(
     refresh_consumption_has_one_winner,
     signing_keys_rotate_out,
     audit_records_keep_order,
-    audit_pages_walk_a_range
+    audit_pages_walk_a_range,
+    audit_batch_commits_its_writes_or_nothing
 );
