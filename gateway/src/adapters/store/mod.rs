@@ -770,7 +770,6 @@ fn account_row(a: &Account, created_at: DateTime<Utc>, directory_id: Option<&str
     }
 }
 
-/// The row of a refresh token.
 /// Runs `statements` in order. On SQLite they go to the connection as one multi-statement
 /// call: each statement otherwise costs two thread hand-offs to sqlx's connection thread, and
 /// the audit writer's group commit runs several per batch. sqlx binds the `?` placeholders
@@ -795,6 +794,7 @@ async fn execute_all(db: &impl ConnectionTrait, statements: Vec<Statement>) -> R
     Ok(())
 }
 
+/// The row of a refresh token.
 fn refresh_row(t: &RefreshTokenRecord) -> refresh_token::ActiveModel {
     refresh_token::ActiveModel {
         token_digest: Set(t.token_digest.clone()),
