@@ -7,16 +7,13 @@
 # scripts/bench.sh runs it with BENCH=all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib-bench.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/relais/target}"
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release --locked -p relais-gateway --bin relais
 bin="$CARGO_TARGET_DIR/release"
 work=$(mktemp -d)
 schema=""
-cleanup() {
-  if [ -n "$schema" ]; then psql -h 127.0.0.1 -U postgres -d test -qc "DROP SCHEMA IF EXISTS $schema CASCADE" || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'drop_bench_schema; rm -rf "$work"' EXIT
 
 PEOPLE=${PEOPLE:-10000}
 RECORDS=${RECORDS:-1000000}
@@ -24,28 +21,12 @@ DAYS=${DAYS:-90}
 RUNS=${RUNS:-30}
 DBS=${DBS:-"postgres sqlite"}
 
-command -v /usr/bin/time >/dev/null || { as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }; as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time; }
+need_time
 echo "[admin] machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 kek=$("$bin/relais" keys generate-kek)
 for db in $DBS; do
-  if [ "$db" = postgres ]; then
-    schema="bench_admin_$(date +%s)"
-    psql -h 127.0.0.1 -U postgres -d test -qc "CREATE SCHEMA $schema"
-    database="url = \"postgres://postgres@127.0.0.1:5432/test\"
-schema = \"$schema\"
-max_connections = 16"
-  else
-    database="url = \"sqlite://$work/admin.sqlite?mode=rwc\""
-  fi
-  cat >"$work/$db.toml" <<TOML
-issuer = "http://localhost:8090"
-dev_mode = true
-[database]
-$database
-[keys]
-encryption_key = "$kek"
-TOML
+  bench_db_config "$db" admin "$work" "$kek"
   /usr/bin/time -f "wall %e s, max RSS %M KiB" \
     "$bin/relais" admin bench -c "$work/$db.toml" --people "$PEOPLE" --records "$RECORDS" --days "$DAYS" --runs "$RUNS" 2>&1 | sed "s/^/[admin $db] /"
-  if [ "$db" = postgres ]; then psql -h 127.0.0.1 -U postgres -d test -qc "DROP SCHEMA $schema CASCADE"; schema=""; fi
+  drop_bench_schema
 done

@@ -7,6 +7,7 @@
 # BENCH=cards runs only part 9 (card logins with a new TLS handshake each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib-bench.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/relais/target}"
 # BENCH_PROFILE=debug measures the debug build instead (quick relative comparisons only).
 profile=${BENCH_PROFILE:-release}
@@ -121,7 +122,7 @@ with open(sys.argv[1], "w", encoding="utf-8") as f:
         f.write("|".join(row) + "|\n")
 PY
 echo "[annuaire] file: $(du -h "$work/annuaire.txt" | cut -f1), $(wc -l < "$work/annuaire.txt") lines"
-command -v /usr/bin/time >/dev/null || { as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }; as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time; }
+need_time
 /usr/bin/time -f "[annuaire] wall %e s, max RSS %M KiB" "$bin/relais" identity import-annuaire -c "$work/pg.toml" "$work/annuaire.txt" --dry-run --finess 750000011 | head -n 1 | sed 's/^/[annuaire] /'
 psql -h 127.0.0.1 -U postgres -d test -qc "DROP SCHEMA $schema CASCADE"
 fi

@@ -1,5 +1,10 @@
 # Shared by the benchmark scripts (sourced, not run).
 #
+# bench_db_config DB NAME WORK KEK: writes WORK/DB.toml (issuer, dev mode, the key-encryption
+# key) for DB `postgres` (a fresh schema `bench_NAME_<time>` in database `test`, named in
+# `schema`; drop_bench_schema drops it, also from an EXIT trap) or `sqlite` (WORK/NAME.sqlite).
+# need_time: installs GNU time (/usr/bin/time) when it is missing.
+#
 # bench_binaries: sets CARGO_TARGET_DIR and `bin` (the release directory) and builds the release
 # `relais` and `relais-load` if either is missing. need_slapd: stops with a clear message when
 # slapd or ldap-utils are not installed.
@@ -46,3 +51,38 @@ start_bench_slapd() {
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+bench_db_config() {
+  local db=$1 name=$2 work=$3 kek=$4 database
+  if [ "$db" = postgres ]; then
+    schema="bench_${name}_$(date +%s)"
+    psql -h 127.0.0.1 -U postgres -d test -qc "CREATE SCHEMA $schema"
+    database="url = \"postgres://postgres@127.0.0.1:5432/test\"
+schema = \"$schema\"
+max_connections = 16"
+  else
+    database="url = \"sqlite://$work/$name.sqlite?mode=rwc\""
+  fi
+  cat >"$work/$db.toml" <<TOML
+issuer = "http://localhost:8090"
+dev_mode = true
+[database]
+$database
+[keys]
+encryption_key = "$kek"
+TOML
+}
+
+drop_bench_schema() {
+  if [ -n "${schema:-}" ]; then PGOPTIONS="--client-min-messages=warning" psql -h 127.0.0.1 -U postgres -d test -qc "DROP SCHEMA IF EXISTS $schema CASCADE" || true; fi
+  schema=""
+}
+
+need_time() {
+  [ -x /usr/bin/time ] && return 0
+  if [ "$(id -u)" -eq 0 ]; then
+    env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time
+  else
+    sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time
+  fi
+}
