@@ -645,6 +645,43 @@ async fn browser_a_non_admin_is_refused() {
     s.stop().await;
 }
 
+/// The login pages' key step in a real browser (`/static/webauthn.js` with
+/// `webauthn-common.js`): an application asks for a key (`acr_values=loa3`), the password
+/// page leads to the key page, Chromium's virtual authenticator signs, and the browser lands
+/// on the application's callback with a code.
+#[tokio::test]
+async fn browser_staff_log_in_to_an_application_with_their_key() {
+    let (s, mut token) = setup().await;
+    let credential = enrol(&s, &mut token, ALICE.0).await;
+    let d = Driver::start().await;
+    let authenticator = d.add_authenticator("internal").await;
+    d.add_credential(&authenticator, &credential, &softtoken_key(&token, &credential), "localhost", 1000)
+        .await;
+    d.goto(&harness::authorize_url(&s, "web", harness::CALLBACK, "&acr_values=loa3"))
+        .await;
+    d.type_into("#username", ALICE.0).await;
+    d.type_into("#password", ALICE.1).await;
+    d.click("form button[type=submit]").await;
+    // The key page (`/login/webauthn?id=…`): its button is there once the page has loaded.
+    d.find("#key-use").await;
+    assert!(d.url().await.contains("/login/webauthn"), "{}", d.url().await);
+    d.click("#key-use").await;
+    let started = std::time::Instant::now();
+    while !d.url().await.starts_with(harness::CALLBACK) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the key step did not reach the callback: {}",
+            d.page_source().await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(d.url().await.contains("code="), "{}", d.url().await);
+    let used = events(&s, "fido2_authentication").await;
+    assert_eq!(used.len(), 1, "{used:?}");
+    d.quit().await;
+    s.stop().await;
+}
+
 /// The queries the admin bench made fast (docs/performance.md, issue #7) still answer the
 /// same: the people search in the database (ASCII, case-insensitive, `%`/`_` literal) and in
 /// Rust (accents), the dashboard's aggregate counts, a closed day range read through the

@@ -70,6 +70,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/login/webauthn/options", web::post().to(webauthn::options))
         .route("/login/webauthn/finish", web::post().to(webauthn::finish))
         .route("/static/webauthn.js", web::get().to(webauthn::script))
+        .route("/static/webauthn-common.js", web::get().to(webauthn::common_script))
         .route("/login/card", web::get().to(card::present))
         .route("/login/card/start", web::get().to(card::start))
         .route("/login/card/complete", web::get().to(card::complete))

@@ -52,6 +52,14 @@ pub async fn script() -> HttpResponse {
         .body(SCRIPT)
 }
 
+/// The ceremonies every WebAuthn page shares (kept with the admin UI's assets).
+pub async fn common_script() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/javascript; charset=utf-8"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(relais_admin_ui::WEBAUTHN_COMMON_JS)
+}
+
 /// A JSON body, size-bounded like forms.
 async fn json_body<T: serde::de::DeserializeOwned>(
     req: &HttpRequest,
