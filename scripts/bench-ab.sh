@@ -16,7 +16,8 @@ backend=${BACKEND:-sqlite}
 port=$(free_port)
 work=$(mktemp -d)
 pid=""
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+schema=""
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; drop_bench_schema; rm -rf "$work"' EXIT
 wait_ready() { for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && return 0; sleep 0.1; done; echo "server did not start"; exit 1; }
 
 for r in $(seq 1 "$rounds"); do
@@ -24,24 +25,7 @@ for r in $(seq 1 "$rounds"); do
     b=$old; [ "$v" = b ] && b=$new
     extra=()
     if [ "$backend" = postgres ]; then
-      schema="bench_ab_${v}_${r}_$(date +%s)"
-      psql -h 127.0.0.1 -U postgres -d test -qc "CREATE SCHEMA $schema"
-      cat >"$work/pg.toml" <<TOML
-issuer = "http://localhost:$port"
-listen = "127.0.0.1:$port"
-dev_mode = true
-[database]
-url = "postgres://postgres@127.0.0.1:5432/test"
-schema = "$schema"
-max_connections = 32
-[sessions]
-backend = "redis"
-key_prefix = "$schema"
-[keys]
-encryption_key = "$("$b" keys generate-kek)"
-TOML
-      secret=$("$b" client add -c "$work/pg.toml" --id demo-app --name Bench --redirect-uri http://localhost:8091/callback | awk '/secret/ {print $NF}')
-      echo "alice-demo-pw-long" | "$b" user add -c "$work/pg.toml" --username alice --given-name Alice --family-name Martin >/dev/null
+      pg_redis_setup "$b" "$work" "$port" "ab_${v}_${r}"
       "$b" serve -c "$work/pg.toml" >"$work/$v.log" 2>&1 &
       extra=(--password alice-demo-pw-long --watch-pid postgres=comm:postgres)
     else
@@ -54,6 +38,6 @@ TOML
     out=$("$bin/relais-load" --base "http://localhost:$port" --secret="$secret" --scenario token --requests 20000 --concurrency "$conc" --watch-pid "relais=$pid" "${extra[@]}")
     echo "[$backend ${v^^} round $r] $(echo "$out" | tr '\n' ' ' | sed 's/token endpoint (code exchange): //')"
     kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
-    [ "$backend" = postgres ] && psql -h 127.0.0.1 -U postgres -d test -qc "DROP SCHEMA $schema CASCADE"
+    drop_bench_schema
   done
 done

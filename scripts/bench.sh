@@ -64,24 +64,7 @@ run_loads http://localhost:8090 "$(cat "$work/demo/demo-app.secret")" "$pid" "sq
 kill "$pid"; wait "$pid" 2>/dev/null || true
 
 # 2. PostgreSQL + Redis.
-schema="bench_$(date +%s)"
-psql -h 127.0.0.1 -U postgres -d test -qc "CREATE SCHEMA $schema"
-cat >"$work/pg.toml" <<TOML
-issuer = "http://localhost:8090"
-listen = "127.0.0.1:8090"
-dev_mode = true
-[database]
-url = "postgres://postgres@127.0.0.1:5432/test"
-schema = "$schema"
-max_connections = 32
-[sessions]
-backend = "redis"
-key_prefix = "$schema"
-[keys]
-encryption_key = "$("$bin/relais" keys generate-kek)"
-TOML
-secret=$("$bin/relais" client add -c "$work/pg.toml" --id demo-app --name Bench --redirect-uri http://localhost:8091/callback | awk '/secret/ {print $NF}')
-echo "alice-demo-pw-long" | "$bin/relais" user add -c "$work/pg.toml" --username alice --given-name Alice --family-name Martin >/dev/null
+pg_redis_setup "$bin/relais" "$work" 8090 core
 "$bin/relais" serve -c "$work/pg.toml" >"$work/pg.log" 2>&1 &
 pid=$!
 wait_ready http://localhost:8090

@@ -4,6 +4,10 @@
 # key) for DB `postgres` (a fresh schema `bench_NAME_<time>` in database `test`, named in
 # `schema`; drop_bench_schema drops it, also from an EXIT trap) or `sqlite` (WORK/NAME.sqlite).
 # need_time: installs GNU time (/usr/bin/time) when it is missing.
+# pg_redis_setup RELAIS WORK PORT NAME: for `RELAIS serve -c WORK/pg.toml` on 127.0.0.1:PORT,
+# PostgreSQL (a fresh schema `bench_NAME_<time>`, named in `schema`) and Redis (key prefix =
+# the schema): writes the config, registers the client `demo-app` (its secret in `secret`,
+# redirect http://localhost:8091/callback) and the local account alice / alice-demo-pw-long.
 #
 # bench_binaries: sets CARGO_TARGET_DIR and `bin` (the release directory) and builds the release
 # `relais` and `relais-load` if either is missing. need_slapd: stops with a clear message when
@@ -85,4 +89,26 @@ need_time() {
   else
     sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time
   fi
+}
+
+pg_redis_setup() {
+  local relais=$1 work=$2 port=$3 name=$4
+  schema="bench_${name}_$(date +%s)"
+  psql -h 127.0.0.1 -U postgres -d test -qc "CREATE SCHEMA $schema"
+  cat >"$work/pg.toml" <<TOML
+issuer = "http://localhost:$port"
+listen = "127.0.0.1:$port"
+dev_mode = true
+[database]
+url = "postgres://postgres@127.0.0.1:5432/test"
+schema = "$schema"
+max_connections = 32
+[sessions]
+backend = "redis"
+key_prefix = "$schema"
+[keys]
+encryption_key = "$("$relais" keys generate-kek)"
+TOML
+  secret=$("$relais" client add -c "$work/pg.toml" --id demo-app --name Bench --redirect-uri http://localhost:8091/callback | awk '/secret/ {print $NF}')
+  echo "alice-demo-pw-long" | "$relais" user add -c "$work/pg.toml" --username alice --given-name Alice --family-name Martin >/dev/null
 }
