@@ -29,16 +29,8 @@ fn from_row(m: security_key::Model) -> Result<SecurityKeyRecord, StoreError> {
     })
 }
 
-/// A key's updated credential (sign counter) and last use; also inside an audit batch
-/// (`AuditedWrite::SecurityKeyUse`).
-pub(super) async fn record_use(db: &impl ConnectionTrait, id: Uuid, credential: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
-    db.execute_raw(record_use_statement(db.get_database_backend(), id, credential, at))
-        .await
-        .map_err(unavailable)?;
-    Ok(())
-}
-
-/// A key's new sign counter (inside its credential) and last use.
+/// A key's new sign counter (inside its credential) and last use: run alone by
+/// `record_security_key_use`, and inside an audit batch (`AuditedWrite::SecurityKeyUse`).
 pub(super) fn record_use_statement(backend: DbBackend, id: Uuid, credential: &str, at: DateTime<Utc>) -> Statement {
     security_key::Entity::update_many()
         .col_expr(security_key::Column::Credential, Expr::value(credential.to_owned()))
@@ -82,7 +74,11 @@ impl SecurityKeyStore for SqlStore {
     }
 
     async fn record_security_key_use(&self, id: Uuid, credential: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
-        record_use(self.connection(), id, credential, at).await
+        let db = self.connection();
+        db.execute_raw(record_use_statement(db.get_database_backend(), id, credential, at))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn revoke_security_key(&self, account_id: Uuid, id: Uuid, at: DateTime<Utc>) -> Result<bool, StoreError> {
