@@ -178,13 +178,25 @@ impl Driver {
         self.post("/execute/async", json!({ "script": script, "args": [] })).await
     }
 
-    /// A PNG of the viewport, written to `path`.
+    /// A PNG of the viewport. It replaces the docs' picture at `path` only when
+    /// `UPDATE_SCREENSHOTS=1` (the pictures differ by a few bytes on every run, and a test run
+    /// should not leave the docs modified); otherwise it goes to the temporary directory's
+    /// `relais-screenshots/`, to look at after a failure.
     pub async fn screenshot(&self, path: &std::path::Path) {
         use base64::Engine;
         let v = self.cmd(reqwest::Method::GET, "/screenshot", None).await;
         let png = base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 1000,
+            "the screenshot is not a picture"
+        );
+        let path = if std::env::var_os("UPDATE_SCREENSHOTS").is_some_and(|v| v == "1") {
+            path.to_path_buf()
+        } else {
+            std::env::temp_dir().join("relais-screenshots").join(path.file_name().unwrap())
+        };
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, png).unwrap();
+        std::fs::write(&path, png).unwrap();
     }
 
     /// Adds a CTAP2 virtual authenticator with user verification, attached by `transport`
