@@ -267,6 +267,46 @@ async fn audit_batch_commits_its_writes_or_nothing(s: Arc<SqlStore>) {
     assert_eq!(next[0].seq, last.seq + 1);
 }
 
+/// A transaction dropped without commit or rollback (a request cancelled mid-way) is rolled
+/// back before its connection's next use. On SQLite this leans on the order of commands to the
+/// connection's thread, since the pool no longer pings a connection it takes back (the patch
+/// in vendor/sqlx-core): the one writing connection is the one reused here.
+async fn a_dropped_transaction_is_rolled_back_before_the_next_use(s: Arc<SqlStore>) {
+    use relais::domain::audit::{AuditEvent, AuditRecord};
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let record = AuditRecord {
+        at: Utc::now(),
+        event: AuditEvent::AuthorizeRefused {
+            client_id: None,
+            reason: "r".into(),
+        },
+        context: Default::default(),
+    };
+    let family = Uuid::new_v4();
+    s.append_audit_batch_with(
+        std::slice::from_ref(&record),
+        &[AuditedWrite::RefreshToken(refresh("kept", family, "sid"))],
+    )
+    .await
+    .unwrap();
+    {
+        let txn = s.connection().begin().await.unwrap();
+        txn.execute_unprepared("DELETE FROM refresh_tokens").await.unwrap();
+        // Dropped here, neither committed nor rolled back.
+    }
+    // The next write on that connection opens its own transaction and commits it: had the
+    // dropped one not been rolled back first, this would fail or commit the deletion too.
+    s.append_audit_batch_with(&[record], &[AuditedWrite::RefreshToken(refresh("next", family, "sid"))])
+        .await
+        .unwrap();
+    for d in ["kept", "next"] {
+        assert!(
+            matches!(s.consume_refresh_token(d, Utc::now()).await.unwrap(), RefreshConsume::Consumed(_)),
+            "refresh token {d} is there"
+        );
+    }
+}
+
 macro_rules! on_both_databases {
     ($($name:ident),*) => {
         mod sqlite { $( #[tokio::test] async fn $name() { super::$name(super::store(super::Db::Sqlite).await).await } )* }
@@ -281,5 +321,6 @@ on_both_databases!(
     signing_keys_rotate_out,
     audit_records_keep_order,
     audit_pages_walk_a_range,
-    audit_batch_commits_its_writes_or_nothing
+    audit_batch_commits_its_writes_or_nothing,
+    a_dropped_transaction_is_rolled_back_before_the_next_use
 );

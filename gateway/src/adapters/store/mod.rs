@@ -73,8 +73,15 @@ impl SqlStore {
             // query (on SQLite, two more thread hand-offs). A local SQLite file cannot drop
             // a connection; a PostgreSQL server or a firewall can drop an idle one, so those
             // are still checked, but only after 30 s of idleness.
+            //
+            // SQLite connections are not pinged on release either (a patch in
+            // vendor/sqlx-core): the ping is answered by the connection's own worker thread, in
+            // order, and checks nothing. Should that thread ever die (a panic in sqlx), the
+            // connection would go on failing each query: connections are replaced every five
+            // minutes, so such a one is gone by then (opening a SQLite connection costs a file
+            // open and its pragmas).
             if sqlite {
-                opt.test_before_acquire(false);
+                opt.test_before_acquire(false).max_lifetime(Duration::from_secs(300));
             } else {
                 opt.test_before_acquire_if_idle_for(Duration::from_secs(30));
             }
