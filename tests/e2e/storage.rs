@@ -268,9 +268,8 @@ async fn audit_batch_commits_its_writes_or_nothing(s: Arc<SqlStore>) {
 }
 
 /// A transaction dropped without commit or rollback (a request cancelled mid-way) is rolled
-/// back before its connection's next use. On SQLite this leans on the order of commands to the
-/// connection's thread, since the pool no longer pings a connection it takes back (the patch
-/// in vendor/sqlx-core): the one writing connection is the one reused here.
+/// back before its connection's next use (on SQLite, the one writing connection is the one
+/// reused here).
 async fn a_dropped_transaction_is_rolled_back_before_the_next_use(s: Arc<SqlStore>) {
     use relais::domain::audit::{AuditEvent, AuditRecord};
     use sea_orm::{ConnectionTrait, TransactionTrait};
@@ -324,3 +323,26 @@ on_both_databases!(
     audit_batch_commits_its_writes_or_nothing,
     a_dropped_transaction_is_rolled_back_before_the_next_use
 );
+
+/// SQLite connections plan a statement once, whatever values are bound to it (the query planner
+/// stability guarantee): without it every `LIMIT ?` query was parsed and planned again at each
+/// run (docs/performance.md).
+#[tokio::test]
+async fn sqlite_connections_keep_their_query_plans() {
+    let s = store(Db::Sqlite).await;
+    let pool = s.connection().get_sqlite_connection_pool();
+    let mut conn = pool.acquire().await.unwrap();
+    let mut handle = conn.lock_handle().await.unwrap();
+    let mut on: i32 = -1;
+    // SAFETY: the connection's open handle, locked for this thread; -1 reads the setting into `on`.
+    let rc = unsafe {
+        libsqlite3_sys::sqlite3_db_config(
+            handle.as_raw_handle().as_ptr(),
+            libsqlite3_sys::SQLITE_DBCONFIG_ENABLE_QPSG,
+            -1,
+            &mut on as *mut i32,
+        )
+    };
+    assert_eq!(rc, libsqlite3_sys::SQLITE_OK);
+    assert_eq!(on, 1, "SQLITE_DBCONFIG_ENABLE_QPSG is set on the store's connections");
+}

@@ -53,6 +53,27 @@ pub(super) fn unavailable(e: DbErr) -> StoreError {
     }
 }
 
+/// Turns on SQLite's query planner stability guarantee on a new connection. Without it, SQLite
+/// (3.47 and later) plans `LIMIT ?` with the bound value, so binding a new value expires the
+/// prepared statement: every `find(..).one()` (sea-orm binds its `LIMIT 1`) was parsed and
+/// planned again at each run, 6 % of the token endpoint's CPU. With it, the bound values never
+/// change a plan and a statement is prepared once per connection. Relais does not `ANALYZE`
+/// SQLite and has no `LIKE ?` on an indexed column, the other two users of bound values in
+/// SQLite's planner (docs/performance.md).
+async fn plan_once(conn: &mut sea_orm::sqlx::SqliteConnection) -> Result<(), sea_orm::sqlx::Error> {
+    let mut handle = conn.lock_handle().await?;
+    let db = handle.as_raw_handle().as_ptr();
+    // SAFETY: `db` is this connection's open handle, held locked (no other thread uses it)
+    // until `handle` drops; SQLITE_DBCONFIG_ENABLE_QPSG takes an int and an optional int* out.
+    let rc = unsafe { libsqlite3_sys::sqlite3_db_config(db, libsqlite3_sys::SQLITE_DBCONFIG_ENABLE_QPSG, 1, std::ptr::null_mut::<i32>()) };
+    if rc != libsqlite3_sys::SQLITE_OK {
+        return Err(sea_orm::sqlx::Error::Protocol(format!(
+            "sqlite3_db_config(ENABLE_QPSG) returned {rc}"
+        )));
+    }
+    Ok(())
+}
+
 pub(super) fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
 }
@@ -73,15 +94,8 @@ impl SqlStore {
             // query (on SQLite, two more thread hand-offs). A local SQLite file cannot drop
             // a connection; a PostgreSQL server or a firewall can drop an idle one, so those
             // are still checked, but only after 30 s of idleness.
-            //
-            // SQLite connections are not pinged on release either (a patch in
-            // vendor/sqlx-core): the ping is answered by the connection's own worker thread, in
-            // order, and checks nothing. Should that thread ever die (a panic in sqlx), the
-            // connection would go on failing each query: connections are replaced every five
-            // minutes, so such a one is gone by then (opening a SQLite connection costs a file
-            // open and its pragmas).
             if sqlite {
-                opt.test_before_acquire(false).max_lifetime(Duration::from_secs(300));
+                opt.test_before_acquire(false);
             } else {
                 opt.test_before_acquire_if_idle_for(Duration::from_secs(30));
             }
@@ -92,6 +106,7 @@ impl SqlStore {
             // time): WAL lets readers proceed while the writer commits; NORMAL syncs the WAL at
             // checkpoints, not at each commit (a power cut can lose the last commits, never
             // corrupt the file); a busy timeout instead of SQLITE_BUSY errors.
+            opt.map_sqlx_sqlite_pool_opts(|pool| pool.after_connect(|conn, _| Box::pin(plan_once(conn))));
             opt.map_sqlx_sqlite_opts(move |o| {
                 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
                 o.journal_mode(SqliteJournalMode::Wal)

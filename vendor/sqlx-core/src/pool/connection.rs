@@ -311,16 +311,7 @@ impl<DB: Database> Floating<DB, Live<DB>> {
         // returned to the pool; also of course, if it was dropped due to an error
         // this is simply a band-aid as SQLx-next connections should be able
         // to recover from cancellations
-        //
-        // Relais patch (no upstream issue yet): not for SQLite. Its `ping` is a command the
-        // connection's worker thread answers at once, in the order commands were sent: a
-        // rollback left by a dropped transaction is already queued ahead of whatever the next
-        // user sends, and a dead worker fails that next command just the same. The ping only
-        // cost two thread hand-offs per query (docs/performance.md).
-        if DB::NAME == "SQLite" {
-            self.release();
-            true
-        } else if let Err(error) = self.raw.ping().await {
+        if let Err(error) = self.raw.ping().await {
             tracing::warn!(
                 %error,
                 "error occurred while testing the connection on-release",
