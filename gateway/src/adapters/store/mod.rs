@@ -102,11 +102,11 @@ impl SqlStore {
             if let Some(schema) = &s.schema {
                 opt.set_schema_search_path(schema.clone());
             }
+            opt.map_sqlx_sqlite_pool_opts(|pool| pool.after_connect(|conn, _| Box::pin(plan_once(conn))));
             // Set on every connection the pool opens (a pool replaces its connections over
             // time): WAL lets readers proceed while the writer commits; NORMAL syncs the WAL at
             // checkpoints, not at each commit (a power cut can lose the last commits, never
             // corrupt the file); a busy timeout instead of SQLITE_BUSY errors.
-            opt.map_sqlx_sqlite_pool_opts(|pool| pool.after_connect(|conn, _| Box::pin(plan_once(conn))));
             opt.map_sqlx_sqlite_opts(move |o| {
                 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
                 o.journal_mode(SqliteJournalMode::Wal)
