@@ -2,6 +2,7 @@
 //! the URL. Implements the domain's `Storage` port.
 mod admin_roles;
 pub mod audit_cursor;
+mod checkpoint;
 mod client_cache;
 mod entities;
 mod identity;
@@ -34,6 +35,8 @@ pub struct SqlStore {
     /// so that they do not queue behind the one writing connection; on PostgreSQL `db` again.
     reads: DatabaseConnection,
     clients: std::sync::Arc<client_cache::ClientCache>,
+    /// SQLite only: the WAL checkpoints, off the commit path (`checkpoint.rs`).
+    _checkpoints: Option<std::sync::Arc<checkpoint::Checkpointer>>,
 }
 
 /// How to reach the database.
@@ -113,6 +116,8 @@ impl SqlStore {
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(5))
                     .pragma("query_only", if query_only { "1" } else { "0" })
+                    // Checkpoints run in the background (`checkpoint.rs`), not in a commit.
+                    .pragma("wal_autocheckpoint", "0")
             });
             opt
         };
@@ -124,17 +129,20 @@ impl SqlStore {
         let db = Database::connect(options(if sqlite { 1 } else { s.max_connections }, false))
             .await
             .map_err(unavailable)?;
-        let reads = if sqlite {
-            Database::connect(options(s.max_connections.clamp(1, 4), true))
+        let (reads, checkpoints) = if sqlite {
+            let reads = Database::connect(options(s.max_connections.clamp(1, 4), true))
                 .await
-                .map_err(unavailable)?
+                .map_err(unavailable)?;
+            let checkpoints = Database::connect(options(1, false)).await.map_err(unavailable)?;
+            (reads, Some(std::sync::Arc::new(checkpoint::Checkpointer::start(checkpoints))))
         } else {
-            db.clone()
+            (db.clone(), None)
         };
         Ok(Self {
             db,
             reads,
             clients: Default::default(),
+            _checkpoints: checkpoints,
         })
     }
 
