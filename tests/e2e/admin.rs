@@ -1,8 +1,9 @@
 //! The admin web UI end to end. `browser_*`: headless Chromium (chromedriver, WebDriver) with a
 //! virtual FIDO2 authenticator logs in with password and key, finds a person, edits a mapping,
 //! revokes a key, registers a client and exports the audit trail, taking screenshots (written
-//! to docs/img/ with `UPDATE_SCREENSHOTS=1`). The other tests drive the same pages over plain HTTP (reqwest) for what a browser
-//! would not do on its own: forged forms, replays, the auditor's refused changes.
+//! to docs/img/ with `UPDATE_SCREENSHOTS=1`). The other tests drive the same pages over plain
+//! HTTP (reqwest) for what a browser would not do on its own: forged forms, replays, the
+//! auditor's refused changes.
 use crate::browser::field;
 use crate::fido2::trust_file;
 use crate::harness::{self, ALICE, Db, Server, Sessions};

@@ -154,20 +154,22 @@ async fn signing_keys_rotate_out(s: Arc<SqlStore>) {
     assert_eq!(s.signing_keys().await.unwrap().len(), 1);
 }
 
-async fn audit_records_keep_order(s: Arc<SqlStore>) {
-    use relais::domain::audit::{AuditEvent, AuditRecord};
-    for i in 0..3 {
-        let e = AuditEvent::AuthorizeRefused {
-            client_id: Some(format!("c{i}")),
+/// An audit record to append: an authorization refused for `client`.
+fn refused(client: &str) -> relais::domain::audit::AuditRecord {
+    relais::domain::audit::AuditRecord {
+        at: Utc::now(),
+        event: relais::domain::audit::AuditEvent::AuthorizeRefused {
+            client_id: Some(client.into()),
             reason: "r".into(),
-        };
-        s.append_audit(&AuditRecord {
-            at: Utc::now(),
-            event: e,
-            context: Default::default(),
-        })
-        .await
-        .unwrap();
+        },
+        context: Default::default(),
+    }
+}
+
+async fn audit_records_keep_order(s: Arc<SqlStore>) {
+    use relais::domain::audit::AuditEvent;
+    for i in 0..3 {
+        s.append_audit(&refused(&format!("c{i}"))).await.unwrap();
     }
     let r = s.audit_records(10).await.unwrap();
     assert_eq!(r.len(), 3);
@@ -180,18 +182,8 @@ async fn audit_records_keep_order(s: Arc<SqlStore>) {
 /// Paging a seq range with a cursor, both ways: every record of the range once, in order, and
 /// nothing outside it (the store folds the range and the cursor into one bound per side).
 async fn audit_pages_walk_a_range(s: Arc<SqlStore>) {
-    use relais::domain::audit::{AuditEvent, AuditRecord};
     use relais::domain::audit_chain::{AuditQuery, Order};
-    let records: Vec<AuditRecord> = (0..25)
-        .map(|i| AuditRecord {
-            at: Utc::now(),
-            event: AuditEvent::AuthorizeRefused {
-                client_id: Some(format!("c{i}")),
-                reason: "r".into(),
-            },
-            context: Default::default(),
-        })
-        .collect();
+    let records: Vec<_> = (0..25).map(|i| refused(&format!("c{i}"))).collect();
     s.append_audit_batch(&records).await.unwrap();
     for order in [Order::Ascending, Order::Descending] {
         let (mut seen, mut cursor) = (Vec::new(), None);
@@ -224,15 +216,7 @@ async fn audit_pages_walk_a_range(s: Arc<SqlStore>) {
 /// A group commit: the records, the chain head and the writes they carry land together, or,
 /// when one write fails, none of them does (on SQLite they go to the database in one call).
 async fn audit_batch_commits_its_writes_or_nothing(s: Arc<SqlStore>) {
-    use relais::domain::audit::{AuditEvent, AuditRecord};
-    let record = |i: usize| AuditRecord {
-        at: Utc::now(),
-        event: AuditEvent::AuthorizeRefused {
-            client_id: Some(format!("c{i}")),
-            reason: "r".into(),
-        },
-        context: Default::default(),
-    };
+    let record = |i: usize| refused(&format!("c{i}"));
     let family = Uuid::new_v4();
     let writes = [
         AuditedWrite::RefreshToken(refresh("b1", family, "sid")),
@@ -271,16 +255,8 @@ async fn audit_batch_commits_its_writes_or_nothing(s: Arc<SqlStore>) {
 /// back before its connection's next use (on SQLite, the one writing connection is the one
 /// reused here).
 async fn a_dropped_transaction_is_rolled_back_before_the_next_use(s: Arc<SqlStore>) {
-    use relais::domain::audit::{AuditEvent, AuditRecord};
     use sea_orm::{ConnectionTrait, TransactionTrait};
-    let record = AuditRecord {
-        at: Utc::now(),
-        event: AuditEvent::AuthorizeRefused {
-            client_id: None,
-            reason: "r".into(),
-        },
-        context: Default::default(),
-    };
+    let record = refused("c");
     let family = Uuid::new_v4();
     s.append_audit_batch_with(
         std::slice::from_ref(&record),
@@ -353,18 +329,10 @@ async fn sqlite_connections_keep_their_query_plans() {
 /// those restarts (its checkpoint sequence number, bytes 12..16).
 #[tokio::test]
 async fn sqlite_wal_is_checkpointed_in_the_background() {
-    use relais::domain::audit::{AuditEvent, AuditRecord};
     use sea_orm::{ConnectionTrait, Statement};
     // 20 appends stay well under 1,000 pages: SQLite's own threshold never fires here.
     async fn burst(s: &SqlStore) {
-        let record = AuditRecord {
-            at: Utc::now(),
-            event: AuditEvent::AuthorizeRefused {
-                client_id: Some("c".into()),
-                reason: "r".into(),
-            },
-            context: Default::default(),
-        };
+        let record = refused("c");
         for _ in 0..20 {
             s.append_audit_batch_with(std::slice::from_ref(&record), &[]).await.unwrap();
         }
