@@ -114,10 +114,12 @@ impl SqlStore {
                 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
                 o.journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
-                    .busy_timeout(Duration::from_secs(5))
+                    .busy_timeout(Duration::from_millis(checkpoint::BUSY_TIMEOUT_MS))
                     .pragma("query_only", if query_only { "1" } else { "0" })
                     // Checkpoints run in the background (`checkpoint.rs`), not in a commit.
                     .pragma("wal_autocheckpoint", "0")
+                    // When the WAL starts over, its file is cut back to this size.
+                    .pragma("journal_size_limit", checkpoint::WAL_FILE_LIMIT_BYTES.to_string())
             });
             opt
         };
@@ -134,7 +136,10 @@ impl SqlStore {
                 .await
                 .map_err(unavailable)?;
             let checkpoints = Database::connect(options(1, false)).await.map_err(unavailable)?;
-            (reads, Some(std::sync::Arc::new(checkpoint::Checkpointer::start(checkpoints))))
+            (
+                reads,
+                Some(std::sync::Arc::new(checkpoint::Checkpointer::start(checkpoints, db.clone()))),
+            )
         } else {
             (db.clone(), None)
         };
