@@ -571,6 +571,8 @@ pub struct DatabaseConfig {
     pub connect_timeout_ms: u64,
     /// PostgreSQL schema to use (default: the server's search_path).
     pub schema: Option<String>,
+    /// SQLite: the WAL size (MiB) past which it is made to start over.
+    pub sqlite_wal_restart_mib: u32,
 }
 
 impl Default for DatabaseConfig {
@@ -580,6 +582,7 @@ impl Default for DatabaseConfig {
             max_connections: 16,
             connect_timeout_ms: 3000,
             schema: None,
+            sqlite_wal_restart_mib: 64,
         }
     }
 }

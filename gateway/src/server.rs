@@ -55,6 +55,7 @@ pub fn db_settings(cfg: &Config) -> DbSettings {
         max_connections: cfg.database.max_connections,
         connect_timeout: Duration::from_millis(cfg.database.connect_timeout_ms),
         schema: cfg.database.schema.clone(),
+        sqlite_wal_restart_bytes: u64::from(cfg.database.sqlite_wal_restart_mib.max(1)) << 20,
     }
 }
 

@@ -12,14 +12,14 @@
 //! Under constant load there is always a reader using the WAL, so a passive checkpoint alone
 //! never lets it start over and the file grows without bound (SQLite's "checkpoint
 //! starvation": 3 GB of WAL after 80,000 code exchanges in 15 s, measured 2026-11-26). Once the
-//! WAL holds more than [`RESTART_AT_PAGES`], the task runs a `RESTART` checkpoint on the
+//! WAL is longer than `[database] sqlite_wal_restart_mib` (64 MiB by default), the task runs a `RESTART` checkpoint on the
 //! writing connection itself: it takes its turn in the writer's queue like a group commit
 //! (other writes wait in that queue, not in SQLite's busy handler, which sleeps in steps of up
 //! to 100 ms), copies the last frames, and waits for the readers of the moment to finish.
 //! Readers that start meanwhile read the database file only, so the wait ends as soon as the
 //! short statements of the moment do; the next write starts the WAL over, and
 //! `journal_size_limit` on the writing connection cuts the file back to
-//! [`WAL_FILE_LIMIT_BYTES`]. The wait is bounded ([`RESTART_WAIT_MS`]): a long reader (an
+//! that size. The wait is bounded ([`RESTART_WAIT_MS`]): a long reader (an
 //! audit export) makes the restart give up and try again at the next tick, so writes are
 //! never held for longer than that.
 use sea_orm::sqlx;
@@ -30,15 +30,8 @@ use std::time::Duration;
 /// as many pages between two checkpoints as SQLite's own threshold would let it.
 const EVERY: Duration = Duration::from_millis(250);
 
-/// WAL pages (4 KiB each) beyond which the WAL is made to start over: 64 MiB. Each restart
-/// holds the writes back for a few milliseconds (two syncs and the readers' turn), so under full
-/// load it should come every second or so, not at every tick (at 16 MiB the token endpoint's p99
-/// at 8 concurrent was 1.5 ms higher); a longer WAL makes every read search a longer index.
-const RESTART_AT_PAGES: i64 = 16_384;
-
-/// The size the writing connection cuts the WAL file back to when the WAL starts over
-/// (`PRAGMA journal_size_limit`): what a burst leaves on disk afterwards.
-pub(super) const WAL_FILE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
+/// SQLite's page size here (the default): WAL frames are counted in pages.
+const PAGE_BYTES: u64 = 4096;
 
 /// How long a restart waits for the readers of the moment, holding the writer back meanwhile.
 const RESTART_WAIT_MS: u32 = 10;
@@ -55,15 +48,21 @@ impl Drop for Checkpointer {
     }
 }
 
-/// One checkpoint: passive on `db`, then, if the WAL is long, a restarting one on `writer`.
-async fn checkpoint(db: &DatabaseConnection, writer: &DatabaseConnection) -> Result<(), String> {
+/// One checkpoint: passive on `db`, then, if the WAL is longer than `restart_bytes`, a
+/// restarting one on `writer`.
+///
+/// Each restart holds the writes back for a few milliseconds (two syncs and the readers'
+/// turn), so under full load it should come every second or so, not at every tick: at 16 MiB
+/// the token endpoint's p99 at 8 concurrent was 1.5 ms higher, at 64 MiB it does not show. A
+/// longer WAL makes every read search a longer index.
+async fn checkpoint(db: &DatabaseConnection, writer: &DatabaseConnection, restart_bytes: u64) -> Result<(), String> {
     let passive = Statement::from_string(db.get_database_backend(), "PRAGMA wal_checkpoint(PASSIVE)");
     // One row: busy (0 or 1), log (pages in the WAL), checkpointed (pages copied back).
     let log: i64 = match db.query_one_raw(passive).await.map_err(|e| e.to_string())? {
         Some(row) => row.try_get("", "log").map_err(|e| e.to_string())?,
         None => 0,
     };
-    if log > RESTART_AT_PAGES {
+    if log.max(0) as u64 * PAGE_BYTES > restart_bytes {
         restart(writer).await.map_err(|e| e.to_string())?;
     }
     Ok(())
@@ -88,14 +87,14 @@ async fn restart(writer: &DatabaseConnection) -> Result<(), sqlx::Error> {
 impl Checkpointer {
     /// Starts checkpointing through `db`, a connection pool that is not the writer's, and
     /// `writer`, the pool of the one writing connection.
-    pub(super) fn start(db: DatabaseConnection, writer: DatabaseConnection) -> Self {
+    pub(super) fn start(db: DatabaseConnection, writer: DatabaseConnection, restart_bytes: u64) -> Self {
         Self(tokio::spawn(async move {
             let mut tick = tokio::time::interval(EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut failing = false;
             loop {
                 tick.tick().await;
-                match checkpoint(&db, &writer).await {
+                match checkpoint(&db, &writer, restart_bytes).await {
                     Ok(_) if failing => {
                         failing = false;
                         tracing::info!("SQLite WAL checkpoints work again");

@@ -47,6 +47,9 @@ pub struct DbSettings {
     pub connect_timeout: Duration,
     /// PostgreSQL only: the schema to work in (tests give each run its own).
     pub schema: Option<String>,
+    /// SQLite only: the WAL size past which the checkpoint task makes it start over
+    /// (`checkpoint.rs`); the WAL file is cut back to this size when it does.
+    pub sqlite_wal_restart_bytes: u64,
 }
 
 pub(super) fn unavailable(e: DbErr) -> StoreError {
@@ -84,6 +87,7 @@ pub(super) fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
 impl SqlStore {
     pub async fn connect(s: &DbSettings) -> Result<Self, StoreError> {
         let sqlite = s.url.starts_with("sqlite:");
+        let wal_limit = s.sqlite_wal_restart_bytes;
         let options = |connections: u32, query_only: bool| {
             let mut opt = ConnectOptions::new(s.url.clone());
             opt.max_connections(connections)
@@ -119,7 +123,7 @@ impl SqlStore {
                     // Checkpoints run in the background (`checkpoint.rs`), not in a commit.
                     .pragma("wal_autocheckpoint", "0")
                     // When the WAL starts over, its file is cut back to this size.
-                    .pragma("journal_size_limit", checkpoint::WAL_FILE_LIMIT_BYTES.to_string())
+                    .pragma("journal_size_limit", wal_limit.to_string())
             });
             opt
         };
@@ -138,7 +142,11 @@ impl SqlStore {
             let checkpoints = Database::connect(options(1, false)).await.map_err(unavailable)?;
             (
                 reads,
-                Some(std::sync::Arc::new(checkpoint::Checkpointer::start(checkpoints, db.clone()))),
+                Some(std::sync::Arc::new(checkpoint::Checkpointer::start(
+                    checkpoints,
+                    db.clone(),
+                    s.sqlite_wal_restart_bytes,
+                ))),
             )
         } else {
             (db.clone(), None)
