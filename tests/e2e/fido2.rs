@@ -316,6 +316,49 @@ async fn fido2_a_sign_counter_going_backwards_is_refused_and_audited() {
     s.stop().await;
 }
 
+/// The assertion's signature is what proves the key: one bit changed in it and the login is
+/// refused, while the same key's untouched assertion right after still works.
+#[tokio::test]
+async fn fido2_an_assertion_with_an_altered_signature_is_refused() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (s, mut token) = setup().await;
+    enrolled(&s, &mut token).await;
+    let rp = web(&s).await;
+    let b = Browser::new();
+    let k = password_then_key_step(&b, &s, &rp::auth_request(&rp, &[]).url).await;
+    let (st, options) = post(
+        &b,
+        &s,
+        "/login/webauthn/options",
+        json!({"login_id": k.id, "csrf": k.csrf, "ceremony": "authenticate"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{options}");
+    let options: RequestChallengeResponse = serde_json::from_value(options).unwrap();
+    let mut answer = serde_json::to_value(token.do_authentication(origin(&s), options).unwrap()).unwrap();
+    let encoded = answer["response"]["signature"].as_str().unwrap().to_owned();
+    let mut signature = URL_SAFE_NO_PAD.decode(&encoded).unwrap();
+    // The last byte of the DER signature is inside the integer `s`: still well-formed DER.
+    *signature.last_mut().unwrap() ^= 0x01;
+    answer["response"]["signature"] = json!(URL_SAFE_NO_PAD.encode(&signature));
+    let (st, body) = post(
+        &b,
+        &s,
+        "/login/webauthn/finish",
+        json!({"login_id": k.id, "csrf": k.csrf, "credential": answer}),
+    )
+    .await;
+    assert!(st.is_client_error(), "an altered signature was answered {st}: {body}");
+    assert!(body.get("redirect").is_none(), "{body}");
+
+    let b = Browser::new();
+    let k = password_then_key_step(&b, &s, &rp::auth_request(&rp, &[]).url).await;
+    let (st, body) = authenticate(&b, &s, &mut token, &k).await;
+    assert_eq!(st, StatusCode::OK, "the key's own assertion: {body}");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn fido2_step_up_from_a_password_session_asks_only_for_the_key() {
     let (s, mut token) = setup().await;
