@@ -105,6 +105,12 @@ pub(crate) async fn register(b: &Browser, s: &Server, token: &mut SoftToken, k: 
 }
 
 pub(crate) async fn authenticate(b: &Browser, s: &Server, token: &mut SoftToken, k: &KeyStep) -> (StatusCode, Value) {
+    let answer = assertion(b, s, token, k).await;
+    finish_with(b, s, k, answer).await
+}
+
+/// The key step's authentication options, answered by `token`: the credential, not sent yet.
+async fn assertion(b: &Browser, s: &Server, token: &mut SoftToken, k: &KeyStep) -> Value {
     let (st, options) = post(
         b,
         s,
@@ -114,12 +120,16 @@ pub(crate) async fn authenticate(b: &Browser, s: &Server, token: &mut SoftToken,
     .await;
     assert_eq!(st, StatusCode::OK, "{options}");
     let options: RequestChallengeResponse = serde_json::from_value(options).unwrap();
-    let answer = token.do_authentication(origin(s), options).unwrap();
+    serde_json::to_value(token.do_authentication(origin(s), options).unwrap()).unwrap()
+}
+
+/// Sends a credential to the key step's finish endpoint.
+async fn finish_with(b: &Browser, s: &Server, k: &KeyStep, credential: Value) -> (StatusCode, Value) {
     post(
         b,
         s,
         "/login/webauthn/finish",
-        json!({"login_id": k.id, "csrf": k.csrf, "credential": answer}),
+        json!({"login_id": k.id, "csrf": k.csrf, "credential": credential}),
     )
     .await
 }
@@ -272,24 +282,9 @@ async fn fido2_a_revoked_key_is_refused_at_the_next_login() {
     let b = Browser::new();
     let rp = web(&s).await;
     let k = password_then_key_step(&b, &s, &rp::auth_request(&rp, &[]).url).await;
-    let (_, options) = post(
-        &b,
-        &s,
-        "/login/webauthn/options",
-        json!({"login_id": k.id, "csrf": k.csrf, "ceremony": "authenticate"}),
-    )
-    .await;
+    let answer = assertion(&b, &s, &mut token, &k).await;
     m.revoke_security_key(ALICE.0, key).await.unwrap();
-    let answer = token
-        .do_authentication(origin(&s), serde_json::from_value(options).unwrap())
-        .unwrap();
-    let (st, _) = post(
-        &b,
-        &s,
-        "/login/webauthn/finish",
-        json!({"login_id": k.id, "csrf": k.csrf, "credential": answer}),
-    )
-    .await;
+    let (st, _) = finish_with(&b, &s, &k, answer).await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     assert!(s.audit_kinds().await.iter().any(|k| k == "fido2_key_revoked"));
     s.stop().await;
@@ -327,28 +322,13 @@ async fn fido2_an_assertion_with_an_altered_signature_is_refused() {
     let rp = web(&s).await;
     let b = Browser::new();
     let k = password_then_key_step(&b, &s, &rp::auth_request(&rp, &[]).url).await;
-    let (st, options) = post(
-        &b,
-        &s,
-        "/login/webauthn/options",
-        json!({"login_id": k.id, "csrf": k.csrf, "ceremony": "authenticate"}),
-    )
-    .await;
-    assert_eq!(st, StatusCode::OK, "{options}");
-    let options: RequestChallengeResponse = serde_json::from_value(options).unwrap();
-    let mut answer = serde_json::to_value(token.do_authentication(origin(&s), options).unwrap()).unwrap();
+    let mut answer = assertion(&b, &s, &mut token, &k).await;
     let encoded = answer["response"]["signature"].as_str().unwrap().to_owned();
     let mut signature = URL_SAFE_NO_PAD.decode(&encoded).unwrap();
     // The last byte of the DER signature is inside the integer `s`: still well-formed DER.
     *signature.last_mut().unwrap() ^= 0x01;
     answer["response"]["signature"] = json!(URL_SAFE_NO_PAD.encode(&signature));
-    let (st, body) = post(
-        &b,
-        &s,
-        "/login/webauthn/finish",
-        json!({"login_id": k.id, "csrf": k.csrf, "credential": answer}),
-    )
-    .await;
+    let (st, body) = finish_with(&b, &s, &k, answer).await;
     assert!(st.is_client_error(), "an altered signature was answered {st}: {body}");
     assert!(body.get("redirect").is_none(), "{body}");
 
