@@ -10,18 +10,18 @@
 //! reader uses the WAL, the next write starts the WAL over from its beginning.
 //!
 //! Under constant load there is always a reader using the WAL, so a passive checkpoint alone
-//! never lets it start over and the file grows without bound (SQLite's "checkpoint
-//! starvation": 3 GB of WAL after 80,000 code exchanges in 15 s, measured 2026-11-26). Once the
-//! WAL is longer than `[database] sqlite_wal_restart_mib` (64 MiB by default), the task runs a `RESTART` checkpoint on the
-//! writing connection itself: it takes its turn in the writer's queue like a group commit
-//! (other writes wait in that queue, not in SQLite's busy handler, which sleeps in steps of up
-//! to 100 ms), copies the last frames, and waits for the readers of the moment to finish.
-//! Readers that start meanwhile read the database file only, so the wait ends as soon as the
-//! short statements of the moment do; the next write starts the WAL over, and
-//! `journal_size_limit` on the writing connection cuts the file back to
-//! that size. The wait is bounded ([`RESTART_WAIT_MS`]): a long reader (an
-//! audit export) makes the restart give up and try again at the next tick, so writes are
-//! never held for longer than that.
+//! never lets it start over and the file grows without bound (SQLite's "checkpoint starvation":
+//! 3 GB of WAL after 80,000 code exchanges in 15 s, measured 2026-11-26). Once the WAL is
+//! longer than `[database] sqlite_wal_restart_mib` (64 MiB by default), the task runs a
+//! `RESTART` checkpoint on the writing connection itself: it takes its turn in the writer's
+//! queue like a group commit (other writes wait in that queue, not in SQLite's busy handler,
+//! which sleeps in steps of up to 100 ms), copies the last frames, and waits for the readers of
+//! the moment to finish. Readers that start meanwhile read the database file only, so the wait
+//! ends as soon as the short statements of the moment do; the next write starts the WAL over,
+//! and `journal_size_limit` on the writing connection cuts the file back to that size. The wait
+//! is bounded ([`RESTART_WAIT_MS`]): a long reader (an audit export, a backup) makes the
+//! restart give up and try again at the next tick, so writes are never held for longer than
+//! that.
 use sea_orm::sqlx;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use std::time::Duration;
