@@ -328,10 +328,6 @@ async fn sqlite_connections_keep_their_query_plans() {
     assert_eq!(on, 1, "SQLITE_DBCONFIG_ENABLE_QPSG is set on the store's connections");
 }
 
-/// The SQLite WAL is checkpointed in the background, not only when a commit crosses SQLite's
-/// 1,000-page threshold (which made that commit, and every request waiting on it, slow): after
-/// each pause, the next write starts the WAL over from its beginning. The WAL header counts
-/// those restarts (its checkpoint sequence number, bytes 12..16).
 /// The store's SQLite file.
 async fn sqlite_file(s: &SqlStore) -> String {
     use sea_orm::{ConnectionTrait, Statement};
@@ -350,6 +346,9 @@ fn wal_restarts(file: &str) -> u32 {
     u32::from_be_bytes(header[12..16].try_into().unwrap())
 }
 
+/// The SQLite WAL is checkpointed in the background, not only when a commit crosses SQLite's
+/// 1,000-page threshold (which made that commit, and every request waiting on it, slow): after
+/// each pause, the next write starts the WAL over from its beginning.
 #[tokio::test]
 async fn sqlite_wal_is_checkpointed_in_the_background() {
     // 20 appends stay well under 1,000 pages: SQLite's own threshold never fires here.
@@ -361,15 +360,14 @@ async fn sqlite_wal_is_checkpointed_in_the_background() {
     }
     let s = store(Db::Sqlite).await;
     let file = sqlite_file(&s).await;
-    let restarts = || wal_restarts(&file);
     burst(&s).await;
-    let first = restarts();
+    let first = wal_restarts(&file);
     for _ in 0..3 {
         // Longer than three checkpoint periods.
         tokio::time::sleep(std::time::Duration::from_millis(800)).await;
         burst(&s).await;
     }
-    let last = restarts();
+    let last = wal_restarts(&file);
     assert!(
         last >= first + 3,
         "the WAL restarted {} times over three pauses between writes: it is not checkpointed in the background",

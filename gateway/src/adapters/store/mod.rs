@@ -145,7 +145,7 @@ impl SqlStore {
                 Some(std::sync::Arc::new(checkpoint::Checkpointer::start(
                     checkpoints,
                     db.clone(),
-                    s.sqlite_wal_restart_bytes,
+                    wal_limit,
                 ))),
             )
         } else {
