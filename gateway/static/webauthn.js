@@ -7,6 +7,9 @@
   if (!step || !window.PublicKeyCredential || !window.RelaisWebAuthn) { return; }
   var W = window.RelaisWebAuthn;
   var loginId = step.dataset.loginId, csrf = step.dataset.csrf;
+  // The first ceremony's options come with the page (one request less); later ones (after an
+  // error, or after enrolling a key) are fetched.
+  var pageOptions = step.dataset.options ? JSON.parse(step.dataset.options) : null;
   var errorBox = document.getElementById("key-error");
 
   function show(msg) { errorBox.textContent = msg; errorBox.hidden = false; }
@@ -21,7 +24,9 @@
   }
 
   function authenticate(thenEnrol) {
-    return post("/login/webauthn/options", { ceremony: "authenticate" }).then(W.get).then(function (cred) {
+    var options = pageOptions ? Promise.resolve(pageOptions) : post("/login/webauthn/options", { ceremony: "authenticate" });
+    pageOptions = null;
+    return options.then(W.get).then(function (cred) {
       return post("/login/webauthn/finish", { then_enrol: thenEnrol, credential: cred });
     }).then(next);
   }

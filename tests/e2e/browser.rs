@@ -108,6 +108,21 @@ pub fn query(url: &str) -> HashMap<String, String> {
 }
 
 /// The value of a named input in an HTML form.
+/// The value of the first `data-<name>` attribute in `html`, unescaped (askama's escapes).
+pub fn data_attribute(html: &str, name: &str) -> Option<String> {
+    let key = format!("data-{name}=\"");
+    let v = html.find(&key)? + key.len();
+    let end = html[v..].find('"')?;
+    Some(
+        html[v..v + end]
+            .replace("&#34;", "\"")
+            .replace("&#39;", "'")
+            .replace("&#60;", "<")
+            .replace("&#62;", ">")
+            .replace("&#38;", "&"),
+    )
+}
+
 pub fn field(html: &str, name: &str) -> Option<String> {
     let at = html.find(&format!("name=\"{name}\""))?;
     let tag_start = html[..at].rfind('<')?;

@@ -1,7 +1,7 @@
 //! FIDO2 security keys end to end: a software authenticator (webauthn-authenticator-rs
 //! SoftToken, which attests with its own CA) drives the real JSON endpoints of the key step
 //! over HTTP, with the browser's cookies; the id_tokens are checked by the `openidconnect` RP.
-use crate::browser::{Browser, Step, field};
+use crate::browser::{Browser, Step, data_attribute, field};
 use crate::harness::{self, ALICE, CALLBACK, Db, Server, Sessions};
 use crate::rp;
 use crypto_glue::traits::{EncodePem, LineEndingPem};
@@ -48,8 +48,11 @@ async fn web(s: &Server) -> rp::Rp {
 }
 
 pub(crate) struct KeyStep {
+    pub path: String,
     pub id: String,
     pub csrf: String,
+    /// The authentication options the page came with (when the person has keys).
+    pub options: Option<Value>,
 }
 
 /// Reads the key page the browser was sent to.
@@ -57,8 +60,10 @@ pub(crate) async fn key_step(b: &Browser, s: &Server, path: &str) -> KeyStep {
     assert!(path.starts_with("/login/webauthn?id="), "{path}");
     let page = b.get(&s.url(path)).await.text().await.unwrap();
     KeyStep {
+        path: path.to_owned(),
         id: field(&page, "login_id").expect("login_id"),
         csrf: field(&page, "csrf").expect("csrf"),
+        options: data_attribute(&page, "options").map(|o| serde_json::from_str(&o).unwrap()),
     }
 }
 
@@ -123,6 +128,13 @@ async fn assertion(b: &Browser, s: &Server, token: &mut SoftToken, k: &KeyStep) 
     serde_json::to_value(token.do_authentication(origin(s), options).unwrap()).unwrap()
 }
 
+/// The options the key page came with, answered by `token` (what the page's script does).
+fn page_assertion(s: &Server, token: &mut SoftToken, k: &KeyStep) -> Value {
+    let options = k.options.clone().expect("the key page carries its options");
+    let options: RequestChallengeResponse = serde_json::from_value(options).unwrap();
+    serde_json::to_value(token.do_authentication(origin(s), options).unwrap()).unwrap()
+}
+
 /// Sends a credential to the key step's finish endpoint.
 async fn finish_with(b: &Browser, s: &Server, k: &KeyStep, credential: Value) -> (StatusCode, Value) {
     post(
@@ -166,6 +178,7 @@ async fn enrolled(s: &Server, token: &mut SoftToken) -> Browser {
     let req = rp::auth_request(&rp, &[]);
     let url = format!("{}&acr_values=loa3", req.url);
     let k = password_then_key_step(&b, s, &url).await;
+    assert!(k.options.is_none(), "no key yet, so no ceremony started with the page");
     let code = enrolment_code(s).await;
     let (st, body) = register(&b, s, token, &k, Some(&code)).await;
     if st != StatusCode::OK {
@@ -214,6 +227,41 @@ async fn fido2_enrolment_with_a_code_then_password_and_key_give_hwk_mfa_loa3() {
     for k in ["fido2_enrolment_code_issued", "fido2_key_registered", "fido2_authentication"] {
         assert!(kinds.iter().any(|x| x == k), "{k} in {kinds:?}");
     }
+    s.stop().await;
+}
+
+/// The key page comes with the authentication ceremony already started, so the page's script
+/// asks for the key at once: its options alone log the person in. Loading the page again starts
+/// a new ceremony and the earlier page's challenge is refused; asking for options again works.
+#[tokio::test]
+async fn fido2_the_key_page_carries_its_challenge_and_a_reload_replaces_it() {
+    let (s, mut token) = setup().await;
+    enrolled(&s, &mut token).await;
+    let rp = web(&s).await;
+    let b = Browser::new();
+    let req = rp::auth_request(&rp, &[]);
+    let k = password_then_key_step(&b, &s, &req.url).await;
+    let answer = page_assertion(&s, &mut token, &k);
+    let (st, body) = finish_with(&b, &s, &k, answer).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let claims = id_token(&rp, req, &body).await;
+    assert_eq!(claims["amr"], json!(["pwd", "hwk", "user", "mfa"]));
+    assert_eq!(claims["acr"], "loa3");
+
+    let b = Browser::new();
+    let req = rp::auth_request(&rp, &[]);
+    let first = password_then_key_step(&b, &s, &req.url).await;
+    let reloaded = key_step(&b, &s, &first.path).await;
+    assert_eq!(reloaded.id, first.id);
+    assert_ne!(reloaded.options, first.options, "a new challenge");
+    let stale = page_assertion(&s, &mut token, &first);
+    let (st, body) = finish_with(&b, &s, &first, stale).await;
+    assert!(st.is_client_error(), "the first page's challenge was answered {st}: {body}");
+    assert!(body.get("redirect").is_none(), "{body}");
+    // What the page's script does after a failure: fresh options, and the key works.
+    let (st, body) = authenticate(&b, &s, &mut token, &reloaded).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(id_token(&rp, req, &body).await["acr"], "loa3");
     s.stop().await;
 }
 

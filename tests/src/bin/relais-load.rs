@@ -15,8 +15,9 @@
 //!   attests with its own CA) and writes it to `--token-file`, and an attestation trust file
 //!   admitting that CA and model to `--trust-file` (for `[fido2] attestation_policy`).
 //! - `fido2login`: full logins with password + security key, from a fresh browser each time:
-//!   authorize, login page, directory password POST, key page, `POST /login/webauthn/options`,
-//!   signature by the software authenticator, `POST /login/webauthn/finish`, code exchange.
+//!   authorize, login page, directory password POST, key page (it carries the ceremony's
+//!   options), signature by the software authenticator, `POST /login/webauthn/finish`, code
+//!   exchange: six requests to Relais.
 //!   First, untimed: each of the `--users` users registers its own key through the real
 //!   ceremony, with the one-time enrolment codes of `--codes` (lines `username code`, from
 //!   `relais fido2 enrolment-code`); the keys (copies of `--token-file`, same attestation CA)
@@ -278,8 +279,9 @@ fn fido2_setup(a: &Args) {
     .unwrap();
 }
 
-/// Authorize, login page, password POST; returns the key page's `login_id` and `csrf`.
-async fn password_to_key_step(a: &Args, b: &Browser, url: &str, user: &str, password: &str) -> (String, String) {
+/// Authorize, login page, password POST; returns the key page's `login_id`, `csrf` and the
+/// authentication options it carries when the person has a key.
+async fn password_to_key_step(a: &Args, b: &Browser, url: &str, user: &str, password: &str) -> (String, String, Option<String>) {
     let r = b.get(url).await;
     let loc = location(&r);
     assert!(loc.starts_with('/'), "expected the login page, got {loc}");
@@ -298,7 +300,14 @@ async fn password_to_key_step(a: &Args, b: &Browser, url: &str, user: &str, pass
         r.status()
     );
     let page = b.get(&format!("{}{}", a.base, loc)).await.text().await.unwrap();
-    (field(&page, "login_id"), field(&page, "csrf"))
+    (field(&page, "login_id"), field(&page, "csrf"), page_options(&page))
+}
+
+/// The key page's `data-options` (JSON, HTML-escaped by the template).
+fn page_options(html: &str) -> Option<String> {
+    let v = html.find("data-options=\"")? + "data-options=\"".len();
+    let raw = &html[v..v + html[v..].find('"')?];
+    Some(raw.replace("&#34;", "\"").replace("&#39;", "'").replace("&#38;", "&"))
 }
 
 /// Untimed: user `n` logs in (asking for loa3, since it has no key yet), registers a copy of
@@ -306,7 +315,7 @@ async fn password_to_key_step(a: &Args, b: &Browser, url: &str, user: &str, pass
 async fn fido2_register(a: &Args, template: &[u8], user: &str, password: &str, code: &str) -> SoftToken {
     let b = browser();
     let url = format!("{}&acr_values=loa3", authorize_url(a));
-    let (id, csrf) = password_to_key_step(a, &b, &url, user, password).await;
+    let (id, csrf, _) = password_to_key_step(a, &b, &url, user, password).await;
     let options = b
         .post_json(
             &format!("{}/login/webauthn/options", a.base),
@@ -370,20 +379,16 @@ async fn fido2_enrol_all(a: &Args) -> Arc<Keys> {
 }
 
 /// One full login of user `i % users` with password and key, then the code exchange. Returns
-/// the latency of the key step (options, signature, finish).
+/// the latency of the key step (signature, finish; the options came with the key page).
 async fn fido2_login(a: &Args, keys: &Keys, i: usize) -> Duration {
     let n = i % keys.users.len();
     let (user, password) = &keys.users[n];
     let b = browser();
-    let (id, csrf) = password_to_key_step(a, &b, &authorize_url(a), user, password).await;
+    let (id, csrf, options) = password_to_key_step(a, &b, &authorize_url(a), user, password).await;
+    // The key page carries the ceremony's options, as a browser's script reads them.
     let t = Instant::now();
-    let options = b
-        .post_json(
-            &format!("{}/login/webauthn/options", a.base),
-            &serde_json::json!({"login_id": id, "csrf": csrf, "ceremony": "authenticate"}),
-        )
-        .await;
-    let options: RequestChallengeResponse = serde_json::from_value(options).unwrap();
+    let options: RequestChallengeResponse =
+        serde_json::from_str(&options.unwrap_or_else(|| panic!("{user}: the key page has no options"))).unwrap();
     let finish = {
         let mut token = keys.tokens[n].lock().await;
         let s = Instant::now();

@@ -69,6 +69,9 @@ pub struct KeyView<'a> {
     pub pending_id: &'a str,
     pub csrf: &'a str,
     pub has_keys: bool,
+    /// The authentication ceremony's options as JSON, when the person has keys (the script
+    /// reads them from the page).
+    pub options: Option<&'a str>,
     /// The card as the other second factor, when cards are configured.
     pub card_url: Option<&'a str>,
     pub card_label: &'static str,

@@ -27,6 +27,7 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
         Ok(Ok(p)) => {
             let lang = Lang::pick(p.ui_locales.as_deref(), &req);
             let card_url = state.cards.as_ref().map(|c| c.url(&p.pending_id));
+            let options = p.authentication_options.as_ref().map(|o| o.to_string());
             let view = KeyView {
                 lang: lang.code(),
                 t: lang.text(),
@@ -35,6 +36,7 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
                 pending_id: &p.pending_id,
                 csrf: &p.csrf,
                 has_keys: p.has_keys,
+                options: options.as_deref(),
                 card_url: card_url.as_deref(),
                 card_label: super::card::texts(lang).button,
             };

@@ -7,7 +7,7 @@ use super::login::{LoginOutcome, MAX_ATTEMPTS_PER_PENDING_LOGIN};
 use crate::domain::DomainError;
 use crate::domain::audit::{AuditEvent, AuditRecord, RequestContext};
 use crate::domain::crypto::{ct_eq, secret_digest};
-use crate::domain::fido2::{Fido2Error, KeyHolder, PendingCeremony, SecurityKeyRecord, normalise_code};
+use crate::domain::fido2::{Ceremony, Fido2Error, KeyHolder, PendingCeremony, SecurityKeyRecord, normalise_code};
 use crate::domain::ports::{Namespace, SecurityKeys};
 use crate::domain::records::{AuditedWrite, PendingLogin, SecondFactorStage};
 use crate::protocol::{OAuthError, OAuthErrorCode};
@@ -26,6 +26,11 @@ pub struct SecondFactorPage {
     pub username: String,
     pub ui_locales: Option<String>,
     pub has_keys: bool,
+    /// When the person has keys: the options of an authentication ceremony already started,
+    /// so the page's script asks the key at once instead of fetching them first (one request
+    /// less per login). Loading the page again starts a new ceremony; the previous challenge
+    /// is then refused.
+    pub authentication_options: Option<serde_json::Value>,
 }
 
 /// Which ceremony the browser asks for.
@@ -106,6 +111,12 @@ impl Provider {
         };
         let (_, active) = self.active_keys(&stage).await?;
         let client_name = self.storage.client(&p.request.client_id).await?.map(|c| c.name).unwrap_or_default();
+        let authentication_options = if active.is_empty() {
+            None
+        } else {
+            let port = self.keys_port().map_err(|e| DomainError::Internal(e.description))?;
+            Some(self.keep_ceremony(&p.id, port.start_authentication(&active), false, None).await?)
+        };
         Ok(Ok(SecondFactorPage {
             pending_id: p.id,
             csrf: p.csrf,
@@ -113,7 +124,28 @@ impl Provider {
             username: stage.username,
             ui_locales: p.request.ui_locales,
             has_keys: !active.is_empty(),
+            authentication_options,
         }))
+    }
+
+    /// Keeps a started ceremony's state in the session store (one per pending login: a new
+    /// ceremony replaces the previous one) and returns its options for the browser.
+    async fn keep_ceremony(
+        &self,
+        pending_id: &str,
+        started: Result<Ceremony, Fido2Error>,
+        register: bool,
+        enrolment_code_digest: Option<String>,
+    ) -> Result<serde_json::Value, DomainError> {
+        let started = started.map_err(|e| DomainError::Internal(e.to_string()))?;
+        let pending = PendingCeremony {
+            register,
+            state: started.state,
+            enrolment_code_digest,
+        };
+        let bytes = serde_json::to_vec(&pending).map_err(|e| DomainError::Internal(e.to_string()))?;
+        self.sessions.put(Namespace::Webauthn, pending_id, &bytes, CEREMONY_TTL).await?;
+        Ok(started.options)
     }
 
     /// Starts a ceremony; returns the options for `navigator.credentials`.
@@ -181,15 +213,7 @@ impl Provider {
                 (port.start_registration(&holder, &all), true, code_digest)
             }
         };
-        let started = started.map_err(|e| DomainError::Internal(e.to_string()))?;
-        let pending = PendingCeremony {
-            register,
-            state: started.state,
-            enrolment_code_digest: code_digest,
-        };
-        let bytes = serde_json::to_vec(&pending).map_err(|e| DomainError::Internal(e.to_string()))?;
-        self.sessions.put(Namespace::Webauthn, &p.id, &bytes, CEREMONY_TTL).await?;
-        Ok(Ok(started.options))
+        Ok(Ok(self.keep_ceremony(&p.id, started, register, code_digest).await?))
     }
 
     /// Checks the key's answer. A registration stores the key; an assertion completes the
