@@ -22,7 +22,7 @@
 //!   ceremony, with the one-time enrolment codes of `--codes` (lines `username code`, from
 //!   `relais fido2 enrolment-code`); the keys (copies of `--token-file`, same attestation CA)
 //!   stay in memory, and their sign counters go up with each use. Reports the whole flow and
-//!   the key step alone (options, signature, finish). Runs: a warm-up of `--users` logins (not
+//!   the key step alone (signature, finish). Runs: a warm-up of `--users` logins (not
 //!   counted), the timed run (`--concurrency`, or an open loop with `--rate` as for
 //!   `dirlogin`), then, with `--open-rate-fraction`, an open loop at that fraction of the rate
 //!   reached; each prints the CPU per login of the tool and of the `--watch-pid` processes.
@@ -486,7 +486,7 @@ async fn fido2_run(a: &Arc<Args>, keys: &Arc<Keys>, n: usize, rate: f64) -> f64 
         flow,
         wall,
     );
-    report(&format!("  of which the key step (options, signature, finish; {how})"), step, wall);
+    report(&format!("  of which the key step (signature, finish; {how})"), step, wall);
     println!(
         "  CPU per login: {} (the load tool's signing: {:.3} ms)",
         cpu_per_op(&a, &before, &cpu_snapshot(&a), flow_count),
