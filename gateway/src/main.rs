@@ -128,12 +128,16 @@ enum AuditCommand {
         to: Option<i64>,
     },
     /// Check an export file offline (no database, no key): every record's hash, the links
-    /// between consecutive records, and that each shows the event it hashes. Exits with status
-    /// 1 at the first problem. Prints the hashes before the first and of the last record, to
-    /// compare with `relais audit verify`, a signed checkpoint or a SIEM copy.
+    /// between consecutive records, that each shows the event it hashes, and the signature of
+    /// the checkpoint the export ends with. Exits with status 1 at the first problem. Prints
+    /// the hashes before the first and of the last record and the signing key's thumbprint.
     VerifyExport {
         /// The JSON-lines file written by `relais audit export` (`-`: standard input).
         file: PathBuf,
+        /// Relais' JWK Set (`/jwks`, saved while the signing key was current): the export must
+        /// end with a checkpoint signed by one of its keys, else exit status 1.
+        #[arg(long)]
+        jwks: Option<PathBuf>,
     },
     /// Print records as JSON lines, oldest first. The export is itself audited.
     Export {
@@ -589,7 +593,15 @@ async fn audit_command(command: AuditCommand) -> Res {
                 }
             }
         }
-        AuditCommand::VerifyExport { file } => {
+        AuditCommand::VerifyExport { file, jwks } => {
+            let trusted: Option<serde_json::Value> = match &jwks {
+                Some(p) => Some(
+                    std::fs::read(p)
+                        .map_err(|e| format!("{}: {e}", p.display()))
+                        .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("{}: not a JWK Set: {e}", p.display())))?,
+                ),
+                None => None,
+            };
             use std::io::BufRead;
             let reader: Box<dyn BufRead> = if file.as_os_str() == "-" {
                 Box::new(std::io::stdin().lock())
@@ -600,7 +612,7 @@ async fn audit_command(command: AuditCommand) -> Res {
             };
             let mut read_error = None;
             let lines = reader.lines().map_while(|l| l.map_err(|e| read_error = Some(e)).ok());
-            let report = relais::domain::audit_export_check::check_export(lines);
+            let report = relais::domain::audit_export_check::check_export(lines, &relais::adapters::keys::verify_es256_with_jwk);
             if let Some(e) = read_error {
                 return Err(format!("{}: cannot read: {e}", file.display()).into());
             }
@@ -615,7 +627,29 @@ async fn audit_command(command: AuditCommand) -> Res {
                         println!("  hash of the record before the first: {anchor}");
                         println!("  hash of the last record:             {last}");
                     }
-                    Ok(())
+                    match report.final_checkpoint() {
+                        Some(c) => println!(
+                            "  signed at {} by key {} (JWK thumbprint {}), over the last record",
+                            c.at.to_rfc3339(),
+                            c.kid,
+                            c.thumbprint
+                        ),
+                        None => println!("  no signed checkpoint over the last record"),
+                    }
+                    match trusted.map(|t| report.signed_by(&t).map(|_| ())) {
+                        None => {
+                            println!("  (whether that key is Relais' is not checked: pass --jwks with Relais' /jwks)");
+                            Ok(())
+                        }
+                        Some(Ok(())) => {
+                            println!("  the signing key is in the given JWKS");
+                            Ok(())
+                        }
+                        Some(Err(p)) => {
+                            println!("export NOT SIGNED by a trusted key: {p}");
+                            std::process::exit(1);
+                        }
+                    }
                 }
                 Some(p) => {
                     println!("export BROKEN: {p}");
@@ -633,7 +667,16 @@ async fn audit_command(command: AuditCommand) -> Res {
             let c = Components::build(load(&cfg)?, Arc::new(relais::domain::ports::SystemClock)).await?;
             let until = until.unwrap_or_else(|| c.clock.now());
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            let n = audit_verify::export_jsonl(c.store.as_ref(), c.audit.as_ref(), since, Some(until), c.clock.now(), &mut out).await?;
+            let n = audit_verify::export_jsonl(
+                c.store.as_ref(),
+                c.audit.as_ref(),
+                c.keys.as_ref(),
+                since,
+                Some(until),
+                c.clock.now(),
+                &mut out,
+            )
+            .await?;
             eprintln!("exported {n} audit records");
             Ok(())
         }

@@ -386,11 +386,11 @@ async fn a_typed_password_never_reaches_the_audit_trail(db: Db) {
     let c = s.components();
     let mut out = Vec::new();
     let since = c.clock.now() - chrono::Duration::days(1);
-    let n = audit_verify::export_jsonl(s.storage(), c.audit.as_ref(), since, None, c.clock.now(), &mut out)
+    let n = audit_verify::export_jsonl(s.storage(), c.audit.as_ref(), c.keys.as_ref(), since, None, c.clock.now(), &mut out)
         .await
         .unwrap();
     let text = String::from_utf8(out).unwrap();
-    assert_eq!(text.lines().count() as u64, n);
+    assert_eq!(text.lines().count() as u64, n + 1, "the records and the final checkpoint");
     assert!(text.contains("login_password") && text.contains("\"hash\""));
     for secret in [WRONG_PASSWORD, ALICE.1, s.web_secret.as_str()] {
         assert!(!text.contains(secret), "a secret reached the audit trail");
@@ -401,24 +401,37 @@ async fn a_typed_password_never_reaches_the_audit_trail(db: Db) {
 
 /// An export checks out offline, by the library and by `relais audit verify-export` (the built
 /// binary, no configuration); an altered field, a removed line, a swapped order and an event
-/// shown differently from the one hashed are each found.
+/// shown differently from the one hashed are each found. The export ends with a checkpoint
+/// signed by Relais' key over its last record: a record altered with its hash recomputed, a
+/// checkpoint signed by another key, an altered signature and a cut file are each found too.
 async fn an_export_is_checked_offline_and_tampering_is_found(db: Db) {
-    use relais::domain::audit_export_check::{ExportProblem, check_export};
+    use relais::adapters::keys::verify_es256_with_jwk as verify;
+    use relais::domain::audit_export_check::{ExportProblem, SignatureProblem, check_export};
     let s = started(db).await;
     let c = s.components();
     let mut out = Vec::new();
     let since = c.clock.now() - chrono::Duration::days(1);
-    audit_verify::export_jsonl(s.storage(), c.audit.as_ref(), since, None, c.clock.now(), &mut out)
+    audit_verify::export_jsonl(s.storage(), c.audit.as_ref(), c.keys.as_ref(), since, None, c.clock.now(), &mut out)
         .await
         .unwrap();
     let text = String::from_utf8(out).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines.len() >= 4, "{text}");
-    let ok = check_export(&lines);
+    assert!(lines.len() >= 5, "{text}");
+    let ok = check_export(&lines, &verify);
     assert_eq!(ok.problem, None);
-    assert_eq!(ok.records as usize, lines.len());
+    assert_eq!(ok.records as usize, lines.len() - 1, "every line but the checkpoint is a record");
     assert_eq!(ok.first_seq, Some(1));
     assert_eq!(ok.anchor.as_deref(), Some(relais::domain::audit_chain::GENESIS));
+    let relais_jwks = c.keys.jwks();
+    let signed = ok.signed_by(&relais_jwks).expect("signed by Relais' key");
+    assert_eq!(Some(signed.seq), ok.last_seq);
+    assert_eq!(
+        ok.signed_by(&serde_json::json!({"keys": [harness::es256_client_key().1]})),
+        Err(SignatureProblem::UnknownKey {
+            kid: signed.kid.clone(),
+            thumbprint: signed.thumbprint.clone()
+        })
+    );
 
     let mut v: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
     v["source_ip"] = serde_json::json!("198.51.100.99");
@@ -429,52 +442,135 @@ async fn an_export_is_checked_offline_and_tampering_is_found(db: Db) {
         out
     };
     assert!(matches!(
-        check_export(with(1, &altered)).problem,
+        check_export(with(1, &altered), &verify).problem,
         Some(ExportProblem::Altered { line: 2, .. })
     ));
     let mut removed: Vec<&str> = lines.clone();
     removed.remove(2);
-    assert!(matches!(check_export(&removed).problem, Some(ExportProblem::Gap { line: 3, .. })));
+    assert!(matches!(
+        check_export(&removed, &verify).problem,
+        Some(ExportProblem::Gap { line: 3, .. })
+    ));
     let mut swapped = lines.clone();
     swapped.swap(1, 2);
-    assert!(check_export(&swapped).problem.is_some());
+    assert!(check_export(&swapped, &verify).problem.is_some());
     let mut v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
     v["event"] = serde_json::json!({"type": "something_else"});
     let shown_otherwise = v.to_string();
     assert!(matches!(
-        check_export(with(0, &shown_otherwise)).problem,
+        check_export(with(0, &shown_otherwise), &verify).problem,
         Some(ExportProblem::EventMismatch { line: 1, .. })
     ));
     assert!(matches!(
-        check_export(with(0, "not json")).problem,
+        check_export(with(0, "not json"), &verify).problem,
         Some(ExportProblem::Malformed { line: 1, .. })
     ));
+
+    // Someone who can edit the file (or the database) but does not hold Relais' key.
+    let last = lines.len() - 2;
+    let rehashed = rehashed(lines[last], |r| r.source_ip = Some("198.51.100.99".into()));
+    let forged_record = with(last, &rehashed.export_json().to_string());
+    assert!(
+        matches!(
+            check_export(&forged_record, &verify).problem,
+            Some(ExportProblem::CheckpointMisplaced { line, .. }) if line as usize == lines.len()
+        ),
+        "a recomputed hash no longer matches the signed one"
+    );
+    let (pkcs8, jwk) = harness::es256_client_key();
+    let kid = jwk["kid"].as_str().unwrap();
+    let forged_checkpoint = relais::domain::audit_chain::Checkpoint {
+        seq: rehashed.seq,
+        hash: rehashed.hash.clone(),
+        at: chrono::Utc::now(),
+        kid: kid.into(),
+        jwk: jwk.clone(),
+        signature: forge_jws(&pkcs8, kid, rehashed.seq, &rehashed.hash),
+    };
+    let mut resigned = forged_record.clone();
+    *resigned.last_mut().unwrap() = forged_checkpoint.export_json().to_string();
+    let report = check_export(&resigned, &verify);
+    assert_eq!(report.problem, None, "consistent in itself");
+    assert!(matches!(report.signed_by(&relais_jwks), Err(SignatureProblem::UnknownKey { kid: k, .. }) if k == kid));
+    let mut cp: serde_json::Value = serde_json::from_str(lines[lines.len() - 1]).unwrap();
+    let sig = cp["checkpoint"]["signature"].as_str().unwrap().to_owned();
+    let flipped = if sig.ends_with('A') { "B" } else { "A" };
+    cp["checkpoint"]["signature"] = serde_json::json!(format!("{}{flipped}", &sig[..sig.len() - 1]));
+    assert!(matches!(
+        check_export(with(lines.len() - 1, &cp.to_string()), &verify).problem,
+        Some(ExportProblem::CheckpointInvalid { .. })
+    ));
+    let cut = &lines[..lines.len() - 2];
+    let report = check_export(cut, &verify);
+    assert_eq!(report.problem, None);
+    assert_eq!(report.signed_by(&relais_jwks).unwrap_err(), SignatureProblem::Unsigned);
 
     // The command, on a file, as an auditor runs it.
     let dir = std::env::temp_dir().join(crate::harness::unique("relais-export"));
     std::fs::create_dir_all(&dir).unwrap();
-    let good = dir.join("good.jsonl");
-    std::fs::write(&good, &text).unwrap();
-    let bad = dir.join("bad.jsonl");
-    std::fs::write(&bad, with(1, &altered).join("\n")).unwrap();
-    let run = |f: &std::path::Path| {
-        std::process::Command::new(crate::process::relais_bin())
-            .args(["audit", "verify-export"])
-            .arg(f)
-            .env_remove("RELAIS_CONFIG")
-            .output()
-            .unwrap()
+    let file = |name: &str, text: String| {
+        let f = dir.join(name);
+        std::fs::write(&f, text).unwrap();
+        f
     };
-    let r = run(&good);
-    let said = String::from_utf8_lossy(&r.stdout);
-    assert!(r.status.success() && said.contains("export OK"), "{said}");
-    assert!(said.contains(ok.last_hash.as_deref().unwrap()), "{said}");
-    let r = run(&bad);
-    let said = String::from_utf8_lossy(&r.stdout);
-    assert_eq!(r.status.code(), Some(1), "{said}");
+    let good = file("good.jsonl", text.clone());
+    let bad = file("bad.jsonl", with(1, &altered).join("\n"));
+    let resigned = file("resigned.jsonl", resigned.join("\n"));
+    let jwks = file("jwks.json", relais_jwks.to_string());
+    let run = |f: &std::path::Path, jwks: Option<&std::path::Path>| {
+        let mut cmd = std::process::Command::new(crate::process::relais_bin());
+        cmd.args(["audit", "verify-export"]).arg(f).env_remove("RELAIS_CONFIG");
+        if let Some(j) = jwks {
+            cmd.arg("--jwks").arg(j);
+        }
+        let r = cmd.output().unwrap();
+        (r.status.code(), String::from_utf8_lossy(&r.stdout).into_owned())
+    };
+    let (code, said) = run(&good, Some(&jwks));
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains("export OK") && said.contains("the signing key is in the given JWKS"),
+        "{said}"
+    );
+    assert!(
+        said.contains(ok.last_hash.as_deref().unwrap()) && said.contains(&signed.thumbprint),
+        "{said}"
+    );
+    let (code, said) = run(&good, None);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("is not checked: pass --jwks"), "{said}");
+    let (code, said) = run(&bad, None);
+    assert_eq!(code, Some(1), "{said}");
     assert!(said.contains("record 2 was altered"), "{said}");
+    let (code, said) = run(&resigned, Some(&jwks));
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("NOT SIGNED by a trusted key") && said.contains(kid), "{said}");
     std::fs::remove_dir_all(dir).ok();
     s.stop().await;
+}
+
+/// The record of an export line, changed by `change`, with its hash recomputed as someone
+/// who knows the hash function but not Relais' key would.
+fn rehashed(line: &str, change: impl FnOnce(&mut ChainedRecord)) -> ChainedRecord {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let text = |k: &str| v[k].as_str().map(str::to_owned);
+    let mut r = ChainedRecord {
+        seq: v["seq"].as_i64().unwrap(),
+        at: chrono::DateTime::parse_from_rfc3339(v["at"].as_str().unwrap()).unwrap().into(),
+        event_type: text("event_type").unwrap(),
+        outcome: text("outcome").unwrap(),
+        source_ip: text("source_ip"),
+        user_agent: text("user_agent"),
+        correlation_id: text("correlation_id"),
+        account_id: text("account_id"),
+        client_id: text("client_id"),
+        event: text("event_text").unwrap(),
+        prev_hash: text("prev_hash").unwrap(),
+        hash: String::new(),
+    };
+    change(&mut r);
+    r.hash = r.compute_hash();
+    r
 }
 
 macro_rules! on_both_databases {

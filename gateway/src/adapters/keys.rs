@@ -332,30 +332,37 @@ impl Signer for KeyRing {
     }
 
     fn verify_with_jwk(&self, jwk: &Value, jws: &str) -> Result<(Option<String>, Value), KeyError> {
-        let rej = |w: &str| KeyError::Rejected(w.to_owned());
-        let (h, p, s, header) = split_jws(jws)?;
-        // Only what Relais itself signs checkpoints with: ES256 on P-256.
-        if header.get("alg").and_then(Value::as_str) != Some("ES256") || jwk["kty"] != "EC" || jwk["crv"] != "P-256" {
-            return Err(rej("not an ES256 signature with a P-256 key"));
-        }
-        let coord = |c: &str| {
-            jwk[c]
-                .as_str()
-                .and_then(b64url_decode)
-                .filter(|b| b.len() == 32)
-                .ok_or_else(|| rej("bad EC key"))
-        };
-        let mut point = vec![0x04];
-        point.extend(coord("x")?);
-        point.extend(coord("y")?);
-        let sig = b64url_decode(s).ok_or_else(|| rej("bad signature encoding"))?;
-        UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, &point)
-            .verify(&jws.as_bytes()[..h.len() + 1 + p.len()], &sig)
-            .map_err(|_| rej("bad signature"))?;
-        claims_of(&header, p)
+        verify_es256_with_jwk(jwk, jws)
     }
 
     fn jwks(&self) -> Value {
         self.current().jwks.clone()
     }
+}
+
+/// Verifies a compact JWS under a public JWK that the key ring need not hold (audit
+/// checkpoints outlive key rotation, and `relais audit verify-export` runs without keys).
+/// Only what Relais itself signs checkpoints with: ES256 on P-256. Returns the header `typ`
+/// and the claims.
+pub fn verify_es256_with_jwk(jwk: &Value, jws: &str) -> Result<(Option<String>, Value), KeyError> {
+    let rej = |w: &str| KeyError::Rejected(w.to_owned());
+    let (h, p, s, header) = split_jws(jws)?;
+    if header.get("alg").and_then(Value::as_str) != Some("ES256") || jwk["kty"] != "EC" || jwk["crv"] != "P-256" {
+        return Err(rej("not an ES256 signature with a P-256 key"));
+    }
+    let coord = |c: &str| {
+        jwk[c]
+            .as_str()
+            .and_then(b64url_decode)
+            .filter(|b| b.len() == 32)
+            .ok_or_else(|| rej("bad EC key"))
+    };
+    let mut point = vec![0x04];
+    point.extend(coord("x")?);
+    point.extend(coord("y")?);
+    let sig = b64url_decode(s).ok_or_else(|| rej("bad signature encoding"))?;
+    UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, &point)
+        .verify(&jws.as_bytes()[..h.len() + 1 + p.len()], &sig)
+        .map_err(|_| rej("bad signature"))?;
+    claims_of(&header, p)
 }

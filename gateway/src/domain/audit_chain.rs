@@ -127,6 +127,9 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Verifies a compact JWS under a public JWK; returns the header `typ` and the claims.
+pub type JwkVerifier<'a> = dyn Fn(&Value, &str) -> Result<(Option<String>, Value), KeyError> + 'a;
+
 /// A signed statement "the record at `seq` has hash `hash`". The public JWK is stored beside
 /// the signature so a checkpoint stays checkable after its key has left the key ring.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,10 +172,16 @@ impl Checkpoint {
 
     /// Checks the signature with the stored JWK and that it covers this row's seq and hash.
     pub fn check_signature(&self, signer: &dyn Signer) -> Result<(), String> {
+        self.check_signature_with(&|jwk, jws| signer.verify_with_jwk(jwk, jws))
+    }
+
+    /// As `check_signature`, with any verifier of a JWS under a given JWK: an export is
+    /// checked offline, without Relais' key ring.
+    pub fn check_signature_with(&self, verify: &JwkVerifier<'_>) -> Result<(), String> {
         if self.jwk.get("kid").and_then(Value::as_str) != Some(self.kid.as_str()) {
             return Err("the stored key is not the one named by kid".into());
         }
-        let (typ, claims) = signer.verify_with_jwk(&self.jwk, &self.signature).map_err(|e| e.to_string())?;
+        let (typ, claims) = verify(&self.jwk, &self.signature).map_err(|e| e.to_string())?;
         if typ.as_deref() != Some(CHECKPOINT_TYP) {
             return Err("not a checkpoint JWS".into());
         }
@@ -180,6 +189,42 @@ impl Checkpoint {
             return Err("the signature covers another seq or hash".into());
         }
         Ok(())
+    }
+
+    /// The line of an export that carries this checkpoint (`relais audit export` ends with one
+    /// over its last record): `{"checkpoint": {seq, hash, at, kid, jwk, signature}}`.
+    pub fn export_json(&self) -> Value {
+        json!({"checkpoint": {
+            "seq": self.seq,
+            "hash": self.hash,
+            "at": self.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "kid": self.kid,
+            "jwk": self.jwk,
+            "signature": self.signature,
+        }})
+    }
+
+    /// The checkpoint of an export line's `checkpoint` object.
+    pub fn from_export(v: &Value) -> Result<Self, String> {
+        let s = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| format!("checkpoint: {k} is missing"))
+        };
+        let at = DateTime::parse_from_rfc3339(&s("at")?).map_err(|e| format!("checkpoint: at: {e}"))?;
+        Ok(Self {
+            seq: v.get("seq").and_then(Value::as_i64).ok_or("checkpoint: seq is missing")?,
+            hash: s("hash")?,
+            at: at.with_timezone(&Utc),
+            kid: s("kid")?,
+            jwk: v
+                .get("jwk")
+                .filter(|j| j.is_object())
+                .cloned()
+                .ok_or("checkpoint: jwk is missing")?,
+            signature: s("signature")?,
+        })
     }
 
     /// Whether Relais holds this key today: only then does a valid signature prove that

@@ -1,11 +1,16 @@
-//! Checking an export file offline (`relais audit verify-export`): no database, no key. Each
-//! line must hash to its `hash`, follow the line before it (`seq` + 1, `prev_hash` = its hash),
-//! and show the event it hashes (`event` equal to `event_text`). An export shows that its
-//! records are unaltered and gap-free between its first and last; that its first record
-//! follows the trail before it, and its last one is the one Relais holds, is checked against
-//! Relais (`relais audit verify`, a signed checkpoint) or a SIEM copy by their hashes, which the
-//! report prints.
-use crate::domain::audit_chain::ChainedRecord;
+//! Checking an export file offline (`relais audit verify-export`): no database, no key ring.
+//! Each line must hash to its `hash`, follow the line before it (`seq` + 1, `prev_hash` = its
+//! hash), and show the event it hashes (`event` equal to `event_text`). An export shows that its
+//! records are unaltered and gap-free between its first and last.
+//!
+//! `relais audit export` ends the file with a checkpoint: Relais' ES256 signature, made at
+//! export time, over the last record's seq and hash. Since each hash covers the one before, it
+//! vouches for every record of the file: someone who can write to the database or to the file,
+//! but does not hold Relais' key, cannot produce it. The signature is checked with the JWK the
+//! line carries; whether that key is Relais' is the auditor's comparison with the published
+//! JWKS (`--jwks`, or the key's RFC 7638 thumbprint, which the report prints).
+use crate::domain::audit_chain::{ChainedRecord, Checkpoint, JwkVerifier};
+use crate::domain::crypto::ec_jwk_thumbprint;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -21,6 +26,30 @@ pub enum ExportProblem {
     Gap { line: u64, seq: i64, prev: i64 },
     #[error("line {line}: record {seq} does not follow its predecessor (its prev_hash is not that record's hash)")]
     Unlinked { line: u64, seq: i64 },
+    #[error("line {line}: the checkpoint for record {seq} does not follow that record (it names another seq or hash)")]
+    CheckpointMisplaced { line: u64, seq: i64 },
+    #[error("line {line}: the checkpoint for record {seq} is invalid: {reason}")]
+    CheckpointInvalid { line: u64, seq: i64, reason: String },
+}
+
+/// A checkpoint of the export whose signature verified under the JWK it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedCheckpoint {
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub kid: String,
+    pub jwk: Value,
+    /// RFC 7638 thumbprint of `jwk`.
+    pub thumbprint: String,
+}
+
+/// Why an export's signature does not tie it to the keys an auditor trusts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureProblem {
+    #[error("the export carries no signed checkpoint over its last record (it was cut, or made by a Relais older than signed exports)")]
+    Unsigned,
+    #[error("the checkpoint over the last record is signed by key {kid} (thumbprint {thumbprint}), which is not in the given JWKS")]
+    UnknownKey { kid: String, thumbprint: String },
 }
 
 /// What an export holds, and the first problem found (the check stops there).
@@ -34,16 +63,57 @@ pub struct ExportReport {
     /// The hash of the last record.
     pub last_hash: Option<String>,
     pub problem: Option<ExportProblem>,
+    /// The checkpoints found, in file order, each after the record it signs.
+    pub checkpoints: Vec<SignedCheckpoint>,
 }
 
-/// Checks the export's lines (JSON objects as `relais audit export` writes them).
-pub fn check_export<S: AsRef<str>>(lines: impl IntoIterator<Item = S>) -> ExportReport {
+impl ExportReport {
+    /// The checkpoint over the last record, if the file ends with one: it vouches for the
+    /// whole file.
+    pub fn final_checkpoint(&self) -> Option<&SignedCheckpoint> {
+        self.checkpoints.last().filter(|c| Some(c.seq) == self.last_seq)
+    }
+
+    /// Ties the export to a JWK Set the auditor trusts (Relais' published `/jwks`, saved while
+    /// the key was current): the checkpoint over the last record must be signed by one of its
+    /// keys.
+    pub fn signed_by(&self, jwks: &Value) -> Result<&SignedCheckpoint, SignatureProblem> {
+        let last = self.final_checkpoint().ok_or(SignatureProblem::Unsigned)?;
+        let known = jwks["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|k| ec_jwk_thumbprint(k).as_deref() == Some(last.thumbprint.as_str()));
+        if known {
+            Ok(last)
+        } else {
+            Err(SignatureProblem::UnknownKey {
+                kid: last.kid.clone(),
+                thumbprint: last.thumbprint.clone(),
+            })
+        }
+    }
+}
+
+/// Checks the export's lines (JSON objects as `relais audit export` writes them); `verify`
+/// checks a checkpoint's JWS under the JWK it carries.
+pub fn check_export<S: AsRef<str>>(lines: impl IntoIterator<Item = S>, verify: &JwkVerifier<'_>) -> ExportReport {
     let mut report = ExportReport::default();
     let mut prev: Option<(i64, String)> = None;
     for (i, text) in lines.into_iter().enumerate() {
         let line = i as u64 + 1;
         let text = text.as_ref();
         if text.trim().is_empty() {
+            continue;
+        }
+        if let Some(cp) = checkpoint_line(text) {
+            match check_checkpoint(line, cp, prev.as_ref(), verify) {
+                Ok(c) => report.checkpoints.push(c),
+                Err(p) => {
+                    report.problem = Some(p);
+                    return report;
+                }
+            }
             continue;
         }
         let (rec, shown) = match parse(text) {
@@ -77,6 +147,39 @@ pub fn check_export<S: AsRef<str>>(lines: impl IntoIterator<Item = S>) -> Export
         prev = Some((seq, rec.hash));
     }
     report
+}
+
+/// The `checkpoint` object of a checkpoint line; `None` for any other line.
+fn checkpoint_line(text: &str) -> Option<Value> {
+    // Records never have a top-level `checkpoint` key; a cheap test first, most lines are records.
+    if !text.contains(r#""checkpoint""#) {
+        return None;
+    }
+    serde_json::from_str::<Value>(text).ok()?.get_mut("checkpoint").map(Value::take)
+}
+
+/// A checkpoint must sign the record just before it, with a valid signature.
+fn check_checkpoint(
+    line: u64,
+    cp: Value,
+    prev: Option<&(i64, String)>,
+    verify: &JwkVerifier<'_>,
+) -> Result<SignedCheckpoint, ExportProblem> {
+    let seq = cp.get("seq").and_then(Value::as_i64).unwrap_or_default();
+    let invalid = |reason: String| ExportProblem::CheckpointInvalid { line, seq, reason };
+    let cp = Checkpoint::from_export(&cp).map_err(invalid)?;
+    if prev.is_none_or(|(s, h)| *s != cp.seq || *h != cp.hash) {
+        return Err(ExportProblem::CheckpointMisplaced { line, seq });
+    }
+    cp.check_signature_with(verify).map_err(invalid)?;
+    let thumbprint = ec_jwk_thumbprint(&cp.jwk).ok_or_else(|| invalid("its key is not an EC key".into()))?;
+    Ok(SignedCheckpoint {
+        seq: cp.seq,
+        at: cp.at,
+        kid: cp.kid,
+        jwk: cp.jwk,
+        thumbprint,
+    })
 }
 
 /// One line back into the record it was made from, and the event object it shows.

@@ -281,11 +281,14 @@ pub async fn purge(
     })
 }
 
-/// Writes the records with `since <= at < until` as JSON lines, oldest first, and audits the
-/// export. Returns how many were written.
+/// Writes the records with `since <= at < until` as JSON lines, oldest first, then a
+/// checkpoint signed now over the last one (which, through the chain, vouches for the whole
+/// file; `audit_export_check` checks it offline), and audits the export. Returns how many
+/// records were written.
 pub async fn export_jsonl(
     storage: &dyn Storage,
     audit: &dyn AuditSink,
+    signer: &dyn Signer,
     since: DateTime<Utc>,
     until: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
@@ -293,6 +296,7 @@ pub async fn export_jsonl(
 ) -> Result<u64, ExportError> {
     let mut cursor = None;
     let mut count = 0u64;
+    let mut last: Option<ChainedRecord> = None;
     loop {
         let page = storage
             .audit_query(&AuditQuery {
@@ -308,10 +312,18 @@ pub async fn export_jsonl(
             writeln!(out, "{}", r.export_json())?;
             count += 1;
         }
+        if let Some(r) = page.records.last() {
+            last = Some(r.clone());
+        }
         match page.next_cursor {
             Some(c) => cursor = Some(c),
             None => break,
         }
+    }
+    if let Some(last) = &last {
+        // Not stored: it signs the record the file ends with, not the chain head.
+        let checkpoint = Checkpoint::sign(signer, last, now)?;
+        writeln!(out, "{}", checkpoint.export_json())?;
     }
     out.flush()?;
     audit
@@ -334,4 +346,6 @@ pub enum ExportError {
     Store(#[from] StoreError),
     #[error("cannot write the export: {0}")]
     Write(#[from] std::io::Error),
+    #[error("cannot sign the export: {0}")]
+    Sign(#[from] crate::domain::ports::KeyError),
 }

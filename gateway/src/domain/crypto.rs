@@ -39,6 +39,23 @@ pub fn half_hash(value: &str) -> String {
     b64url(&sha256(value.as_bytes())[..16])
 }
 
+/// The RFC 7638 thumbprint (SHA-256, base64url) of an EC public JWK: what an auditor compares
+/// with the key published in Relais' JWKS. `None` for another kind of key.
+pub fn ec_jwk_thumbprint(jwk: &serde_json::Value) -> Option<String> {
+    let member = |k: &str| jwk.get(k).and_then(serde_json::Value::as_str);
+    if member("kty") != Some("EC") {
+        return None;
+    }
+    // The required members in lexicographic order, no whitespace (RFC 7638 §3.2).
+    let canonical = format!(
+        r#"{{"crv":{},"kty":"EC","x":{},"y":{}}}"#,
+        serde_json::Value::from(member("crv")?),
+        serde_json::Value::from(member("x")?),
+        serde_json::Value::from(member("y")?)
+    );
+    Some(b64url(&sha256(canonical.as_bytes())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +69,18 @@ mod tests {
             "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXj",
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         ));
+    }
+
+    /// RFC 7517 appendix A.1's EC key; the value is SHA-256 over RFC 7638's canonical form,
+    /// computed apart (Python hashlib).
+    #[test]
+    fn ec_thumbprint_of_rfc7517_a1() {
+        let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "kid": "1", "use": "enc",
+            "x": "MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4", "y": "4Etl6SRW2YilurN5ZGQuJz9xFaZ-6CMHLQUhRUyXIVjc"});
+        assert_eq!(
+            ec_jwk_thumbprint(&jwk).as_deref(),
+            Some("FD9n4_weCGzkr_ehT4bdvSFL3N7yvgPWi7qdnoEYFRg")
+        );
+        assert_eq!(ec_jwk_thumbprint(&serde_json::json!({"kty": "RSA", "n": "x", "e": "AQAB"})), None);
     }
 }
