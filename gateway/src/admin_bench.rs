@@ -73,8 +73,9 @@ const FAMILY: &[&str] = &[
     "michel", "garcia", "david", "bertrand", "roux", "vincent", "fournier", "morel", "girard", "andre", "lefevre", "mercier", "dupont",
     "lambert", "bonnet", "francois", "martinez", "legrand", "garnier",
 ];
-/// One person whose name nobody else shares (the "rare name" search).
-const RARE: (&str, &str) = ("zephyrin", "quatrebarbes");
+/// One person whose name nobody else shares (the "rare name" search, and the search with
+/// accents by the given name).
+const RARE: (&str, &str) = ("zéphyrin", "quatrebarbes");
 
 fn capital(s: &str) -> String {
     let mut c = s.chars();
@@ -320,6 +321,7 @@ pub async fn run(c: &Components, o: &BenchOptions) -> Res<()> {
         ("dashboard", "/admin".into()),
         ("people search, common prefix \"mar\"", "/admin/people?q=mar".into()),
         ("people search, rare name", format!("/admin/people?q={}", RARE.1)),
+        ("people search, with accents \"zéphyrin\"", "/admin/people?q=z%C3%A9phyrin".into()),
         ("people live search (htmx), \"mar\"", "/admin/people/results?q=mar".into()),
         ("person page", format!("/admin/people/{}", person.username)),
         ("clients", "/admin/clients".into()),

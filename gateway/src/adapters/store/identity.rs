@@ -34,11 +34,15 @@ impl IdentityStore for SqlStore {
             .collect()
     }
 
-    /// An ASCII `q` is searched by the database (case-insensitive `LIKE`: ASCII case folding
-    /// is all an ASCII `q` needs), at most `limit` rows read; any other `q` scans the accounts
-    /// here, with Rust's Unicode lower-casing.
+    /// The database narrows the search with a case-insensitive `LIKE` (ASCII case folding),
+    /// then Rust's Unicode lower-casing decides (`account::matches`). An ASCII `q` is the
+    /// pattern itself, at most `limit` rows read. A `q` with accents ("hélène") is narrowed
+    /// by its longest ASCII part ("ne"): every field containing `q` contains that part, so
+    /// nothing is missed, and only the rows holding it are read; a `q` with no ASCII at all
+    /// reads every account.
     async fn search_accounts(&self, q: &str, limit: u64) -> Result<Vec<Account>, StoreError> {
-        if !q.is_ascii() {
+        let narrowing = longest_ascii_part(q);
+        if narrowing.is_empty() {
             return Ok(self
                 .accounts()
                 .await?
@@ -48,33 +52,38 @@ impl IdentityStore for SqlStore {
                 .collect());
         }
         let backend = self.connection().get_database_backend();
-        let pattern = format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        let pattern = format!("%{}%", narrowing.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
         // SQLite's LIKE ignores ASCII case; PostgreSQL's needs ILIKE.
         let (like, p) = match backend {
-            DatabaseBackend::Postgres => ("ILIKE", ["$1", "$2", "$3", "$4"]),
-            _ => ("LIKE", ["?", "?", "?", "?"]),
+            DatabaseBackend::Postgres => ("ILIKE", ["$1", "$2", "$3"]),
+            _ => ("LIKE", ["?", "?", "?"]),
+        };
+        // Rows matching only the ASCII part are dropped below, so a narrowed search cannot
+        // stop the database at `limit` rows.
+        let limit_clause = if narrowing.len() == q.len() {
+            format!(" LIMIT {limit}")
+        } else {
+            String::new()
         };
         let sql = format!(
             "SELECT * FROM accounts WHERE username {like} {} ESCAPE '\\' OR display_name {like} {} ESCAPE '\\' \
-             OR email {like} {} ESCAPE '\\' ORDER BY username LIMIT {}",
-            p[0], p[1], p[2], p[3]
+             OR email {like} {} ESCAPE '\\' ORDER BY username{limit_clause}",
+            p[0], p[1], p[2]
         );
-        let values: [sea_orm::Value; 4] = [
-            pattern.clone().into(),
-            pattern.clone().into(),
-            pattern.into(),
-            (limit as i64).into(),
-        ];
+        let values: [sea_orm::Value; 3] = [pattern.clone().into(), pattern.clone().into(), pattern.into()];
         let rows = account::Entity::find()
             .from_raw_sql(Statement::from_sql_and_values(backend, sql, values))
             .all(self.connection())
             .await
             .map_err(unavailable)?;
-        let mut out = Vec::with_capacity(rows.len());
+        let mut out = Vec::with_capacity(rows.len().min(limit as usize));
         for m in rows {
             let a = account_from_row(m)?;
             if crate::domain::account::matches(&a, q) {
                 out.push(a);
+                if out.len() as u64 == limit {
+                    break;
+                }
             }
         }
         Ok(out)
@@ -233,4 +242,10 @@ impl IdentityStore for SqlStore {
             other => other.map(|_| ()),
         }
     }
+}
+
+/// One of the longest runs of ASCII characters in `q`: what the database
+/// can match case-insensitively for a search that has accents.
+fn longest_ascii_part(q: &str) -> &str {
+    q.split(|c: char| !c.is_ascii()).max_by_key(|part| part.len()).unwrap_or_default()
 }
