@@ -638,7 +638,9 @@ async fn audit_command(command: AuditCommand) -> Res {
                     }
                     match trusted.map(|t| report.signed_by(&t).map(|_| ())) {
                         None => {
-                            println!("  (whether that key is Relais' is not checked: pass --jwks with Relais' /jwks)");
+                            if report.final_checkpoint().is_some() {
+                                println!("  (whether that key is Relais' is not checked: pass --jwks with Relais' /jwks)");
+                            }
                             Ok(())
                         }
                         Some(Ok(())) => {
