@@ -129,13 +129,15 @@ enum AuditCommand {
     },
     /// Check an export file offline (no database, no key): every record's hash, the links
     /// between consecutive records, that each shows the event it hashes, and the signature of
-    /// the checkpoint the export ends with. Exits with status 1 at the first problem. Prints
-    /// the hashes before the first and of the last record and the signing key's thumbprint.
+    /// the checkpoint the export ends with. A filtered export of the admin UI ends with a
+    /// selection seal instead: its records need not be consecutive, the seal must match them.
+    /// Exits with status 1 at the first problem. Prints the hashes before the first and of the
+    /// last record and the signing key's thumbprint.
     VerifyExport {
-        /// The JSON-lines file written by `relais audit export` (`-`: standard input).
+        /// The JSON-lines file written by `relais audit export` or the admin UI (`-`: standard input).
         file: PathBuf,
         /// Relais' JWK Set (`/jwks`, saved while the signing key was current): the export must
-        /// end with a checkpoint signed by one of its keys, else exit status 1.
+        /// end with a checkpoint or seal signed by one of its keys, else exit status 1.
         #[arg(long)]
         jwks: Option<PathBuf>,
     },
@@ -619,26 +621,43 @@ async fn audit_command(command: AuditCommand) -> Res {
             let range = seq_range(report.first_seq, report.last_seq);
             match report.problem {
                 None => {
-                    println!(
-                        "export OK: {} records ({range}), each hashed and linked to the one before",
-                        report.records
-                    );
-                    if let (Some(anchor), Some(last)) = (&report.anchor, &report.last_hash) {
-                        println!("  hash of the record before the first: {anchor}");
-                        println!("  hash of the last record:             {last}");
-                    }
-                    match report.final_checkpoint() {
-                        Some(c) => println!(
-                            "  signed at {} by key {} (JWK thumbprint {}), over the last record",
-                            c.at.to_rfc3339(),
-                            c.kid,
-                            c.thumbprint
-                        ),
-                        None => println!("  no signed checkpoint over the last record"),
-                    }
-                    match trusted.map(|t| report.signed_by(&t).map(|_| ())) {
+                    match &report.selection {
+                        Some(sel) => {
+                            println!(
+                                "export OK: {} records ({range}), each matching its hash; a filtered export (records between them are not in the file)",
+                                report.records
+                            );
+                            println!("  filter: {}", sel.filter);
+                            println!(
+                                "  sealed at {} by key {} (JWK thumbprint {}): exactly these records, in this order",
+                                sel.at.to_rfc3339(),
+                                sel.kid,
+                                sel.thumbprint
+                            );
+                        }
                         None => {
-                            if report.final_checkpoint().is_some() {
+                            println!(
+                                "export OK: {} records ({range}), each hashed and linked to the one before",
+                                report.records
+                            );
+                            if let (Some(anchor), Some(last)) = (&report.anchor, &report.last_hash) {
+                                println!("  hash of the record before the first: {anchor}");
+                                println!("  hash of the last record:             {last}");
+                            }
+                            match report.final_checkpoint() {
+                                Some(c) => println!(
+                                    "  signed at {} by key {} (JWK thumbprint {}), over the last record",
+                                    c.at.to_rfc3339(),
+                                    c.kid,
+                                    c.thumbprint
+                                ),
+                                None => println!("  no signed checkpoint over the last record"),
+                            }
+                        }
+                    }
+                    match trusted.map(|t| report.signed_by(&t)) {
+                        None => {
+                            if report.whole_file_signer().is_some() {
                                 println!("  (whether that key is Relais' is not checked: pass --jwks with Relais' /jwks)");
                             }
                             Ok(())

@@ -450,9 +450,11 @@ async fn the_auditor_reads_the_audit_trail_and_mappings_and_changes_nothing() {
     let r = http.get(s.url("/admin/audit/export?event_type=admin_login")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let body = r.text().await.unwrap();
-    let lines: Vec<Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert!(!lines.is_empty());
-    assert!(lines.iter().all(|l| l["event_type"] == "admin_login"), "{body}");
+    let (records, seal) = sealed(&body);
+    assert!(!records.is_empty());
+    assert!(records.iter().all(|l| l["event_type"] == "admin_login"), "{body}");
+    assert_eq!(seal["filter"], serde_json::json!({"event_type": "admin_login"}));
+    assert_eq!(seal["records"], records.len());
     assert_eq!(events(&s, "audit_exported").await.len(), 1);
 
     // The person filter takes an idNat, a bare RPPS number or a login (issue #6: "person
@@ -470,15 +472,33 @@ async fn the_auditor_reads_the_audit_trail_and_mappings_and_changes_nothing() {
             .text()
             .await
             .unwrap();
-        let lines: Vec<Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let (lines, seal) = sealed(&body);
         assert!(lines.iter().any(|l| l["event_type"] == "identity_linked"), "{person}: {body}");
         assert!(lines.iter().all(|l| l["account_id"] == alice_id.as_str()), "{person}: {body}");
+        assert_eq!(seal["filter"], serde_json::json!({"person": person, "account_id": alice_id}));
         let page = http.get(s.url(&format!("/admin/audit?account_id={person}"))).send().await.unwrap();
         assert_eq!(page.status(), StatusCode::OK);
         assert!(page.text().await.unwrap().contains("identity_linked"));
     }
     let nobody = http.get(s.url("/admin/audit/export?account_id=nobody-here")).send().await.unwrap();
-    assert_eq!(nobody.text().await.unwrap(), "", "a person who does not exist matches nothing");
+    let (lines, seal) = sealed(&nobody.text().await.unwrap());
+    assert!(lines.is_empty(), "a person who does not exist matches nothing");
+    assert_eq!(seal["records"], 0, "and Relais signs that nothing matched");
+
+    // The auditor checks the file offline, as with `relais audit export`'s. Alice's records
+    // are apart: the exports above were recorded between them.
+    let m = s.components().management("test");
+    assert!(m.unlink("alice", &idnat_alice).await.unwrap());
+    m.link("alice", &idnat_alice, true).await.unwrap();
+    let body = http
+        .get(s.url("/admin/audit/export?account_id=alice"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    a_filtered_export_is_checked_offline(&s, &body);
 
     // A withdrawn role ends the session at the next request.
     let c = s.components();
@@ -491,6 +511,123 @@ async fn the_auditor_reads_the_audit_trail_and_mappings_and_changes_nothing() {
         StatusCode::SEE_OTHER
     );
     s.stop().await;
+}
+
+/// The records of an admin export and its seal (the last line, which must be one).
+fn sealed(body: &str) -> (Vec<Value>, Value) {
+    let mut lines: Vec<Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let last = lines.pop().unwrap_or_else(|| panic!("an empty export: {body}"));
+    assert!(last["selection"].is_object(), "the export ends with its seal: {body}");
+    assert!(lines.iter().all(|l| l["seq"].is_i64()), "{body}");
+    (lines, last["selection"].clone())
+}
+
+/// A filtered export (records not contiguous) passes `verify-export` by its seal; a record
+/// altered and rehashed, removed, or moved, a seal whose filter was changed, or a seal signed by
+/// another key are found, in the library check and by the command.
+fn a_filtered_export_is_checked_offline(s: &Server, body: &str) {
+    use relais::adapters::keys::verify_es256_with_jwk as verify;
+    use relais::domain::audit_export_check::{ExportProblem, SignatureProblem, check_export};
+    use relais::domain::ports::Signer as _;
+    let lines: Vec<&str> = body.lines().collect();
+    assert!(lines.len() >= 3, "two records or more: {body}");
+    let relais_jwks = s.components().keys.jwks();
+    let ok = check_export(&lines, &verify);
+    assert_eq!(ok.problem, None, "{body}");
+    assert_eq!(ok.records as usize, lines.len() - 1);
+    let selection = ok.selection.as_ref().expect("sealed");
+    assert_eq!(selection.records, ok.records);
+    assert_eq!(ok.signed_by(&relais_jwks), Ok(()));
+    let seqs: Vec<i64> = lines[..lines.len() - 1]
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["seq"].as_i64().unwrap())
+        .collect();
+    assert!(
+        seqs.windows(2).any(|w| w[1] != w[0] + 1),
+        "not contiguous, else this tests nothing: {seqs:?}"
+    );
+
+    let with = |i: usize, l: &str| -> Vec<String> {
+        let mut out: Vec<String> = lines.iter().map(|x| x.to_string()).collect();
+        out[i] = l.to_owned();
+        out
+    };
+    let mismatch = |v: &[String]| matches!(check_export(v, &verify).problem, Some(ExportProblem::SelectionMismatch { .. }));
+    let rehashed = crate::audit::rehashed(lines[0], |r| r.source_ip = Some("198.51.100.99".into()));
+    assert!(mismatch(&with(0, &rehashed.export_json().to_string())), "a record rehashed");
+    let mut removed: Vec<String> = lines.iter().map(|x| x.to_string()).collect();
+    removed.remove(1);
+    assert!(mismatch(&removed), "a record removed");
+    let mut moved: Vec<String> = lines.iter().map(|x| x.to_string()).collect();
+    moved.swap(0, 1);
+    assert!(mismatch(&moved), "two records swapped");
+    let mut v: Value = serde_json::from_str(lines[lines.len() - 1]).unwrap();
+    v["selection"]["filter"]["account_id"] = serde_json::json!("someone-else");
+    assert!(matches!(
+        check_export(with(lines.len() - 1, &v.to_string()), &verify).problem,
+        Some(ExportProblem::SelectionInvalid { .. })
+    ));
+    let cut = &lines[..lines.len() - 1];
+    assert!(
+        matches!(check_export(cut, &verify).problem, Some(ExportProblem::Gap { .. })),
+        "without its seal, a filtered export is a chain with gaps"
+    );
+    let mut after = lines.clone();
+    after.push(lines[0]);
+    assert!(matches!(
+        check_export(&after, &verify).problem,
+        Some(ExportProblem::SelectionMisplaced { .. })
+    ));
+    // Someone who holds another key seals what they like: consistent in itself, not Relais'.
+    let (pkcs8, jwk) = crate::harness::es256_client_key();
+    let kid = jwk["kid"].as_str().unwrap();
+    let seal = relais::domain::audit_selection::SelectionSeal::from_export(&v["selection"]).unwrap();
+    let claims = serde_json::json!({"filter": seal.filter, "records": seal.records, "digest": seal.digest, "at": 0});
+    let forged = relais::domain::audit_selection::SelectionSeal {
+        kid: kid.into(),
+        jwk: jwk.clone(),
+        signature: crate::harness::sign_jws(&pkcs8, kid, relais::domain::audit_selection::SELECTION_TYP, &claims),
+        ..seal
+    };
+    let forged = with(lines.len() - 1, &forged.export_json().to_string());
+    let report = check_export(&forged, &verify);
+    assert_eq!(report.problem, None, "consistent in itself");
+    assert!(matches!(report.signed_by(&relais_jwks), Err(SignatureProblem::UnknownKey { kid: k, .. }) if k == kid));
+
+    // The command, as the auditor runs it.
+    let dir = std::env::temp_dir().join(crate::harness::unique("relais-selection"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, text: String| {
+        let f = dir.join(name);
+        std::fs::write(&f, text).unwrap();
+        f
+    };
+    let jwks = file("jwks.json", relais_jwks.to_string());
+    let run = |text: String| {
+        let f = file("export.jsonl", text);
+        let r = std::process::Command::new(crate::process::relais_bin())
+            .args(["audit", "verify-export"])
+            .arg(&f)
+            .arg("--jwks")
+            .arg(&jwks)
+            .env_remove("RELAIS_CONFIG")
+            .output()
+            .unwrap();
+        (r.status.code(), String::from_utf8_lossy(&r.stdout).into_owned())
+    };
+    let (code, said) = run(body.to_owned());
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains("a filtered export") && said.contains("the signing key is in the given JWKS"),
+        "{said}"
+    );
+    let (code, said) = run(removed.join("\n"));
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("does not match the records of the file"), "{said}");
+    let (code, said) = run(forged.join("\n"));
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("NOT SIGNED by a trusted key"), "{said}");
+    std::fs::remove_dir_all(dir).ok();
 }
 
 /// The PKCS#8 private key of the SoftToken credential `credential_id` (SoftToken keeps SEC1).

@@ -202,6 +202,18 @@ async fn register_fixtures(components: &Components) -> (String, String, Vec<u8>,
     (web_secret.unwrap(), post_secret.unwrap(), jwt_client_key, jwt_client_kid)
 }
 
+/// A compact JWS (ES256) over `claims` with the PKCS#8 key `pkcs8`, as anyone holding a key
+/// (not Relais') would make one.
+pub fn sign_jws(pkcs8: &[u8], kid: &str, typ: &str, claims: &serde_json::Value) -> String {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+    let b = relais::domain::crypto::b64url;
+    let h = serde_json::json!({"alg": "ES256", "typ": typ, "kid": kid});
+    let input = format!("{}.{}", b(h.to_string().as_bytes()), b(claims.to_string().as_bytes()));
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8).unwrap();
+    let sig = pair.sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes()).unwrap();
+    format!("{input}.{}", b(sig.as_ref()))
+}
+
 /// A fresh ES256 key pair for a client: (PKCS#8 DER, public JWK).
 pub fn es256_client_key() -> (Vec<u8>, serde_json::Value) {
     use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};

@@ -147,19 +147,11 @@ impl Checkpoint {
     /// Signs the chain head `rec` with the active ES256 key.
     pub fn sign(signer: &dyn Signer, rec: &ChainedRecord, now: DateTime<Utc>) -> Result<Self, KeyError> {
         let at = now.trunc_subsecs(6);
-        let jws = signer.sign(
-            SigningAlg::ES256,
+        let (jws, kid, jwk) = sign_with_published_key(
+            signer,
             CHECKPOINT_TYP,
             &json!({"seq": rec.seq, "hash": rec.hash, "at": at.timestamp()}),
         )?;
-        let header: Value = jws
-            .split('.')
-            .next()
-            .and_then(crate::domain::crypto::b64url_decode)
-            .and_then(|h| serde_json::from_slice(&h).ok())
-            .ok_or_else(|| KeyError::Sign("unreadable JWS header".into()))?;
-        let kid = header["kid"].as_str().unwrap_or_default().to_owned();
-        let jwk = published_key(signer, &kid).ok_or_else(|| KeyError::Sign(format!("key {kid} is not published")))?;
         Ok(Self {
             seq: rec.seq,
             hash: rec.hash.clone(),
@@ -232,6 +224,21 @@ impl Checkpoint {
     pub fn by_current_key(&self, signer: &dyn Signer) -> bool {
         published_key(signer, &self.kid).is_some_and(|k| k == self.jwk)
     }
+}
+
+/// Signs `claims` (ES256) and returns the JWS with its key's `kid` and public JWK, to be kept
+/// beside the signature: a statement stays checkable after its key has left the key ring.
+pub(crate) fn sign_with_published_key(signer: &dyn Signer, typ: &str, claims: &Value) -> Result<(String, String, Value), KeyError> {
+    let jws = signer.sign(SigningAlg::ES256, typ, claims)?;
+    let header: Value = jws
+        .split('.')
+        .next()
+        .and_then(crate::domain::crypto::b64url_decode)
+        .and_then(|h| serde_json::from_slice(&h).ok())
+        .ok_or_else(|| KeyError::Sign("unreadable JWS header".into()))?;
+    let kid = header["kid"].as_str().unwrap_or_default().to_owned();
+    let jwk = published_key(signer, &kid).ok_or_else(|| KeyError::Sign(format!("key {kid} is not published")))?;
+    Ok((jws, kid, jwk))
 }
 
 fn published_key(signer: &dyn Signer, kid: &str) -> Option<Value> {

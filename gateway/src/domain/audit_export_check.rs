@@ -9,7 +9,13 @@
 //! but does not hold Relais' key, cannot produce it. The signature is checked with the JWK the
 //! line carries; whether that key is Relais' is the auditor's comparison with the published
 //! JWKS (`--jwks`, or the key's RFC 7638 thumbprint, which the report prints).
+//!
+//! The admin UI's filtered export is not contiguous: it ends with a selection seal instead
+//! (`audit_selection`), Relais' signature over the filter and the records' hashes in order.
+//! Such a file is checked record by record (content against hash), and the seal against
+//! every record of the file; gaps between records are expected there.
 use crate::domain::audit_chain::{ChainedRecord, Checkpoint, JwkVerifier};
+use crate::domain::audit_selection::{SelectionDigest, SelectionSeal};
 use crate::domain::crypto::ec_jwk_thumbprint;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -30,6 +36,23 @@ pub enum ExportProblem {
     CheckpointMisplaced { line: u64, seq: i64 },
     #[error("line {line}: the checkpoint for record {seq} is invalid: {reason}")]
     CheckpointInvalid { line: u64, seq: i64, reason: String },
+    #[error("line {line}: a selection seal must be the file's last line")]
+    SelectionMisplaced { line: u64 },
+    #[error("line {line}: the selection seal does not match the records of the file: {reason}")]
+    SelectionMismatch { line: u64, reason: String },
+    #[error("line {line}: the selection seal is invalid: {reason}")]
+    SelectionInvalid { line: u64, reason: String },
+}
+
+/// The seal of a filtered export whose signature verified and which matches the file's records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedSelection {
+    pub filter: Value,
+    pub records: u64,
+    pub at: DateTime<Utc>,
+    pub kid: String,
+    /// RFC 7638 thumbprint of the JWK the seal carries.
+    pub thumbprint: String,
 }
 
 /// A checkpoint of the export whose signature verified under the JWK it carries.
@@ -45,9 +68,11 @@ pub struct SignedCheckpoint {
 /// Why an export's signature does not tie it to the keys an auditor trusts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureProblem {
-    #[error("the export carries no signed checkpoint over its last record (it was cut, or made by a Relais older than signed exports)")]
+    #[error(
+        "the export carries no signed checkpoint over its last record nor a selection seal (it was cut, or made by a Relais older than signed exports)"
+    )]
     Unsigned,
-    #[error("the checkpoint over the last record is signed by key {kid} (thumbprint {thumbprint}), which is not in the given JWKS")]
+    #[error("the export is signed by key {kid} (thumbprint {thumbprint}), which is not in the given JWKS")]
     UnknownKey { kid: String, thumbprint: String },
 }
 
@@ -64,6 +89,8 @@ pub struct ExportReport {
     pub problem: Option<ExportProblem>,
     /// The checkpoints found, in file order, each after the record it signs.
     pub checkpoints: Vec<SignedCheckpoint>,
+    /// The seal of a filtered export (its last line); its records need not be contiguous.
+    pub selection: Option<SignedSelection>,
 }
 
 impl ExportReport {
@@ -73,39 +100,66 @@ impl ExportReport {
         self.checkpoints.last().filter(|c| Some(c.seq) == self.last_seq)
     }
 
+    /// The key that vouches for the whole file, `(kid, thumbprint)`: the selection seal's, or
+    /// the checkpoint's over the last record.
+    pub fn whole_file_signer(&self) -> Option<(&str, &str)> {
+        match (&self.selection, self.final_checkpoint()) {
+            (Some(s), _) => Some((&s.kid, &s.thumbprint)),
+            (None, Some(c)) => Some((&c.kid, &c.thumbprint)),
+            (None, None) => None,
+        }
+    }
+
     /// Ties the export to a JWK Set the auditor trusts (Relais' published `/jwks`, saved while
-    /// the key was current): the checkpoint over the last record must be signed by one of its
-    /// keys.
-    pub fn signed_by(&self, jwks: &Value) -> Result<&SignedCheckpoint, SignatureProblem> {
-        let last = self.final_checkpoint().ok_or(SignatureProblem::Unsigned)?;
+    /// the key was current): the signature over the whole file must be by one of its keys.
+    pub fn signed_by(&self, jwks: &Value) -> Result<(), SignatureProblem> {
+        let (kid, thumbprint) = self.whole_file_signer().ok_or(SignatureProblem::Unsigned)?;
         let known = jwks["keys"]
             .as_array()
             .into_iter()
             .flatten()
-            .any(|k| ec_jwk_thumbprint(k).as_deref() == Some(last.thumbprint.as_str()));
+            .any(|k| ec_jwk_thumbprint(k).as_deref() == Some(thumbprint));
         if known {
-            Ok(last)
+            Ok(())
         } else {
             Err(SignatureProblem::UnknownKey {
-                kid: last.kid.clone(),
-                thumbprint: last.thumbprint.clone(),
+                kid: kid.to_owned(),
+                thumbprint: thumbprint.to_owned(),
             })
         }
     }
 }
 
-/// Checks the export's lines (JSON objects as `relais audit export` writes them); `verify`
-/// checks a checkpoint's JWS under the JWK it carries.
+/// Checks the export's lines (JSON objects as `relais audit export` or the admin UI's export
+/// write them); `verify` checks a checkpoint's or a seal's JWS under the JWK it carries.
 pub fn check_export<S: AsRef<str>>(lines: impl IntoIterator<Item = S>, verify: &JwkVerifier<'_>) -> ExportReport {
     let mut report = ExportReport::default();
     let mut prev: Option<(i64, String)> = None;
+    let mut digest = SelectionDigest::default();
+    // A gap or a broken link is fatal unless the file turns out to be a filtered export
+    // (sealed): the report as it stood at the first one, kept until the end says which.
+    let mut unlinked: Option<ExportReport> = None;
     for (i, text) in lines.into_iter().enumerate() {
         let line = i as u64 + 1;
         let text = text.as_ref();
         if text.trim().is_empty() {
             continue;
         }
-        if let Some(cp) = checkpoint_line(text) {
+        if report.selection.is_some() {
+            report.problem = Some(ExportProblem::SelectionMisplaced { line });
+            return report;
+        }
+        if let Some(seal) = special_line(text, "selection") {
+            match check_selection(line, seal, &digest, verify) {
+                Ok(s) => report.selection = Some(s),
+                Err(p) => {
+                    report.problem = Some(p);
+                    return report;
+                }
+            }
+            continue;
+        }
+        if let Some(cp) = special_line(text, "checkpoint") {
             match check_checkpoint(line, cp, prev.as_ref(), verify) {
                 Ok(c) => report.checkpoints.push(c),
                 Err(p) => {
@@ -123,38 +177,76 @@ pub fn check_export<S: AsRef<str>>(lines: impl IntoIterator<Item = S>, verify: &
             }
         };
         let seq = rec.seq;
-        let problem = if rec.compute_hash() != rec.hash {
-            Some(ExportProblem::Altered { line, seq })
-        } else if serde_json::from_str::<Value>(&rec.event).ok().as_ref() != Some(&shown) {
-            Some(ExportProblem::EventMismatch { line, seq })
-        } else {
-            match &prev {
-                Some((p, _)) if seq != p + 1 => Some(ExportProblem::Gap { line, seq, prev: *p }),
-                Some((_, h)) if *h != rec.prev_hash => Some(ExportProblem::Unlinked { line, seq }),
-                _ => None,
-            }
-        };
-        if problem.is_some() {
-            report.problem = problem;
+        if rec.compute_hash() != rec.hash {
+            report.problem = Some(ExportProblem::Altered { line, seq });
             return report;
+        }
+        if serde_json::from_str::<Value>(&rec.event).ok().as_ref() != Some(&shown) {
+            report.problem = Some(ExportProblem::EventMismatch { line, seq });
+            return report;
+        }
+        let link = match &prev {
+            Some((p, _)) if seq != p + 1 => Some(ExportProblem::Gap { line, seq, prev: *p }),
+            Some((_, h)) if *h != rec.prev_hash => Some(ExportProblem::Unlinked { line, seq }),
+            _ => None,
+        };
+        if let Some(p) = link
+            && unlinked.is_none()
+        {
+            unlinked = Some(ExportReport {
+                problem: Some(p),
+                ..report.clone()
+            });
         }
         report.records += 1;
         report.first_seq.get_or_insert(seq);
         report.anchor.get_or_insert_with(|| rec.prev_hash.clone());
         report.last_seq = Some(seq);
         report.last_hash = Some(rec.hash.clone());
+        digest.add(&rec.hash);
         prev = Some((seq, rec.hash));
     }
-    report
+    match unlinked {
+        Some(broken) if report.selection.is_none() => broken,
+        _ => report,
+    }
 }
 
-/// The `checkpoint` object of a checkpoint line; `None` for any other line.
-fn checkpoint_line(text: &str) -> Option<Value> {
-    // Records never have a top-level `checkpoint` key; a cheap test first, most lines are records.
-    if !text.contains(r#""checkpoint""#) {
+/// The seal must count and hash exactly the records before it, with a valid signature.
+fn check_selection(line: u64, seal: Value, digest: &SelectionDigest, verify: &JwkVerifier<'_>) -> Result<SignedSelection, ExportProblem> {
+    let invalid = |reason: String| ExportProblem::SelectionInvalid { line, reason };
+    let seal = SelectionSeal::from_export(&seal).map_err(invalid)?;
+    seal.check_signature_with(verify).map_err(invalid)?;
+    if seal.records != digest.records() {
+        return Err(ExportProblem::SelectionMismatch {
+            line,
+            reason: format!("it counts {} records, the file has {}", seal.records, digest.records()),
+        });
+    }
+    if seal.digest != digest.hex() {
+        return Err(ExportProblem::SelectionMismatch {
+            line,
+            reason: "the records' hashes are not the ones it signed (a record was replaced, rehashed or moved)".into(),
+        });
+    }
+    let thumbprint = ec_jwk_thumbprint(&seal.jwk).ok_or_else(|| invalid("its key is not an EC key".into()))?;
+    Ok(SignedSelection {
+        filter: seal.filter,
+        records: seal.records,
+        at: seal.at,
+        kid: seal.kid,
+        thumbprint,
+    })
+}
+
+/// The `checkpoint` (or `selection`) object of such a line; `None` for any other line.
+fn special_line(text: &str, key: &str) -> Option<Value> {
+    // Records never have a top-level `checkpoint` or `selection` key; a cheap test first, most
+    // lines are records.
+    if !text.contains(&format!("\"{key}\"")) {
         return None;
     }
-    serde_json::from_str::<Value>(text).ok()?.get_mut("checkpoint").map(Value::take)
+    serde_json::from_str::<Value>(text).ok()?.get_mut(key).map(Value::take)
 }
 
 /// A checkpoint must sign the record just before it, with a valid signature.

@@ -6,6 +6,7 @@ pub mod annuaire;
 pub mod audit;
 pub mod audit_chain;
 pub mod audit_export_check;
+pub mod audit_selection;
 pub mod audit_verify;
 pub mod card;
 pub mod client;

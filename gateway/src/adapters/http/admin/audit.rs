@@ -6,6 +6,7 @@ use crate::adapters::http::extract;
 use crate::adapters::http::pages::html;
 use crate::domain::audit::{AuditEvent, AuditRecord};
 use crate::domain::audit_chain::{AuditQuery, Order};
+use crate::domain::audit_selection::{SelectionDigest, SelectionSeal};
 use crate::domain::audit_verify;
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -92,6 +93,28 @@ impl Filters {
         }
     }
 
+    /// The filter as the export's seal states it: the fields that were set, and the account
+    /// a named person resolved to.
+    fn sealed(&self, resolved_account: Option<&str>) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        for (k, v) in [
+            ("event_type", &self.event_type),
+            ("person", &self.account_id),
+            ("client_id", &self.client_id),
+            ("outcome", &self.outcome),
+            ("since", &self.since),
+            ("until", &self.until),
+        ] {
+            if !v.is_empty() {
+                m.insert(k.into(), v.as_str().into());
+            }
+        }
+        if let Some(a) = resolved_account {
+            m.insert("account_id".into(), a.into());
+        }
+        serde_json::Value::Object(m)
+    }
+
     fn to_query_string(&self) -> String {
         url::form_urlencoded::Serializer::new(String::new())
             .append_pair("event_type", &self.event_type)
@@ -158,8 +181,10 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>, admin_state: web
     render(&req, &state, &admin_state, None).await
 }
 
-/// Streams the filtered records as JSON lines, oldest first; the export is audited once the
-/// last line is out (a failure to audit cuts the download short: fail closed).
+/// Streams the filtered records as JSON lines, oldest first, and ends with a selection seal
+/// (Relais' signature over the filter and the records' hashes: `relais audit verify-export`
+/// checks it). The export is audited before the seal is written (a failure to audit or to
+/// sign cuts the download short, without a seal: fail closed).
 #[tracing::instrument(skip_all)]
 pub async fn export(req: HttpRequest, state: web::Data<AppState>, admin_state: web::Data<AdminState>) -> HttpResponse {
     let a = match admin(&req, &state, &admin_state).await {
@@ -173,14 +198,16 @@ pub async fn export(req: HttpRequest, state: web::Data<AppState>, admin_state: w
     };
     let mut ctx = extract::context(&req);
     ctx.correlation_id = Some(format!("actor:{}", a.actor()));
+    let sealed_filter = f.sealed(resolved.as_deref());
     struct Cursor {
         next: Option<Option<i64>>,
-        count: u64,
+        digest: SelectionDigest,
     }
     let start = Cursor {
         next: Some(None),
-        count: 0,
+        digest: SelectionDigest::default(),
     };
+    let exported_at = state.provider.clock.now();
     let state = state.into_inner();
     let stream = futures_util::stream::unfold(start, move |mut cur| {
         let state = state.clone();
@@ -188,6 +215,7 @@ pub async fn export(req: HttpRequest, state: web::Data<AppState>, admin_state: w
         let mut q = f.query(Order::Ascending, EXPORT_PAGE, None);
         q.account_id = resolved.clone();
         let (since, until) = (f.since.clone(), f.until.clone());
+        let sealed_filter = sealed_filter.clone();
         async move {
             let cursor = cur.next?;
             let page = match state.storage.audit_query(&AuditQuery { cursor, ..q }).await {
@@ -202,8 +230,8 @@ pub async fn export(req: HttpRequest, state: web::Data<AppState>, admin_state: w
             for r in &page.records {
                 out.push_str(&r.export_json().to_string());
                 out.push('\n');
+                cur.digest.add(&r.hash);
             }
-            cur.count += page.records.len() as u64;
             cur.next = page.next_cursor.map(Some);
             if cur.next.is_none() {
                 let record = AuditRecord {
@@ -211,7 +239,7 @@ pub async fn export(req: HttpRequest, state: web::Data<AppState>, admin_state: w
                     event: AuditEvent::AuditExported {
                         since: (!since.is_empty()).then_some(since),
                         until: (!until.is_empty()).then_some(until),
-                        records: cur.count,
+                        records: cur.digest.records(),
                     },
                     context: (&ctx).into(),
                 };
@@ -219,11 +247,22 @@ pub async fn export(req: HttpRequest, state: web::Data<AppState>, admin_state: w
                     tracing::error!(error = %e, "the audit export could not be audited");
                     return Some((Err(actix_web::error::ErrorServiceUnavailable("audit export failed")), cur));
                 }
+                let now = state.provider.clock.now();
+                match SelectionSeal::sign(state.provider.signer.as_ref(), sealed_filter, &cur.digest, now) {
+                    Ok(seal) => {
+                        out.push_str(&seal.export_json().to_string());
+                        out.push('\n');
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the audit export could not be sealed");
+                        return Some((Err(actix_web::error::ErrorServiceUnavailable("audit export failed")), cur));
+                    }
+                }
             }
             Some((Ok::<_, actix_web::Error>(web::Bytes::from(out)), cur))
         }
     });
-    let name = format!("relais-audit-{}.jsonl", Utc::now().format("%Y%m%dT%H%M%SZ"));
+    let name = format!("relais-audit-{}.jsonl", exported_at.format("%Y%m%dT%H%M%SZ"));
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "application/x-ndjson"))
         .insert_header((header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")))
