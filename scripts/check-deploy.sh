@@ -138,9 +138,10 @@ kinds = {d["kind"] for d in docs}
 for k in ("Deployment", "Service", "ConfigMap", "NetworkPolicy", "Job"):
     assert k in kinds, f"no {k} rendered"
 for d in docs:
-    if d["kind"] not in ("Deployment", "Job"):
+    if d["kind"] not in ("Deployment", "Job", "CronJob"):
         continue
-    pod = d["spec"]["template"]["spec"]
+    spec = d["spec"]["jobTemplate"]["spec"] if d["kind"] == "CronJob" else d["spec"]
+    pod = spec["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     assert pod["automountServiceAccountToken"] is False
@@ -161,10 +162,17 @@ for d in docs:
     if d["kind"] == "Job":
         assert d["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
         assert pod["containers"][0]["args"][0] == "migrate"
+    if d["kind"] == "CronJob":
+        assert d["spec"]["concurrencyPolicy"] == "Forbid", "two purges at once"
+        assert pod["containers"][0]["args"][:2] == ["audit", "purge"]
+        assert pod["restartPolicy"] == "Never"
+        labels = spec["template"]["metadata"]["labels"]
+        assert labels["app.kubernetes.io/component"] != "server", "the purge pod must not receive Service traffic"
 for d in docs:
     if d["kind"] == "Secret":
         assert d["metadata"]["annotations"]["helm.sh/hook-weight"] == "-10", "Secret must precede the Job"
-print("pods hardened, probes and drain set, secrets from a Secret, migrations as a hook")
+print("pods hardened, probes and drain set, secrets from a Secret, migrations as a hook"
+      + (", audit purge scheduled" if "CronJob" in kinds else ""))
 PY
 }
 
@@ -180,6 +188,9 @@ grep -q 'port: metrics' "$work/servicemonitor.yaml" || fail "the ServiceMonitor 
 grep -q 'kind: PodDisruptionBudget' "$work/default.yaml" || fail "no PodDisruptionBudget with 2 replicas"
 ! grep -q 'kind: PodDisruptionBudget' "$work/servicemonitor.yaml" || fail "PodDisruptionBudget with 1 replica blocks node drains"
 ! grep -q 'kind: Secret$' "$work/production.yaml" || fail "a Secret was rendered despite existingSecret"
+! grep -q 'kind: CronJob' "$work/default.yaml" || fail "the audit purge is scheduled by default"
+grep -q 'kind: CronJob' "$work/production.yaml" || fail "auditPurge.enabled renders no CronJob"
+grep -q 'app.kubernetes.io/component: server' "$work/production.yaml" || fail "the Service does not select the server pods only"
 
 say "values.schema.json and the chart's guards refuse bad values"
 refused() { # description, helm args...
@@ -220,6 +231,22 @@ for key in 'ProtectSystem=strict' 'ReadWritePaths=/var/lib/relais' 'NoNewPrivile
   grep -q "^$key" deploy/relais.service || fail "deploy/relais.service lacks $key"
 done
 
+say "systemd-analyze verify deploy/relais-audit-purge.{service,timer}"
+sed "s#/usr/bin/relais#$unit_bin#g" deploy/relais-audit-purge.service >"$work/unit/relais-audit-purge.service"
+cp deploy/relais-audit-purge.timer "$work/unit/"
+systemd-analyze verify "$work/unit/relais-audit-purge.service" "$work/unit/relais-audit-purge.timer" >"$work/verify.log" 2>&1 \
+  || { cat "$work/verify.log"; fail "systemd-analyze verify (audit purge)"; }
+if [ -s "$work/verify.log" ]; then cat "$work/verify.log"; fail "systemd-analyze verify printed warnings (audit purge)"; fi
+systemd-analyze security --offline=yes --threshold=20 "$work/unit/relais-audit-purge.service" >"$work/security.log" 2>&1 \
+  || { tail -n 40 "$work/security.log"; fail "systemd-analyze security (audit purge): exposure above 2.0"; }
+tail -n 1 "$work/security.log"
+grep -q '^ExecStart=/usr/bin/relais audit purge --config /etc/relais/relais.toml$' deploy/relais-audit-purge.service \
+  || fail "relais-audit-purge.service does not run the purge"
+grep -q '^Persistent=true' deploy/relais-audit-purge.timer || fail "the purge timer does not catch up after downtime"
+# The timer starts the service of its own name; the service is started by nothing else.
+! grep -q '^\[Install\]' deploy/relais-audit-purge.service || fail "relais-audit-purge.service must not be enabled on its own"
+echo "audit purge units verify"
+
 # --- deploy/ files ----------------------------------------------------------------------------
 say "relais.toml examples load in Relais"
 check_relais_toml deploy/examples/relais.toml deploy/examples/relais.toml
@@ -257,7 +284,11 @@ for src, dest, mode in deb["assets"]:
     assert glob.glob(os.path.join("gateway", src)), f"asset {src} matches no file"
 targets = {d for _, d, _ in deb["assets"]}
 assert "usr/bin/" in targets and "etc/relais/relais.toml" in targets
-assert os.path.isfile(os.path.join("gateway", deb["systemd-units"]["unit-scripts"], "relais.service"))
+units = {u["unit-name"]: u for u in deb["systemd-units"]}
+for name, suffixes in (("relais", ["service"]), ("relais-audit-purge", ["service", "timer"])):
+    for suffix in suffixes:
+        assert os.path.isfile(os.path.join("gateway", units[name]["unit-scripts"], f"{name}.{suffix}")), f"{name}.{suffix}"
+assert all(u["enable"] is False and u["start"] is False for u in units.values()), "nothing enabled or started on install"
 assert os.path.isfile(os.path.join("gateway", deb["maintainer-scripts"], "postinst"))
 print("cargo-deb metadata: every asset exists, unit and maintainer scripts found")
 PY

@@ -55,6 +55,12 @@ getent passwd relais >/dev/null || fail "the relais system user was not created"
 if command -v systemctl >/dev/null && systemctl is-enabled relais >/dev/null 2>&1; then
   fail "the unit was enabled on install (it must wait for the issuer to be set)"
 fi
+for unit in relais-audit-purge.service relais-audit-purge.timer; do
+  [ -f "/usr/lib/systemd/system/$unit" ] || [ -f "/lib/systemd/system/$unit" ] || fail "$unit not installed"
+done
+if command -v systemctl >/dev/null && systemctl is-enabled relais-audit-purge.timer >/dev/null 2>&1; then
+  fail "the audit purge timer was enabled on install (purging is the operator's decision)"
+fi
 /usr/bin/relais --version >/dev/null 2>&1 || /usr/bin/relais --help >/dev/null || fail "installed relais does not run"
 
 say "the installed relais runs its demo"
