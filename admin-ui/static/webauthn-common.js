@@ -16,7 +16,8 @@
     return btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
   }
   function postJson(path, body, headers) {
-    var h = { "Content-Type": "application/json" };
+    // Refusals come back in the page's language, whatever the browser's own preference.
+    var h = { "Content-Type": "application/json", "Accept-Language": document.documentElement.lang || "fr" };
     Object.keys(headers || {}).forEach(function (k) { h[k] = headers[k]; });
     return fetch(path, {
       method: "POST", credentials: "same-origin", headers: h, body: JSON.stringify(body)

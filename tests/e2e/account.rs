@@ -290,7 +290,7 @@ async fn staff_add_a_key_from_their_account_page_under_the_enrolment_rules() {
     assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
     let (st, body) = json_post(&b, "/account/keys/options", serde_json::json!({"csrf": csrf})).await;
     assert_eq!(st, StatusCode::FORBIDDEN);
-    assert!(body["error"].as_str().unwrap().contains("enrolment code"), "{body}");
+    assert!(body["error"].as_str().unwrap().contains("code d'enrôlement"), "{body}");
     let (code, _) = s.components().management("test").issue_enrolment_code(ALICE.0, 3600).await.unwrap();
     let (st, options) = json_post(
         &b,
@@ -313,7 +313,7 @@ async fn staff_add_a_key_from_their_account_page_under_the_enrolment_rules() {
     // With a key registered, this password-only session may not add another.
     let (st, body) = json_post(&b, "/account/keys/options", serde_json::json!({"csrf": csrf})).await;
     assert_eq!(st, StatusCode::FORBIDDEN);
-    assert!(body["error"].as_str().unwrap().contains("sign in with a key"), "{body}");
+    assert!(body["error"].as_str().unwrap().contains("connectez-vous avec une clé"), "{body}");
     assert_eq!(keys().await, 1);
 
     // A session opened with the key may.

@@ -274,9 +274,27 @@ async fn fido2_enrolment_without_a_valid_code_is_refused() {
     let k = password_then_key_step(&b, &s, &url).await;
     let (st, body) = register(&b, &s, &mut token, &k, None).await;
     assert_eq!(st, StatusCode::FORBIDDEN);
-    assert!(body["error_description"].as_str().unwrap().contains("enrolment code"), "{body}");
-    let (st, _) = register(&b, &s, &mut token, &k, Some("AAAA-BBBB-CCCC-DDDD")).await;
+    assert_eq!(body["error"], "access_denied");
+    // French by default, as the page; in the page's language when the script says which.
+    let text = |body: &Value| body["error_description"].as_str().unwrap().to_owned();
+    assert!(text(&body).contains("code d'enrôlement remis par votre administrateur"), "{body}");
+    let english = b
+        .http
+        .post(s.url("/login/webauthn/options"))
+        .header("accept-language", "en")
+        .json(&json!({"login_id": k.id, "csrf": k.csrf, "ceremony": "register", "enrolment_code": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(english.status(), StatusCode::FORBIDDEN);
+    let body: Value = english.json().await.unwrap();
+    assert!(
+        text(&body).contains("an enrolment code from your administrator is required"),
+        "{body}"
+    );
+    let (st, body) = register(&b, &s, &mut token, &k, Some("AAAA-BBBB-CCCC-DDDD")).await;
     assert_eq!(st, StatusCode::FORBIDDEN);
+    assert_eq!(text(&body), "Le code d'enrôlement est erroné, expiré ou déjà utilisé.");
     // A code is single use.
     let code = enrolment_code(&s).await;
     let (st, _) = register(&b, &s, &mut token, &k, Some(&code)).await;
@@ -307,7 +325,7 @@ async fn fido2_keys_from_an_untrusted_ca_or_model_are_refused_at_registration() 
         let code = enrolment_code(&s).await;
         let (st, body) = register(&b, &s, &mut token, &k, Some(&code)).await;
         assert_eq!(st, StatusCode::FORBIDDEN);
-        assert!(body["error_description"].as_str().unwrap().contains("not allowed"), "{body}");
+        assert!(body["error_description"].as_str().unwrap().contains("n'est pas autorisé"), "{body}");
         assert!(
             s.components()
                 .management("test")

@@ -215,7 +215,7 @@ pub struct AddKeyRequest {
     credential: serde_json::Value,
 }
 
-fn key_error(e: &KeyAddError) -> HttpResponse {
+fn key_error(e: &KeyAddError, lang: Lang) -> HttpResponse {
     let status = match e {
         KeyAddError::NotEnabled => StatusCode::NOT_FOUND,
         KeyAddError::Expired => StatusCode::BAD_REQUEST,
@@ -224,7 +224,7 @@ fn key_error(e: &KeyAddError) -> HttpResponse {
     };
     HttpResponse::build(status)
         .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
-        .json(serde_json::json!({ "error": e.to_string() }))
+        .json(serde_json::json!({ "error": lang.key_add_error(e) }))
 }
 
 /// The signed-in person behind a JSON step, with the page's CSRF token.
@@ -249,7 +249,7 @@ pub async fn add_key_options(req: HttpRequest, body: web::Json<AddKeyRequest>, s
         Ok(Ok(options)) => HttpResponse::Ok()
             .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
             .json(options),
-        Ok(Err(e)) => key_error(&e),
+        Ok(Err(e)) => key_error(&e, lang(&req)),
         Err(e) => errors::domain_page(e, lang(&req)),
     }
 }
@@ -268,7 +268,7 @@ pub async fn add_key_finish(req: HttpRequest, body: web::Json<AddKeyRequest>, st
         .await
     {
         Ok(Ok(())) => HttpResponse::Ok().json(serde_json::json!({"ok": true})),
-        Ok(Err(e)) => key_error(&e),
+        Ok(Err(e)) => key_error(&e, lang(&req)),
         Err(e) => errors::domain_page(e, lang(&req)),
     }
 }

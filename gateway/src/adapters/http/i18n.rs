@@ -1,6 +1,8 @@
 //! The languages of the pages: French by default, English on request (`ui_locales`, then
 //! `Accept-Language`).
+use crate::domain::oidc::{KeyAddError, KeyStepRefusal};
 use actix_web::HttpRequest;
+use std::borrow::Cow;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lang {
@@ -171,3 +173,63 @@ static EN: Texts = Texts {
     key_add_another: "Add another key after signing in",
     key_no_js: "This step needs JavaScript and a browser with WebAuthn.",
 };
+
+impl Lang {
+    /// A refusal of the login's key step, in this language (English: the domain's own words).
+    pub fn key_step_refusal(self, r: KeyStepRefusal) -> Cow<'static, str> {
+        use KeyStepRefusal::*;
+        if self == Lang::En {
+            return r.to_string().into();
+        }
+        match r {
+            NotEnabled => "Les clés de sécurité ne sont pas activées ici.",
+            PasswordFirst => "Saisissez d'abord votre identifiant et votre mot de passe.",
+            StaleForm => "Le formulaire a expiré ou n'est pas valide : rechargez la page.",
+            NoKey => {
+                "Aucune clé de sécurité n'est enregistrée pour vous : enregistrez-en une avec le code d'enrôlement remis par votre administrateur."
+            }
+            CodeRequired => {
+                "Un code d'enrôlement remis par votre administrateur est nécessaire pour enregistrer une première clé de sécurité."
+            }
+            CodeRejected => CODE_REJECTED_FR,
+            KeyFirst => "Pour ajouter une autre clé de sécurité, connectez-vous d'abord avec une clé que vous avez déjà.",
+            StepExpired => "Cette étape a expiré ou a déjà été utilisée : recommencez.",
+            ModelNotAllowed => MODEL_NOT_ALLOWED_FR,
+            RegistrationFailed => REGISTRATION_FAILED_FR,
+            AlreadyRegistered => ALREADY_REGISTERED_FR,
+            KeyRefused => {
+                "La clé de sécurité a été refusée : utilisez l'une de vos clés enregistrées et non révoquées, avec son code PIN ou votre empreinte."
+            }
+            SessionEnded => "Votre session est terminée : recommencez depuis l'application.",
+            AlreadyCompleted => "Cette connexion est déjà terminée.",
+        }
+        .into()
+    }
+
+    /// Why `/account` did not add a key, in this language.
+    pub fn key_add_error(self, e: &KeyAddError) -> Cow<'static, str> {
+        if self == Lang::En {
+            return e.to_string().into();
+        }
+        match e {
+            KeyAddError::NotEnabled => "Les clés de sécurité ne sont pas activées ici.",
+            KeyAddError::CodeRequired => {
+                "Un code d'enrôlement remis par votre administrateur est nécessaire pour enregistrer une première clé de sécurité."
+            }
+            KeyAddError::CodeRejected => CODE_REJECTED_FR,
+            KeyAddError::NeedsStrongSession => {
+                "Pour ajouter une autre clé de sécurité, connectez-vous avec une clé (ou votre carte) que vous avez déjà, puis revenez ici."
+            }
+            KeyAddError::Expired => "Cette étape a expiré ou a déjà été utilisée : recommencez.",
+            KeyAddError::ModelNotAllowed => MODEL_NOT_ALLOWED_FR,
+            KeyAddError::Failed => REGISTRATION_FAILED_FR,
+            KeyAddError::AlreadyRegistered => ALREADY_REGISTERED_FR,
+        }
+        .into()
+    }
+}
+
+const CODE_REJECTED_FR: &str = "Le code d'enrôlement est erroné, expiré ou déjà utilisé.";
+const MODEL_NOT_ALLOWED_FR: &str = "Ce modèle de clé de sécurité n'est pas autorisé par la politique de l'établissement (son attestation n'est pas reconnue) : utilisez une clé fournie par votre établissement.";
+const REGISTRATION_FAILED_FR: &str = "L'enregistrement de la clé de sécurité a échoué : réessayez.";
+const ALREADY_REGISTERED_FR: &str = "Cette clé de sécurité est déjà enregistrée.";

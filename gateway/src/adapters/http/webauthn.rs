@@ -5,7 +5,7 @@ use super::errors;
 use super::extract::{self, LOGIN_BINDING_COOKIE, SSO_COOKIE};
 use super::i18n::Lang;
 use super::pages::{KeyView, html};
-use crate::domain::oidc::{KeyCeremony, KeyFinish, LoginOutcome};
+use crate::domain::oidc::{KeyCeremony, KeyFinish, KeyStepRefusal, LoginOutcome};
 use crate::protocol::OAuthError;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
@@ -113,9 +113,18 @@ pub async fn options(req: HttpRequest, payload: web::Payload, state: web::Data<A
         .await
     {
         Ok(Ok(o)) => HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(o),
-        Ok(Err(e)) => errors::oauth_json(&e, false),
+        Ok(Err(e)) => refusal(e, &req),
         Err(e) => errors::domain_json(e),
     }
+}
+
+/// An error of the key step as JSON; a refusal the page explains comes in the page's language
+/// (the script sends it as `Accept-Language`).
+fn refusal(mut e: OAuthError, req: &HttpRequest) -> HttpResponse {
+    if let Some(r) = KeyStepRefusal::from_description(&e.description) {
+        e.description = Lang::pick(None, req).key_step_refusal(r).into_owned();
+    }
+    errors::oauth_json(&e, false)
 }
 
 #[derive(Deserialize)]
@@ -191,7 +200,7 @@ pub async fn finish(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
             tracing::error!(outcome = ?other, "unexpected outcome after a security key");
             errors::oauth_json(&OAuthError::server_error("internal error"), false)
         }
-        Ok(Err(e)) => errors::oauth_json(&e, false),
+        Ok(Err(e)) => refusal(e, &req),
         Err(e) => errors::domain_json(e),
     }
 }

@@ -57,15 +57,84 @@ pub enum KeyFinish {
     Login(LoginOutcome),
 }
 
-fn denied(msg: &str) -> OAuthError {
-    OAuthError::new(OAuthErrorCode::AccessDenied, msg)
+/// Why the key step refused, in the words the key page shows. The English text is the error's
+/// description (and what the audit trail records); the HTTP layer shows it in the page's
+/// language, recognising it with `from_description`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyStepRefusal {
+    #[error("security keys are not enabled")]
+    NotEnabled,
+    #[error("enter your username and password first")]
+    PasswordFirst,
+    #[error("the form is stale or forged (CSRF check failed)")]
+    StaleForm,
+    #[error("no security key is registered for you: register one with the enrolment code from your administrator")]
+    NoKey,
+    #[error("an enrolment code from your administrator is required to register a first security key")]
+    CodeRequired,
+    #[error("the enrolment code is wrong, expired or already used")]
+    CodeRejected,
+    #[error("to add another security key, first sign in with one you already have")]
+    KeyFirst,
+    #[error("this security key step has expired or was already used; try again")]
+    StepExpired,
+    #[error(
+        "this security key model is not allowed by the establishment's policy (its attestation is not trusted): use a key supplied by your establishment"
+    )]
+    ModelNotAllowed,
+    #[error("the security key registration failed; try again")]
+    RegistrationFailed,
+    #[error("this security key is already registered")]
+    AlreadyRegistered,
+    #[error("the security key was refused: use one of your registered, non-revoked keys, with its PIN or fingerprint")]
+    KeyRefused,
+    #[error("your session has ended; start again from the application")]
+    SessionEnded,
+    #[error("this login was already completed")]
+    AlreadyCompleted,
+}
+
+impl KeyStepRefusal {
+    pub const ALL: [KeyStepRefusal; 14] = [
+        Self::NotEnabled,
+        Self::PasswordFirst,
+        Self::StaleForm,
+        Self::NoKey,
+        Self::CodeRequired,
+        Self::CodeRejected,
+        Self::KeyFirst,
+        Self::StepExpired,
+        Self::ModelNotAllowed,
+        Self::RegistrationFailed,
+        Self::AlreadyRegistered,
+        Self::KeyRefused,
+        Self::SessionEnded,
+        Self::AlreadyCompleted,
+    ];
+
+    pub fn oauth(self) -> OAuthError {
+        let code = match self {
+            Self::NotEnabled | Self::PasswordFirst | Self::StepExpired | Self::SessionEnded | Self::AlreadyCompleted => {
+                OAuthErrorCode::InvalidRequest
+            }
+            _ => OAuthErrorCode::AccessDenied,
+        };
+        OAuthError::new(code, self.to_string())
+    }
+
+    /// The refusal an error of the key step stands for, if it is one.
+    pub fn from_description(description: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.to_string() == description)
+    }
+}
+
+fn denied(r: KeyStepRefusal) -> OAuthError {
+    r.oauth()
 }
 
 impl Provider {
     fn keys_port(&self) -> Result<&Arc<dyn SecurityKeys>, OAuthError> {
-        self.security_keys
-            .as_ref()
-            .ok_or_else(|| OAuthError::invalid_request("security keys are not enabled"))
+        self.security_keys.as_ref().ok_or_else(|| KeyStepRefusal::NotEnabled.oauth())
     }
 
     /// The pending login of this browser, past its password (or a step-up).
@@ -82,7 +151,7 @@ impl Provider {
             Err(e) => return Ok(Err(e)),
         };
         let Some(stage) = p.second_factor.clone() else {
-            return Ok(Err(OAuthError::invalid_request("enter your username and password first")));
+            return Ok(Err(KeyStepRefusal::PasswordFirst.oauth()));
         };
         Ok(Ok((p, stage)))
     }
@@ -163,7 +232,7 @@ impl Provider {
             Err(e) => return Ok(Err(e)),
         };
         if !ct_eq(csrf.as_bytes(), p.csrf.as_bytes()) {
-            return Ok(Err(denied("the form is stale or forged (CSRF check failed)")));
+            return Ok(Err(denied(KeyStepRefusal::StaleForm)));
         }
         let port = self.keys_port().map_err(|e| DomainError::Internal(e.description))?;
         let (all, active) = self.active_keys(&stage).await?;
@@ -171,9 +240,7 @@ impl Provider {
         let (started, register, code_digest) = match ceremony {
             KeyCeremony::Authenticate => {
                 if active.is_empty() {
-                    return Ok(Err(denied(
-                        "no security key is registered for you: register one with the enrolment code from your administrator",
-                    )));
+                    return Ok(Err(denied(KeyStepRefusal::NoKey)));
                 }
                 (port.start_authentication(&active), false, None)
             }
@@ -183,26 +250,26 @@ impl Provider {
                     // The first key: the password is not enough, the admin's one-time code is.
                     let code = enrolment_code.as_deref().map(normalise_code).unwrap_or_default();
                     let refusal = if code.is_empty() {
-                        Some("an enrolment code from your administrator is required to register a first security key")
+                        Some(KeyStepRefusal::CodeRequired)
                     } else if !self
                         .key_store
                         .live_enrolment_code(&secret_digest(&code), stage.account_id, self.clock.now())
                         .await?
                     {
-                        Some("the enrolment code is wrong, expired or already used")
+                        Some(KeyStepRefusal::CodeRejected)
                     } else {
                         None
                     };
                     if let Some(reason) = refusal {
-                        self.registration_refused(ctx, account_id, reason).await;
+                        self.registration_refused(ctx, account_id, reason.to_string()).await;
                         self.key_attempt_failed(p).await?;
                         return Ok(Err(denied(reason)));
                     }
                     code_digest = Some(secret_digest(&code));
                 } else if !stage.key_verified {
                     // Another key: only someone holding a registered key may add one.
-                    let reason = "to add another security key, first sign in with one you already have";
-                    self.registration_refused(ctx, account_id, reason).await;
+                    let reason = KeyStepRefusal::KeyFirst;
+                    self.registration_refused(ctx, account_id, reason.to_string()).await;
                     return Ok(Err(denied(reason)));
                 }
                 let holder = KeyHolder {
@@ -236,14 +303,12 @@ impl Provider {
             Err(e) => return Ok(Err(e)),
         };
         if !ct_eq(csrf.as_bytes(), p.csrf.as_bytes()) {
-            return Ok(Err(denied("the form is stale or forged (CSRF check failed)")));
+            return Ok(Err(denied(KeyStepRefusal::StaleForm)));
         }
         let port = self.keys_port().map_err(|e| DomainError::Internal(e.description))?.clone();
         // The challenge is used once: a replayed answer finds nothing.
         let Some(bytes) = self.sessions.take(Namespace::Webauthn, &p.id).await? else {
-            return Ok(Err(OAuthError::invalid_request(
-                "this security key step has expired or was already used; try again",
-            )));
+            return Ok(Err(KeyStepRefusal::StepExpired.oauth()));
         };
         let ceremony: PendingCeremony = serde_json::from_slice(&bytes).map_err(|e| DomainError::Internal(format!("ceremony: {e}")))?;
         let account_id = stage.account_id.to_string();
@@ -254,10 +319,8 @@ impl Provider {
                 Ok(k) => k,
                 Err(e) => {
                     let message = match &e {
-                        Fido2Error::NotAllowed(_) => {
-                            "this security key model is not allowed by the establishment's policy (its attestation is not trusted): use a key supplied by your establishment"
-                        }
-                        _ => "the security key registration failed; try again",
+                        Fido2Error::NotAllowed(_) => KeyStepRefusal::ModelNotAllowed,
+                        _ => KeyStepRefusal::RegistrationFailed,
                     };
                     self.registration_refused(ctx, account_id, e.to_string()).await;
                     return Ok(Err(denied(message)));
@@ -266,10 +329,10 @@ impl Provider {
             if let Some(digest) = &ceremony.enrolment_code_digest
                 && !self.key_store.consume_enrolment_code(digest, stage.account_id, now).await?
             {
-                return Ok(Err(denied("the enrolment code is wrong, expired or already used")));
+                return Ok(Err(denied(KeyStepRefusal::CodeRejected)));
             }
             if !self.store_registered_key(stage.account_id, new, key_name, ctx).await? {
-                return Ok(Err(denied("this security key is already registered")));
+                return Ok(Err(denied(KeyStepRefusal::AlreadyRegistered)));
             }
             // The new key is not a login by itself: the person now signs in with it.
             return Ok(Ok(KeyFinish::Registered));
@@ -305,9 +368,7 @@ impl Provider {
                 )
                 .await;
                 self.key_attempt_failed(p).await?;
-                return Ok(Err(denied(
-                    "the security key was refused: use one of your registered, non-revoked keys, with its PIN or fingerprint",
-                )));
+                return Ok(Err(denied(KeyStepRefusal::KeyRefused)));
             }
         };
         // The new sign counter is stored in the same commit as the record of this login.
@@ -343,13 +404,11 @@ impl Provider {
             if let Some(sid) = &stage.step_up_of
                 && self.sessions.get(Namespace::Sso, sid).await?.is_none()
             {
-                return Ok(Err(OAuthError::invalid_request(
-                    "your session has ended; start again from the application",
-                )));
+                return Ok(Err(KeyStepRefusal::SessionEnded.oauth()));
             }
             // One login, one pending request.
             if self.sessions.take(Namespace::PendingLogin, &p.id).await?.is_none() {
-                return Ok(Err(OAuthError::invalid_request("this login was already completed")));
+                return Ok(Err(KeyStepRefusal::AlreadyCompleted.oauth()));
             }
             let earned = self.settings.assurance.password_and_key.clone();
             Ok(self
@@ -416,5 +475,40 @@ impl Provider {
             reason: Some(reason.into()),
         };
         self.audit_refusal(ctx, event).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KeyStepRefusal::{self, *};
+
+    /// Its place in `ALL`; naming every variant here makes a new one fail to compile until it
+    /// is listed (and so found by `from_description`, and so shown in the page's language).
+    fn index(r: KeyStepRefusal) -> usize {
+        match r {
+            NotEnabled => 0,
+            PasswordFirst => 1,
+            StaleForm => 2,
+            NoKey => 3,
+            CodeRequired => 4,
+            CodeRejected => 5,
+            KeyFirst => 6,
+            StepExpired => 7,
+            ModelNotAllowed => 8,
+            RegistrationFailed => 9,
+            AlreadyRegistered => 10,
+            KeyRefused => 11,
+            SessionEnded => 12,
+            AlreadyCompleted => 13,
+        }
+    }
+
+    #[test]
+    fn every_refusal_is_listed_and_found_by_its_description() {
+        for (i, r) in KeyStepRefusal::ALL.into_iter().enumerate() {
+            assert_eq!(index(r), i, "{r:?} out of place in ALL");
+            assert_eq!(KeyStepRefusal::from_description(&r.oauth().description), Some(r));
+        }
+        assert_eq!(KeyStepRefusal::from_description("some other error"), None);
     }
 }
