@@ -58,6 +58,11 @@ fi
 for unit in relais-audit-purge.service relais-audit-purge.timer; do
   [ -f "/usr/lib/systemd/system/$unit" ] || [ -f "/lib/systemd/system/$unit" ] || fail "$unit not installed"
 done
+# Each unit file is the right one (an older cargo-deb could install relais.service under another
+# unit's name): the server serves, the purge purges.
+unit_dir=/usr/lib/systemd/system; [ -f "$unit_dir/relais.service" ] || unit_dir=/lib/systemd/system
+grep -q '^ExecStart=/usr/bin/relais serve ' "$unit_dir/relais.service" || fail "relais.service does not run the server"
+grep -q '^ExecStart=/usr/bin/relais audit purge ' "$unit_dir/relais-audit-purge.service" || fail "relais-audit-purge.service does not run the purge"
 if command -v systemctl >/dev/null && systemctl is-enabled relais-audit-purge.timer >/dev/null 2>&1; then
   fail "the audit purge timer was enabled on install (purging is the operator's decision)"
 fi

@@ -34,7 +34,7 @@ grep -qx '/etc/relais/relais.toml' "$ctrl/conffiles" || fail "/etc/relais/relais
 grep -Eq ' \.(/usr)?/lib/systemd/system/relais\.service$' <<<"$contents" \
   || fail "relais.service is missing from the package (neither /lib nor /usr/lib/systemd/system)"
 for unit in relais-audit-purge.service relais-audit-purge.timer; do
-  grep -Eq " \.(/usr)?/lib/systemd/system/$unit\$" <<<"$contents" || fail "$unit is missing from the package"
+  grep -Eq " \.(/usr)?/lib/systemd/system/${unit//./\\.}\$" <<<"$contents" || fail "$unit is missing from the package"
 done
 for path in ./usr/bin/relais ./etc/relais/relais.toml \
             ./usr/share/doc/relais/operations.md ./usr/share/doc/relais/examples/relais.toml; do

@@ -628,6 +628,10 @@ async fn audit_command(command: AuditCommand) -> Res {
                                 report.records
                             );
                             println!("  filter: {}", sel.filter);
+                            if let (Some(first), Some(last)) = (&report.anchor, &report.last_hash) {
+                                println!("  prev_hash of the first record: {first}");
+                                println!("  hash of the last record:       {last}");
+                            }
                             println!(
                                 "  sealed at {} by key {} (JWK thumbprint {}): exactly these records, in this order",
                                 sel.at.to_rfc3339(),

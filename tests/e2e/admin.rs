@@ -13,7 +13,7 @@ use relais::domain::admin::AdminRole;
 use relais::domain::audit_chain::{AuditQuery, Order};
 use relais::domain::fido2::{KeyHolder, SecurityKeyRecord};
 use relais::domain::management::NewAccount;
-use relais::domain::ports::Storage;
+use relais::domain::ports::{Signer as _, Storage};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use webauthn_authenticator_rs::WebauthnAuthenticator;
@@ -480,10 +480,36 @@ async fn the_auditor_reads_the_audit_trail_and_mappings_and_changes_nothing() {
         assert_eq!(page.status(), StatusCode::OK);
         assert!(page.text().await.unwrap().contains("identity_linked"));
     }
+    // Days are stated as the bounds they became; a day that does not parse filters nothing.
+    let body = http
+        .get(s.url("/admin/audit/export?since=2026-01-01&until=2099-12-31&client_id=&outcome=success"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        sealed(&body).1["filter"],
+        serde_json::json!({"outcome": "success", "since": "2026-01-01T00:00:00Z", "before": "2100-01-01T00:00:00Z"})
+    );
+    let body = http
+        .get(s.url("/admin/audit/export?since=yesterday"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(sealed(&body).1["filter"], serde_json::json!({}));
     let nobody = http.get(s.url("/admin/audit/export?account_id=nobody-here")).send().await.unwrap();
-    let (lines, seal) = sealed(&nobody.text().await.unwrap());
+    let nobody = nobody.text().await.unwrap();
+    let (lines, seal) = sealed(&nobody);
     assert!(lines.is_empty(), "a person who does not exist matches nothing");
     assert_eq!(seal["records"], 0, "and Relais signs that nothing matched");
+    let empty = relais::domain::audit_export_check::check_export(nobody.lines(), &relais::adapters::keys::verify_es256_with_jwk);
+    assert_eq!((&empty.problem, empty.records), (&None, 0));
+    assert_eq!(empty.signed_by(&s.components().keys.jwks()), Ok(()));
 
     // The auditor checks the file offline, as with `relais audit export`'s. Alice's records
     // are apart: the exports above were recorded between them.
@@ -528,15 +554,13 @@ fn sealed(body: &str) -> (Vec<Value>, Value) {
 fn a_filtered_export_is_checked_offline(s: &Server, body: &str) {
     use relais::adapters::keys::verify_es256_with_jwk as verify;
     use relais::domain::audit_export_check::{ExportProblem, SignatureProblem, check_export};
-    use relais::domain::ports::Signer as _;
     let lines: Vec<&str> = body.lines().collect();
     assert!(lines.len() >= 3, "two records or more: {body}");
     let relais_jwks = s.components().keys.jwks();
     let ok = check_export(&lines, &verify);
     assert_eq!(ok.problem, None, "{body}");
     assert_eq!(ok.records as usize, lines.len() - 1);
-    let selection = ok.selection.as_ref().expect("sealed");
-    assert_eq!(selection.records, ok.records);
+    assert!(ok.selection.is_some(), "sealed");
     assert_eq!(ok.signed_by(&relais_jwks), Ok(()));
     let seqs: Vec<i64> = lines[..lines.len() - 1]
         .iter()
@@ -561,12 +585,24 @@ fn a_filtered_export_is_checked_offline(s: &Server, body: &str) {
     let mut moved: Vec<String> = lines.iter().map(|x| x.to_string()).collect();
     moved.swap(0, 1);
     assert!(mismatch(&moved), "two records swapped");
-    let mut v: Value = serde_json::from_str(lines[lines.len() - 1]).unwrap();
-    v["selection"]["filter"]["account_id"] = serde_json::json!("someone-else");
-    assert!(matches!(
-        check_export(with(lines.len() - 1, &v.to_string()), &verify).problem,
-        Some(ExportProblem::SelectionInvalid { .. })
+    let v: Value = serde_json::from_str(lines[lines.len() - 1]).unwrap();
+    let invalid = |edit: &dyn Fn(&mut Value)| {
+        let mut e = v.clone();
+        edit(&mut e);
+        matches!(
+            check_export(with(lines.len() - 1, &e.to_string()), &verify).problem,
+            Some(ExportProblem::SelectionInvalid { .. })
+        )
+    };
+    assert!(invalid(
+        &|e| e["selection"]["filter"]["account_id"] = serde_json::json!("someone-else")
     ));
+    assert!(invalid(&|e| e["selection"]["at"] = serde_json::json!("2099-01-01T00:00:00.000000Z")));
+    // A checkpoint line is not covered by the digest: a sealed file may not carry one.
+    let stray = serde_json::json!({"checkpoint": {"seq": 1}}).to_string();
+    let mut with_checkpoint: Vec<String> = lines.iter().map(|x| x.to_string()).collect();
+    with_checkpoint.insert(1, stray);
+    assert!(check_export(&with_checkpoint, &verify).problem.is_some());
     let cut = &lines[..lines.len() - 1];
     assert!(
         matches!(check_export(cut, &verify).problem, Some(ExportProblem::Gap { .. })),
@@ -582,7 +618,7 @@ fn a_filtered_export_is_checked_offline(s: &Server, body: &str) {
     let (pkcs8, jwk) = crate::harness::es256_client_key();
     let kid = jwk["kid"].as_str().unwrap();
     let seal = relais::domain::audit_selection::SelectionSeal::from_export(&v["selection"]).unwrap();
-    let claims = serde_json::json!({"filter": seal.filter, "records": seal.records, "digest": seal.digest, "at": 0});
+    let claims = serde_json::json!({"filter": seal.filter, "records": seal.records, "digest": seal.digest, "at": seal.at.timestamp()});
     let forged = relais::domain::audit_selection::SelectionSeal {
         kid: kid.into(),
         jwk: jwk.clone(),

@@ -333,7 +333,7 @@ async fn a_forged_checkpoint_is_reported(db: Db) {
         .insert_audit_checkpoint(&relais::domain::audit_chain::Checkpoint {
             seq: head,
             hash: head_hash,
-            at: chrono::Utc::now(),
+            at: chrono::DateTime::UNIX_EPOCH,
             kid: jwk["kid"].as_str().unwrap().into(),
             jwk,
             signature: jws,
@@ -474,7 +474,7 @@ async fn an_export_is_checked_offline_and_tampering_is_found(db: Db) {
     let forged_checkpoint = relais::domain::audit_chain::Checkpoint {
         seq: rehashed.seq,
         hash: rehashed.hash.clone(),
-        at: chrono::Utc::now(),
+        at: chrono::DateTime::UNIX_EPOCH,
         kid: kid.into(),
         jwk: jwk.clone(),
         signature: forge_jws(&pkcs8, kid, rehashed.seq, &rehashed.hash),
@@ -487,6 +487,15 @@ async fn an_export_is_checked_offline_and_tampering_is_found(db: Db) {
     let mut cp: serde_json::Value = serde_json::from_str(lines[lines.len() - 1]).unwrap();
     let sig = cp["checkpoint"]["signature"].as_str().unwrap().to_owned();
     let flipped = if sig.ends_with('A') { "B" } else { "A" };
+    let mut later = cp.clone();
+    later["checkpoint"]["at"] = serde_json::json!("2099-01-01T00:00:00.000000Z");
+    assert!(
+        matches!(
+            check_export(with(lines.len() - 1, &later.to_string()), &verify).problem,
+            Some(ExportProblem::CheckpointInvalid { .. })
+        ),
+        "the signed time cannot be edited"
+    );
     cp["checkpoint"]["signature"] = serde_json::json!(format!("{}{flipped}", &sig[..sig.len() - 1]));
     assert!(matches!(
         check_export(with(lines.len() - 1, &cp.to_string()), &verify).problem,

@@ -177,8 +177,11 @@ impl Checkpoint {
         if typ.as_deref() != Some(CHECKPOINT_TYP) {
             return Err("not a checkpoint JWS".into());
         }
-        if claims["seq"].as_i64() != Some(self.seq) || claims["hash"].as_str() != Some(self.hash.as_str()) {
-            return Err("the signature covers another seq or hash".into());
+        if claims["seq"].as_i64() != Some(self.seq)
+            || claims["hash"].as_str() != Some(self.hash.as_str())
+            || claims["at"].as_i64() != Some(self.at.timestamp())
+        {
+            return Err("the signature covers another seq, hash or time".into());
         }
         Ok(())
     }

@@ -96,8 +96,9 @@ impl SelectionSeal {
         if claims["records"].as_u64() != Some(self.records)
             || claims["digest"].as_str() != Some(self.digest.as_str())
             || claims["filter"] != self.filter
+            || claims["at"].as_i64() != Some(self.at.timestamp())
         {
-            return Err("the signature covers another filter, count or digest".into());
+            return Err("the signature covers another filter, count, digest or time".into());
         }
         Ok(())
     }

@@ -93,17 +93,17 @@ impl Filters {
         }
     }
 
-    /// The filter as the export's seal states it: the fields that were set, and the account
-    /// a named person resolved to.
+    /// The filter as the export's seal states it, as applied: the fields that were set, the
+    /// account a named person resolved to, and the time bounds the days became (a day that
+    /// does not parse filters nothing, so it is not stated).
     fn sealed(&self, resolved_account: Option<&str>) -> serde_json::Value {
+        let applied = self.query(Order::Ascending, 0, None);
         let mut m = serde_json::Map::new();
         for (k, v) in [
             ("event_type", &self.event_type),
             ("person", &self.account_id),
             ("client_id", &self.client_id),
             ("outcome", &self.outcome),
-            ("since", &self.since),
-            ("until", &self.until),
         ] {
             if !v.is_empty() {
                 m.insert(k.into(), v.as_str().into());
@@ -111,6 +111,13 @@ impl Filters {
         }
         if let Some(a) = resolved_account {
             m.insert("account_id".into(), a.into());
+        }
+        let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        if let Some(t) = applied.since {
+            m.insert("since".into(), stamp(t).into());
+        }
+        if let Some(t) = applied.until {
+            m.insert("before".into(), stamp(t).into());
         }
         serde_json::Value::Object(m)
     }
