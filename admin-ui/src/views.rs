@@ -166,6 +166,15 @@ pub struct ImportResult {
     pub errors: Vec<String>,
 }
 
+/// An item of the identity review queue: a person the import could not match alone.
+pub struct ReviewRow {
+    pub id: i64,
+    pub username: String,
+    pub reason: String,
+    /// The homonyms' identifiers to choose from (none: the admin types one).
+    pub candidates: Vec<String>,
+}
+
 #[derive(Template)]
 #[template(path = "import.html")]
 pub struct ImportView {
@@ -173,6 +182,10 @@ pub struct ImportView {
     pub text: String,
     pub result: Option<ImportResult>,
     pub error: Option<String>,
+    /// The review queue, decided here or with `relais identity review`.
+    pub queue: Vec<ReviewRow>,
+    /// What the last decision did.
+    pub notice: Option<String>,
 }
 
 pub struct ClientRow {

@@ -13,7 +13,7 @@ use relais::domain::admin::AdminRole;
 use relais::domain::audit_chain::{AuditQuery, Order};
 use relais::domain::fido2::{KeyHolder, SecurityKeyRecord};
 use relais::domain::management::NewAccount;
-use relais::domain::ports::{Signer as _, Storage};
+use relais::domain::ports::{IdentityStore as _, Signer as _, Storage};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use webauthn_authenticator_rs::WebauthnAuthenticator;
@@ -536,6 +536,122 @@ async fn the_auditor_reads_the_audit_trail_and_mappings_and_changes_nothing() {
         http.get(s.url("/admin/audit")).send().await.unwrap().status(),
         StatusCode::SEE_OTHER
     );
+    s.stop().await;
+}
+
+/// The review queue on the import page: homonyms left by an Annuaire import are decided by an
+/// admin (link one of the candidates, or dismiss), never by the import; a link outside the
+/// candidates and a forged form are refused; each decision is audited with the admin's name.
+#[tokio::test]
+async fn the_admin_decides_the_identity_review_queue() {
+    use crate::identity::{FINESS, line, person, with_lines};
+    let (s, mut token) = setup().await;
+    staff(&s, &mut token, ADMIN, Some(AdminRole::Admin)).await;
+    let lucie = person(&s, "llambert", "Lucie", "Lambert").await;
+    person(&s, "tgirard", "Thomas", "Girard").await;
+    person(&s, "tgirard2", "Thomas", "Girard").await;
+    let homonym = format!("8{}", rpps("9990000001"));
+    let text = with_lines(&[line(&homonym[1..], "LAMBERT", "Lucie", "60", FINESS)]);
+    let plan = s
+        .components()
+        .management("test")
+        .import_annuaire(text.as_bytes(), &[FINESS.to_string()], false)
+        .await
+        .unwrap();
+    assert_eq!(plan.review.len(), 3, "{plan}");
+    let http = client();
+    let csrf = login(&http, &s, &mut token, ADMIN).await;
+
+    let page = http
+        .get(s.url("/admin/mappings/import"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let queue = s.components().store.review_items().await.unwrap();
+    let item = queue.iter().find(|r| r.username == "llambert").unwrap();
+    let id = item.id.unwrap();
+    assert_eq!(item.candidates.len(), 2, "two professionals named Lucie Lambert");
+    assert!(page.contains(&format!("id=\"review-{id}\"")), "{page}");
+    assert!(page.contains(&format!("value=\"{homonym}\"")), "the candidates are offered: {page}");
+    let decide = |form: Vec<(&'static str, String)>| {
+        let http = http.clone();
+        let url = s.url(&format!("/admin/mappings/review/{id}"));
+        async move { http.post(url).form(&form).send().await.unwrap() }
+    };
+
+    let forged = decide(vec![
+        ("decision", "link".into()),
+        ("idnat", homonym.clone()),
+        ("csrf", "forged".into()),
+    ])
+    .await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let outsider = format!("8{}", rpps("9990000077"));
+    let r = decide(vec![("decision", "link".into()), ("idnat", outsider), ("csrf", csrf.clone())]).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("is not a candidate"));
+    assert!(s.components().store.national_ids(lucie).await.unwrap().is_empty(), "nothing linked");
+
+    let r = decide(vec![
+        ("decision", "link".into()),
+        ("idnat", homonym.clone()),
+        ("verified", "true".into()),
+        ("csrf", csrf.clone()),
+    ])
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let ids = s.components().store.national_ids(lucie).await.unwrap();
+    assert_eq!((ids.len(), ids[0].idnat.as_str(), ids[0].verified), (1, homonym.as_str(), true));
+    let resolved = events(&s, "identity_review_resolved").await;
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(
+        (&resolved[0]["resolution"], &resolved[0]["actor"], &resolved[0]["idnat"]),
+        (
+            &serde_json::json!("linked"),
+            &serde_json::json!("admin:root-admin"),
+            &serde_json::json!(homonym)
+        )
+    );
+    let page = http
+        .get(s.url("/admin/mappings/import?decided=linked"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("review-notice") && !page.contains(&format!("id=\"review-{id}\"")),
+        "{page}"
+    );
+    // Decided once: the same item again is refused, the mapping stays.
+    let again = decide(vec![("decision", "dismiss".into()), ("csrf", csrf.clone())]).await;
+    assert_eq!(again.status(), StatusCode::BAD_REQUEST);
+
+    // Dismissing the others empties the queue.
+    for other in s.components().store.review_items().await.unwrap() {
+        let r = http
+            .post(s.url(&format!("/admin/mappings/review/{}", other.id.unwrap())))
+            .form(&[("decision", "dismiss"), ("csrf", csrf.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    }
+    assert!(s.components().store.review_items().await.unwrap().is_empty());
+    assert_eq!(events(&s, "identity_review_resolved").await.len(), 3);
+    let page = http
+        .get(s.url("/admin/mappings/import"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("review-empty"), "{page}");
     s.stop().await;
 }
 

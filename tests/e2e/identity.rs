@@ -30,7 +30,7 @@ pub async fn person(s: &Server, username: &str, given: &str, family: &str) -> uu
     a.id
 }
 
-fn with_lines(extra: &[String]) -> String {
+pub fn with_lines(extra: &[String]) -> String {
     let mut t = SAMPLE.to_owned();
     for l in extra {
         t.push_str(l);

@@ -1,16 +1,28 @@
 //! Mapping file import (`login;idNat` per line): a dry run shows the diff and every line's
 //! error; the import applies all changes in one transaction, or nothing when a line is wrong.
-use super::{AdminState, admin, changer, form, management_error};
+//! The same page lists the review queue (people an import could not match alone) and decides
+//! its items, as `relais identity review --resolve` does.
+use super::{AdminState, admin, changer, form, management_error, see_other};
 use crate::adapters::http::AppState;
 use crate::adapters::http::pages::html;
+use crate::domain::management::ReviewDecision;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use relais_admin_ui::views::{ImportResult, ImportView};
+use relais_admin_ui::views::{ImportResult, ImportView, ReviewRow};
 
 pub async fn page(req: HttpRequest, state: web::Data<AppState>, admin_state: web::Data<AdminState>) -> HttpResponse {
     let a = match admin(&req, &state, &admin_state).await {
         Ok(a) => a,
         Err(r) => return r,
+    };
+    let queue = match queue(&state).await {
+        Ok(q) => q,
+        Err(e) => return super::domain_error(e, a.lang),
+    };
+    let notice = match super::query(&req).get("decided").map(String::as_str) {
+        Some("linked") => Some(a.chrome("import").t.queue_linked.to_owned()),
+        Some("dismissed") => Some(a.chrome("import").t.queue_dismissed.to_owned()),
+        _ => None,
     };
     html(
         StatusCode::OK,
@@ -19,8 +31,84 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>, admin_state: web
             text: String::new(),
             result: None,
             error: None,
+            queue,
+            notice,
         },
     )
+}
+
+async fn queue(state: &AppState) -> Result<Vec<ReviewRow>, crate::domain::ports::StoreError> {
+    Ok(state
+        .provider
+        .identities
+        .review_items()
+        .await?
+        .into_iter()
+        .filter_map(|r| {
+            Some(ReviewRow {
+                id: r.id?,
+                username: r.username,
+                reason: r.reason,
+                candidates: r.candidates.iter().map(ToString::to_string).collect(),
+            })
+        })
+        .collect())
+}
+
+/// Decides a review item: link one of its candidates (or, without candidates, a typed idNat)
+/// to the person, or dismiss it. Audited as `identity_review_resolved` with the admin's name.
+#[tracing::instrument(skip_all)]
+pub async fn decide(
+    req: HttpRequest,
+    path: web::Path<i64>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    admin_state: web::Data<AdminState>,
+) -> HttpResponse {
+    let f = match form(&req, payload).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let a = match changer(&req, &state, &admin_state, &f, "identity_review_resolved").await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let decision = match f.get("decision") {
+        Some("dismiss") => ReviewDecision::Dismiss,
+        _ => ReviewDecision::Link {
+            idnat: f.get("idnat").unwrap_or("").trim(),
+            verified: f.flag("verified"),
+        },
+    };
+    let decided = if matches!(decision, ReviewDecision::Dismiss) {
+        "dismissed"
+    } else {
+        "linked"
+    };
+    match state.provider.management(&a.actor()).resolve_review(*path, decision).await {
+        Ok(_) => see_other(&format!("/admin/mappings/import?decided={decided}")),
+        Err(e) => {
+            let error = match management_error(e, a.lang) {
+                Ok(msg) => msg,
+                Err(r) => return r,
+            };
+            let queue = match queue(&state).await {
+                Ok(q) => q,
+                Err(e) => return super::domain_error(e, a.lang),
+            };
+            html(
+                StatusCode::BAD_REQUEST,
+                &ImportView {
+                    c: a.chrome("import"),
+                    text: String::new(),
+                    result: None,
+                    error: Some(error),
+                    queue,
+                    notice: None,
+                },
+            )
+        }
+    }
 }
 
 #[tracing::instrument(skip_all)]
@@ -78,6 +166,10 @@ pub async fn import(
             Err(r) => return r,
         },
     };
+    let queue = match queue(&state).await {
+        Ok(q) => q,
+        Err(e) => return super::domain_error(e, a.lang),
+    };
     html(
         status,
         &ImportView {
@@ -85,6 +177,8 @@ pub async fn import(
             text,
             result,
             error,
+            queue,
+            notice: None,
         },
     )
 }

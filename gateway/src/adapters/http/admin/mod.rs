@@ -107,6 +107,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route("/mappings/import", web::get().to(mappings::page))
         .route("/mappings/import", web::post().to(mappings::import))
+        .route("/mappings/review/{id}", web::post().to(mappings::decide))
         .route("/clients", web::get().to(clients::page))
         .route("/clients", web::post().to(clients::register))
         .route("/clients/{id}/rotate", web::post().to(clients::rotate))
