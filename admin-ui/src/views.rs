@@ -195,6 +195,7 @@ pub struct ClientRow {
     pub auth_method: String,
     pub redirect_uris: String,
     pub min_acr: String,
+    pub required_roles: String,
     pub has_secret: bool,
 }
 

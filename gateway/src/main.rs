@@ -312,6 +312,10 @@ enum ClientCommand {
         min_acr: Option<String>,
         #[arg(long)]
         max_auth_age: Option<i64>,
+        /// Reserve the application to people holding this role (from `[directories.roles]`);
+        /// repeat for "any of these". Others get `access_denied`.
+        #[arg(long = "required-role")]
+        required_roles: Vec<String>,
     },
     List {
         #[command(flatten)]
@@ -856,6 +860,7 @@ async fn client_command(command: ClientCommand) -> Res {
             userinfo_signed_alg,
             min_acr,
             max_auth_age,
+            required_roles,
         } => {
             let config = load(&cfg)?;
             let auth_method = TokenAuthMethod::parse(&auth_method).ok_or("unknown --auth-method")?;
@@ -877,6 +882,7 @@ async fn client_command(command: ClientCommand) -> Res {
                 max_auth_age,
                 allow_refresh: true,
                 may_introspect: false,
+                required_roles,
             };
             let c = Components::build(config, Arc::new(relais::domain::ports::SystemClock)).await?;
             let (client, secret) = c.management("cli").register_client(new).await?;

@@ -314,6 +314,71 @@ async fn ldap_nested_groups_become_roles_for_the_roles_scope_only() {
     s.stop().await;
 }
 
+/// An application reserved to a role (`relais client add --required-role doctor`): a doctor
+/// gets a code; someone without the role is sent back to the application with `access_denied`,
+/// after the login and through SSO alike, and each refusal is audited.
+#[tokio::test]
+async fn ldap_an_application_reserved_to_a_role_refuses_the_others() {
+    use relais::domain::management::NewClient;
+    let d = Slapd::start();
+    let extra = format!("[directories.groups]\nbase_dn = \"ou=groups,dc=chu,dc=example\"\nnested = \"iterative\"\n{ROLES}");
+    let s = start(&openldap(&[d.ldaps()], &d.ca_file(), &extra)).await;
+    let (client, secret) = s
+        .components()
+        .management("test")
+        .register_client(NewClient {
+            required_roles: vec![" doctor".into(), "doctor".into(), String::new()],
+            ..NewClient::confidential(
+                relais::protocol::ClientId::parse("radiologie").unwrap(),
+                "Radiologie",
+                vec![relais::protocol::RedirectUri::parse(CALLBACK).unwrap()],
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(client.required_roles, ["doctor"], "trimmed, deduplicated, blanks dropped");
+    let stored = s.storage().client(&client.id).await.unwrap().unwrap();
+    assert_eq!(stored.required_roles, ["doctor"], "kept by the store");
+    let meta = rp::metadata(&s.base).await;
+    let radio = rp::client(meta.clone(), "radiologie", secret.as_deref(), CALLBACK);
+    let web = rp::client(meta, "web", Some(&s.web_secret), CALLBACK);
+
+    // jdupont is a doctor (group medecins).
+    let cb = Browser::new()
+        .login(&s.base, &rp::auth_request(&radio, &["profile"]).url, "jdupont", "jdupont-pw-1")
+        .await;
+    assert!(cb.contains_key("code") && !cb.contains_key("error"), "{cb:?}");
+
+    // hlefevre is an auditor only: the password is right, the application says no.
+    let b = Browser::new();
+    let cb = b
+        .login(&s.base, &rp::auth_request(&radio, &["profile"]).url, "hlefevre", "hlefevre-pw-1")
+        .await;
+    assert_eq!(cb.get("error").map(String::as_str), Some("access_denied"), "{cb:?}");
+    assert!(!cb.contains_key("code"));
+    // Signed in all the same (the other applications are hers): SSO to `web`, not to `radiologie`.
+    match b.start(&rp::auth_request(&web, &["profile"]).url).await {
+        Step::Callback(q) => assert!(q.contains_key("code"), "{q:?}"),
+        other => panic!("SSO to web: {other:?}"),
+    }
+    match b.start(&rp::auth_request(&radio, &["profile"]).url).await {
+        Step::Callback(q) => assert_eq!(q.get("error").map(String::as_str), Some("access_denied"), "{q:?}"),
+        other => panic!("SSO to radiologie: {other:?}"),
+    }
+    let refused = s
+        .storage()
+        .audit_records(1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.event.kind() == "authorize_refused")
+        .map(|r| serde_json::to_value(&r.event).unwrap())
+        .filter(|e| e["reason"].as_str().is_some_and(|r| r.contains("reserved to the roles doctor")))
+        .count();
+    assert_eq!(refused, 2, "both refusals are audited");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn ldap_group_search_with_a_depth_bound_and_required_roles() {
     let d = Slapd::start();

@@ -62,12 +62,14 @@ async fn clients_round_trip(s: Arc<SqlStore>) {
         allow_refresh: false,
         may_introspect: false,
         enabled: true,
+        required_roles: vec!["doctor".into(), "nurse".into()],
     };
     s.insert_client(&c).await.unwrap();
     assert_eq!(s.client(&c.id).await.unwrap().unwrap(), c);
     assert!(matches!(s.insert_client(&c).await, Err(StoreError::Conflict(_))));
     c.enabled = false;
     c.name = "PSC".into();
+    c.required_roles.clear();
     s.update_client(&c).await.unwrap();
     assert_eq!(s.client(&c.id).await.unwrap().unwrap(), c);
     assert_eq!(s.list_clients().await.unwrap().len(), 1);

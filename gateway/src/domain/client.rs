@@ -65,11 +65,18 @@ pub struct Client {
     /// May introspect tokens issued to other clients (resource servers).
     pub may_introspect: bool,
     pub enabled: bool,
+    /// Roles (from directory groups, `[directories.roles]`) of which a person needs one to use
+    /// this application; empty: anyone who logs in.
+    pub required_roles: Vec<String>,
 }
 
 impl Client {
     pub fn is_public(&self) -> bool {
         self.auth_method == TokenAuthMethod::None
+    }
+    /// Whether a person with `roles` may use this application.
+    pub fn admits(&self, roles: &[String]) -> bool {
+        self.required_roles.is_empty() || roles.iter().any(|r| self.required_roles.contains(r))
     }
     pub fn redirect_uri_registered(&self, uri: &RedirectUri) -> bool {
         self.redirect_uris.iter().any(|r| r == uri)

@@ -36,6 +36,8 @@ pub struct NewClient {
     pub max_auth_age: Option<i64>,
     pub allow_refresh: bool,
     pub may_introspect: bool,
+    /// Reserve the application to people holding one of these roles (empty: anyone).
+    pub required_roles: Vec<String>,
 }
 
 impl NewClient {
@@ -55,6 +57,7 @@ impl NewClient {
             max_auth_age: None,
             allow_refresh: true,
             may_introspect: false,
+            required_roles: Vec::new(),
         }
     }
 }
@@ -197,6 +200,19 @@ impl Management<'_> {
                 "private_key_jwt needs a JWK Set with at least one key".into(),
             ));
         }
+        let mut required_roles: Vec<String> = c
+            .required_roles
+            .iter()
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty())
+            .collect();
+        required_roles.sort();
+        required_roles.dedup();
+        if required_roles.iter().any(|r| r.len() > 64 || r.contains(char::is_whitespace)) {
+            return Err(ManagementError::Invalid(
+                "a role name is one word of at most 64 characters (as in [directories.roles])".into(),
+            ));
+        }
         let secret = matches!(
             c.auth_method,
             TokenAuthMethod::ClientSecretBasic | TokenAuthMethod::ClientSecretPost
@@ -218,6 +234,7 @@ impl Management<'_> {
             allow_refresh: c.allow_refresh,
             may_introspect: c.may_introspect,
             enabled: true,
+            required_roles,
         };
         self.storage.insert_client(&client).await?;
         self.record(AuditEvent::ClientRegistered {

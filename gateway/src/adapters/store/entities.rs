@@ -22,6 +22,8 @@ pub mod client {
         pub may_introspect: bool,
         pub enabled: bool,
         pub created_at: DateTimeUtc,
+        /// JSON array of role names; NULL: no requirement.
+        pub required_roles: Option<String>,
     }
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}

@@ -223,6 +223,12 @@ fn client_from_row(m: client::Model) -> Result<Client, StoreError> {
         allow_refresh: m.allow_refresh,
         may_introspect: m.may_introspect,
         enabled: m.enabled,
+        required_roles: m
+            .required_roles
+            .map(|r| serde_json::from_str(&r))
+            .transpose()
+            .map_err(|e| corrupt("required roles", e))?
+            .unwrap_or_default(),
     })
 }
 
@@ -248,6 +254,7 @@ fn client_to_row(c: &Client) -> client::ActiveModel {
         may_introspect: Set(c.may_introspect),
         enabled: Set(c.enabled),
         created_at: Set(Utc::now()),
+        required_roles: Set((!c.required_roles.is_empty()).then(|| serde_json::json!(c.required_roles).to_string())),
     }
 }
 

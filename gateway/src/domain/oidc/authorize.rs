@@ -89,6 +89,7 @@ impl Provider {
             .await?;
             return Ok(match self.gate(&client, &request, &session, ctx).await? {
                 Gate::Proceed => AuthorizeOutcome::Redirect(self.issue_code(&request, &session, ctx).await?),
+                Gate::RoleMissing => AuthorizeOutcome::Redirect(fail(super::psc::role_missing())),
                 Gate::NotEligible => AuthorizeOutcome::NotEligible,
                 Gate::Terms {
                     pending_id,

@@ -329,6 +329,13 @@ impl Provider {
         }
         match self.gate(&client, request, &session, ctx).await? {
             Gate::Proceed => {}
+            Gate::RoleMissing => {
+                let e = super::psc::role_missing();
+                return Ok(Ok(LoginOutcome::Refused {
+                    cookie_secret,
+                    redirect: redirect_error(&request.redirect_uri, &e, request.state.as_deref(), &self.settings.issuer),
+                }));
+            }
             Gate::NotEligible => return Ok(Ok(LoginOutcome::NotEligible { cookie_secret })),
             Gate::Terms {
                 pending_id,

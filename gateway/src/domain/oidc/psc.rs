@@ -31,6 +31,8 @@ pub struct PscSettings {
 /// What stands between a login and a code for this client.
 pub(super) enum Gate {
     Proceed,
+    /// The application is reserved to roles the person does not hold (`access_denied`).
+    RoleMissing,
     /// No verified national identity: PSC may not receive this person.
     NotEligible,
     /// The person must accept the terms of use first.
@@ -38,6 +40,14 @@ pub(super) enum Gate {
         pending_id: String,
         browser_binding: String,
     },
+}
+
+/// What the application hears when it is reserved to roles the person does not hold.
+pub(super) fn role_missing() -> OAuthError {
+    OAuthError::new(
+        OAuthErrorCode::AccessDenied,
+        "this application is reserved to people holding a role the user does not have",
+    )
 }
 
 /// A login waiting for the terms of use to be accepted.
@@ -81,6 +91,20 @@ impl Provider {
         session: &SsoSession,
         ctx: &RequestContext,
     ) -> Result<Gate, DomainError> {
+        if !client.admits(&session.roles) {
+            self.audit_refusal(
+                ctx,
+                AuditEvent::AuthorizeRefused {
+                    client_id: Some(client.id.to_string()),
+                    reason: format!(
+                        "reserved to the roles {}: the person holds none of them",
+                        client.required_roles.join(", ")
+                    ),
+                },
+            )
+            .await;
+            return Ok(Gate::RoleMissing);
+        }
         if client.kind != ClientKind::Psc {
             return Ok(Gate::Proceed);
         }

@@ -34,6 +34,7 @@ async fn render(
                     auth_method: c.auth_method.as_str().into(),
                     redirect_uris: c.redirect_uris.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(" "),
                     min_acr: c.min_acr.clone().unwrap_or_default(),
+                    required_roles: c.required_roles.join(" "),
                     has_secret: c.secret_digest.is_some(),
                 })
                 .collect(),
@@ -85,6 +86,13 @@ fn new_client(f: &super::Form, strongest_acr: &str) -> Result<NewClient, Managem
             Ok(NewClient {
                 auth_method,
                 min_acr: f.get("min_acr").map(str::to_owned),
+                required_roles: f
+                    .get("required_roles")
+                    .unwrap_or("")
+                    .split(|c: char| c == ',' || c.is_whitespace())
+                    .filter(|r| !r.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
                 ..NewClient::confidential(id, name, uris)
             })
         }

@@ -10,6 +10,7 @@ mod m20261210_000002_directory_accounts;
 mod m20261215_000001_audit_forward;
 mod m20261216_000001_admin_roles;
 mod m20261220_000001_audit_at_seq;
+mod m20261227_000001_client_roles;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261215_000001_audit_forward::Migration),
             Box::new(m20261216_000001_admin_roles::Migration),
             Box::new(m20261220_000001_audit_at_seq::Migration),
+            Box::new(m20261227_000001_client_roles::Migration),
         ]
     }
 }
