@@ -228,7 +228,7 @@ async fn admin_password_guessing_is_throttled_like_the_login_page() {
     }
     let r = password_step(&http, &s, who).await;
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "locked even with the right password");
-    assert!(r.text().await.unwrap().contains("too many failed attempts"));
+    assert!(r.text().await.unwrap().contains("Trop de tentatives échouées"));
     let e = events(&s, "admin_login").await;
     assert_eq!(e[0]["reason"], "throttled_account", "{e:?}");
     assert_eq!(e.iter().filter(|e| e["reason"] == "bad_credentials").count(), 3);
@@ -269,7 +269,7 @@ async fn a_password_without_a_key_is_not_enough() {
         .unwrap();
     let r = password_step(&client(), &s, ("keyless", "keyless-password-1")).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    assert!(r.text().await.unwrap().contains("security key"));
+    assert!(r.text().await.unwrap().contains("Aucune clé de sécurité"));
     let e = events(&s, "admin_login").await;
     assert_eq!(e[0]["reason"], "no_security_key");
     s.stop().await;
@@ -928,7 +928,7 @@ async fn browser_a_non_admin_is_refused() {
     d.type_into("#password", ALICE.1).await;
     d.click("#login-submit").await;
     let error = d.text(".error").await;
-    assert!(error.contains("not an administrator"), "{error}");
+    assert!(error.contains("sans rôle d'administration"), "{error}");
     d.goto(&s.url("/admin/people")).await;
     d.wait_url("/admin/login").await;
     d.quit().await;

@@ -57,7 +57,7 @@ async fn directory_groups_grant_the_admin_ui_roles_still_with_a_key() {
     // In relais-admins (through chefs-de-service): the role, but no key yet, so no login.
     let r = password_step(&client(), &s, admin).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    assert!(r.text().await.unwrap().contains("security key"));
+    assert!(r.text().await.unwrap().contains("Aucune clé de sécurité"));
     assert_eq!(events(&s, "admin_login").await[0]["reason"], "no_security_key");
 
     // With a key: logged in as admin, and changes are allowed and audited with the name.

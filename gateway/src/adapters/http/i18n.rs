@@ -1,5 +1,6 @@
 //! The languages of the pages: French by default, English on request (`ui_locales`, then
 //! `Accept-Language`).
+use crate::domain::admin::AdminLoginError;
 use crate::domain::oidc::{KeyAddError, KeyStepRefusal};
 use actix_web::HttpRequest;
 use std::borrow::Cow;
@@ -224,6 +225,26 @@ impl Lang {
             KeyAddError::ModelNotAllowed => MODEL_NOT_ALLOWED_FR,
             KeyAddError::Failed => REGISTRATION_FAILED_FR,
             KeyAddError::AlreadyRegistered => ALREADY_REGISTERED_FR,
+        }
+        .into()
+    }
+}
+
+impl Lang {
+    /// Why the admin UI's login refused, in this language.
+    pub fn admin_login_error(self, e: &AdminLoginError) -> Cow<'static, str> {
+        if self == Lang::En {
+            return e.to_string().into();
+        }
+        match e {
+            AdminLoginError::Refused => "Identifiant ou mot de passe incorrect, ou compte sans rôle d'administration.",
+            AdminLoginError::NoKey => "Aucune clé de sécurité n'est enregistrée pour ce compte : l'administration exige toujours une clé.",
+            AdminLoginError::KeysNotConfigured => {
+                "Les clés de sécurité ne sont pas configurées ([fido2] attestation_policy) : l'administration en a besoin."
+            }
+            AdminLoginError::Expired => "Cette étape de connexion a expiré : recommencez.",
+            AdminLoginError::KeyRefused => "La clé de sécurité a été refusée.",
+            AdminLoginError::Throttled => "Trop de tentatives échouées : patientez quelques minutes avant de réessayer.",
         }
         .into()
     }

@@ -59,7 +59,7 @@ pub async fn submit(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
             &admin,
             &state,
             StatusCode::BAD_REQUEST,
-            Some(AdminLoginError::Refused.to_string()),
+            Some(lang.admin_login_error(&AdminLoginError::Refused).into_owned()),
         );
     };
     match admin.access(&state).password(username, password, &extract::context(&req)).await {
@@ -68,8 +68,20 @@ pub async fn submit(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
             let _ = r.add_cookie(&admin.cookie(ADMIN_LOGIN_COOKIE, pending_id, LOGIN_COOKIE_SECS));
             r
         }
-        Ok(Err(e @ AdminLoginError::Throttled)) => login_form(&req, &admin, &state, StatusCode::TOO_MANY_REQUESTS, Some(e.to_string())),
-        Ok(Err(e)) => login_form(&req, &admin, &state, StatusCode::UNAUTHORIZED, Some(e.to_string())),
+        Ok(Err(e @ AdminLoginError::Throttled)) => login_form(
+            &req,
+            &admin,
+            &state,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(lang.admin_login_error(&e).into_owned()),
+        ),
+        Ok(Err(e)) => login_form(
+            &req,
+            &admin,
+            &state,
+            StatusCode::UNAUTHORIZED,
+            Some(lang.admin_login_error(&e).into_owned()),
+        ),
         Err(e) => super::domain_error(e, lang),
     }
 }
@@ -102,10 +114,10 @@ pub struct KeyRequest {
     credential: serde_json::Value,
 }
 
-fn json_error(status: StatusCode, e: &AdminLoginError) -> HttpResponse {
+fn json_error(req: &HttpRequest, status: StatusCode, e: &AdminLoginError) -> HttpResponse {
     HttpResponse::build(status)
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(json!({ "error": e.to_string() }))
+        .json(json!({ "error": lang(req).admin_login_error(e) }))
 }
 
 /// The key step belongs to the browser that passed the password step.
@@ -120,11 +132,11 @@ pub async fn key_options(
     admin: web::Data<AdminState>,
 ) -> HttpResponse {
     if !bound(&req, &body) {
-        return json_error(StatusCode::FORBIDDEN, &AdminLoginError::Expired);
+        return json_error(&req, StatusCode::FORBIDDEN, &AdminLoginError::Expired);
     }
     match admin.access(&state).key_options(&body.pending_id, &body.csrf).await {
         Ok(Ok(options)) => HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(options),
-        Ok(Err(e)) => json_error(StatusCode::FORBIDDEN, &e),
+        Ok(Err(e)) => json_error(&req, StatusCode::FORBIDDEN, &e),
         Err(e) => crate::adapters::http::errors::domain_json(e),
     }
 }
@@ -137,7 +149,7 @@ pub async fn key_finish(
     admin: web::Data<AdminState>,
 ) -> HttpResponse {
     if !bound(&req, &body) {
-        return json_error(StatusCode::FORBIDDEN, &AdminLoginError::Expired);
+        return json_error(&req, StatusCode::FORBIDDEN, &AdminLoginError::Expired);
     }
     let ctx = extract::context(&req);
     match admin
@@ -150,7 +162,7 @@ pub async fn key_finish(
             .cookie(admin.cookie(ADMIN_COOKIE, secret, admin.policy.max_secs))
             .cookie(admin.removal(ADMIN_LOGIN_COOKIE))
             .json(json!({ "redirect": "/admin" })),
-        Ok(Err(e)) => json_error(StatusCode::FORBIDDEN, &e),
+        Ok(Err(e)) => json_error(&req, StatusCode::FORBIDDEN, &e),
         Err(e) => crate::adapters::http::errors::domain_json(e),
     }
 }
