@@ -411,6 +411,11 @@ async fn ldap_group_search_with_a_depth_bound_and_required_roles() {
 
 /// slapd's count of connections opened since it started (back-monitor).
 pub fn slapd_connections_total(d: &Slapd) -> u64 {
+    slapd_monitor(d, "cn=Total,cn=Connections,cn=Monitor", "monitorCounter")
+}
+
+/// A counter of slapd's back-monitor; reading it is itself one connection and one bind.
+fn slapd_monitor(d: &Slapd, base: &str, attribute: &str) -> u64 {
     let out = std::process::Command::new("ldapsearch")
         .args([
             "-x",
@@ -422,14 +427,38 @@ pub fn slapd_connections_total(d: &Slapd) -> u64 {
             "-w",
             "admin-secret",
         ])
-        .args(["-b", "cn=Total,cn=Connections,cn=Monitor", "-s", "base", "monitorCounter"])
+        .args(["-b", base, "-s", "base", attribute])
         .output()
         .expect("ldapsearch (scripts/test.sh installs ldap-utils)");
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
-        .find_map(|l| l.strip_prefix("monitorCounter: "))
+        .find_map(|l| l.strip_prefix(&format!("{attribute}: ")))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no monitorCounter: {text} {}", String::from_utf8_lossy(&out.stderr)))
+        .unwrap_or_else(|| panic!("no {attribute}: {text} {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Someone who is not in the directory costs a bind, as a wrong password does: the answer's
+/// timing does not tell who has an account (counted by slapd itself, not timed here).
+#[tokio::test]
+async fn ldap_an_unknown_user_costs_a_bind_like_a_wrong_password() {
+    let d = Slapd::start();
+    let s = start(&openldap(&[d.ldaps()], &d.ca_file(), "")).await;
+    let binds = || slapd_monitor(&d, "cn=Bind,cn=Operations,cn=Monitor", "monitorOpCompleted");
+    // Opens the pools (the service account's bind) before counting.
+    attempt_ok(&s, "hlefevre", "hlefevre-pw-1").await;
+    let refused = |step: Step| assert!(!matches!(step, Step::Callback(_)), "{step:?}");
+    let before = binds();
+    for _ in 0..2 {
+        refused(attempt(&s, "personne-inconnue", "un-mot-de-passe-1").await);
+    }
+    let unknown = binds() - before - 1;
+    let before = binds();
+    for _ in 0..2 {
+        refused(attempt(&s, "jdupont", "not-the-password-1").await);
+    }
+    let wrong = binds() - before - 1;
+    assert_eq!((unknown, wrong), (2, 2), "one bind per attempt, whoever is named");
+    s.stop().await;
 }
 
 #[tokio::test]

@@ -344,6 +344,11 @@ impl Directory {
         let found = match &self.settings.lookup {
             Lookup::Search { .. } => {
                 let Some(found) = self.find(login).await? else {
+                    // Nobody by that name: a bind all the same, as a DN no entry has, so that
+                    // the answer takes as long as a wrong password's and its timing does not
+                    // tell who has an account. Its outcome changes nothing.
+                    let decoy = format!("cn=relais-no-such-person,{}", self.settings.base_dn);
+                    let _ = self.user_bind(&decoy, password).await;
                     return Ok(PasswordVerdict::Rejected);
                 };
                 // The user's bind: a bind-pool connection, never a service-account one.
