@@ -338,6 +338,118 @@ async fn fido2_keys_from_an_untrusted_ca_or_model_are_refused_at_registration() 
     }
 }
 
+/// A FIDO MDS3 blob in the real layout (a JWS with the signer's chain in `x5c`), signed here.
+fn mds_blob(signer_key: &rcgen::KeyPair, chain: &[&[u8]], entries: Value) -> String {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+    use base64::Engine;
+    let std_b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+    let b = relais::domain::crypto::b64url;
+    let header = json!({"alg": "ES256", "typ": "JWT", "x5c": chain.iter().map(|c| std_b64(c)).collect::<Vec<_>>()});
+    let payload = json!({"legalHeader": "test", "no": 42, "nextUpdate": "2099-01-01", "entries": entries});
+    let input = format!("{}.{}", b(header.to_string().as_bytes()), b(payload.to_string().as_bytes()));
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &signer_key.serialize_der()).unwrap();
+    let sig = pair.sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes()).unwrap();
+    format!("{input}.{}", b(sig.as_ref()))
+}
+
+/// An MDS root and a blob signer certified by it.
+fn mds_signer(name: &str) -> (rcgen::CertifiedIssuer<'static, rcgen::KeyPair>, rcgen::KeyPair, Vec<u8>) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name.push(DnType::CommonName, name);
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let root = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let mut leaf = CertificateParams::new(vec!["mds.test.invalid".to_string()]).unwrap();
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &root).unwrap();
+    (root, key, cert.der().to_vec())
+}
+
+/// Models admitted from a FIDO MDS3 blob read from disk: the trust file lists only AAGUIDs, the
+/// attestation roots come from the blob, whose signature and chain are checked at start; a model
+/// the blob reports compromised is refused at registration; an altered blob or one signed under
+/// another root stops Relais with the reason.
+#[tokio::test]
+async fn fido2_models_admitted_from_an_mds3_blob() {
+    use base64::Engine;
+    let (mut token, ca) = SoftToken::new(true).unwrap();
+    let pem = ca.to_pem(LineEndingPem::LF).unwrap();
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let ca_der = base64::engine::general_purpose::STANDARD.decode(body).unwrap();
+    let ca_b64 = base64::engine::general_purpose::STANDARD.encode(&ca_der);
+    let entries = |status: &str| {
+        json!([{
+            "aaguid": AAGUID.to_string(),
+            "metadataStatement": {"description": "SoftToken (test)", "attestationRootCertificates": [ca_b64]},
+            "statusReports": [{"status": "FIDO_CERTIFIED_L1"}, {"status": status}],
+        }])
+    };
+    let (root, signer_key, signer_cert) = mds_signer("Test FIDO MDS root");
+    let dir = std::env::temp_dir().join(harness::unique("relais-mds"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("mds-root.pem"), root.pem()).unwrap();
+    let policy = |name: &str, blob: String| -> std::path::PathBuf {
+        std::fs::write(dir.join(format!("{name}.jwt")), blob).unwrap();
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!("[mds]\nblob_file = \"{name}.jwt\"\nroot_certificate_file = \"mds-root.pem\"\naaguids = [\"{AAGUID}\"]\n"),
+        )
+        .unwrap();
+        path
+    };
+    let register_with_code = async |s: &Server, token: &mut SoftToken| {
+        let b = Browser::new();
+        let rp = web(s).await;
+        let url = format!("{}&acr_values=loa3", rp::auth_request(&rp, &[]).url);
+        let k = password_then_key_step(&b, s, &url).await;
+        let code = enrolment_code(s).await;
+        register(&b, s, token, &k, Some(&code)).await
+    };
+
+    let certified = policy("certified", mds_blob(&signer_key, &[&signer_cert], entries("FIDO_CERTIFIED_L2")));
+    let s = start_trusting(&certified.display().to_string()).await;
+    let (st, body) = register_with_code(&s, &mut token).await;
+    assert_eq!(st, StatusCode::OK, "a model the blob vouches for registers: {body}");
+    s.stop().await;
+
+    let compromised = policy(
+        "compromised",
+        mds_blob(&signer_key, &[&signer_cert], entries("ATTESTATION_KEY_COMPROMISE")),
+    );
+    let s = start_trusting(&compromised.display().to_string()).await;
+    let (st, body) = register_with_code(&s, &mut token).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
+    assert!(body["error_description"].as_str().unwrap().contains("n'est pas autorisé"), "{body}");
+    s.stop().await;
+
+    let load = |p: &std::path::Path| {
+        relais::adapters::webauthn::load_trust_policy(p)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let genuine = mds_blob(&signer_key, &[&signer_cert], entries("FIDO_CERTIFIED_L1"));
+    let mut parts: Vec<String> = genuine.split('.').map(str::to_owned).collect();
+    let mut payload: Value = serde_json::from_slice(&relais::domain::crypto::b64url_decode(&parts[1]).unwrap()).unwrap();
+    payload["entries"][0]["statusReports"] = json!([{"status": "FIDO_CERTIFIED_L3"}]);
+    parts[1] = relais::domain::crypto::b64url(payload.to_string().as_bytes());
+    let altered = policy("altered", parts.join("."));
+    assert!(load(&altered).unwrap_err().contains("bad signature"));
+    let (_, other_key, other_cert) = mds_signer("Someone else's root");
+    let elsewhere = policy("elsewhere", mds_blob(&other_key, &[&other_cert], entries("FIDO_CERTIFIED_L1")));
+    assert!(load(&elsewhere).unwrap_err().contains("does not chain to the MDS root"));
+    let unlisted = dir.join("unlisted.toml");
+    std::fs::write(
+        &unlisted,
+        "[mds]\nblob_file = \"certified.jwt\"\nroot_certificate_file = \"mds-root.pem\"\naaguids = [\"cb69481e-8ff7-4039-93ec-0a2729a154a8\"]\n",
+    )
+    .unwrap();
+    assert!(load(&unlisted).unwrap_err().contains("is not in the blob"));
+    assert_eq!(load(&certified), Ok(()));
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[tokio::test]
 async fn fido2_a_revoked_key_is_refused_at_the_next_login() {
     let (s, mut token) = setup().await;

@@ -3,6 +3,7 @@ pub mod audit;
 pub mod audit_forward;
 pub mod cards;
 pub mod directory;
+pub mod fido_mds;
 pub mod http;
 pub mod keys;
 pub mod local_accounts;

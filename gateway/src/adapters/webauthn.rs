@@ -28,6 +28,19 @@ pub enum TrustPolicyError {
 struct TrustFile {
     #[serde(default)]
     authority: Vec<Authority>,
+    /// Models admitted from a FIDO MDS3 blob (`fido_mds.rs`).
+    mds: Option<MdsSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MdsSection {
+    /// The blob as downloaded from FIDO (a JWS), relative to the trust file.
+    blob_file: PathBuf,
+    /// The root that signs the blob's signer (PEM), relative to the trust file.
+    root_certificate_file: PathBuf,
+    /// The models admitted: their attestation roots come from the blob.
+    aaguids: Vec<Uuid>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,13 +65,17 @@ pub fn load_trust_policy(path: &Path) -> Result<AttestationCaList, TrustPolicyEr
     };
     let file: TrustFile =
         toml::from_str(&read(path)?).map_err(|e| TrustPolicyError::Invalid(format!("{}: {}", path.display(), e.message())))?;
-    if file.authority.is_empty() {
+    if file.authority.is_empty() && file.mds.as_ref().is_none_or(|m| m.aaguids.is_empty()) {
         return Err(TrustPolicyError::Invalid(format!(
-            "{}: no [[authority]]: no key could ever register",
+            "{}: no [[authority]] and no [mds] aaguids: no key could ever register",
             path.display()
         )));
     }
     let mut builder = AttestationCaListBuilder::new();
+    if let Some(mds) = &file.mds {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        admit_from_mds(&mut builder, mds, dir, &read)?;
+    }
     for a in file.authority {
         let pem = match (a.certificate, a.certificate_file) {
             (Some(pem), None) => pem,
@@ -83,6 +100,50 @@ pub fn load_trust_policy(path: &Path) -> Result<AttestationCaList, TrustPolicyEr
         }
     }
     Ok(builder.build())
+}
+
+/// Adds the roots of the admitted models from the MDS blob; a model the blob does not describe
+/// is a mistake (stop), one it reports compromised or revoked is left out (warned).
+fn admit_from_mds(
+    builder: &mut AttestationCaListBuilder,
+    mds: &MdsSection,
+    dir: &Path,
+    read: &dyn Fn(&Path) -> Result<String, TrustPolicyError>,
+) -> Result<(), TrustPolicyError> {
+    let invalid = |m: String| TrustPolicyError::Invalid(format!("[mds] {}: {m}", mds.blob_file.display()));
+    let blob = read(&dir.join(&mds.blob_file))?;
+    let root_path = dir.join(&mds.root_certificate_file);
+    use rustls::pki_types::pem::PemObject;
+    let root = rustls::pki_types::CertificateDer::pem_file_iter(&root_path)
+        .ok()
+        .and_then(|mut certs| certs.next())
+        .and_then(Result::ok)
+        .ok_or_else(|| TrustPolicyError::Invalid(format!("[mds] {}: no PEM certificate", root_path.display())))?;
+    let blob = crate::adapters::fido_mds::read_blob(&blob, &root, rustls::pki_types::UnixTime::now()).map_err(invalid)?;
+    tracing::info!(number = blob.number, next_update = %blob.next_update, models = blob.models.len(), "FIDO MDS3 blob loaded");
+    if chrono::NaiveDate::parse_from_str(&blob.next_update, "%Y-%m-%d").is_ok_and(|d| d < chrono::Utc::now().date_naive()) {
+        tracing::warn!(next_update = %blob.next_update, "the FIDO MDS3 blob is past its nextUpdate: download the current one");
+    }
+    for aaguid in &mds.aaguids {
+        let model = blob
+            .models
+            .iter()
+            .find(|m| m.aaguid == *aaguid)
+            .ok_or_else(|| invalid(format!("aaguid {aaguid} is not in the blob")))?;
+        if let Some(status) = &model.untrusted_status {
+            tracing::warn!(%aaguid, model = %model.description, %status, "FIDO MDS3: model not admitted");
+            continue;
+        }
+        if model.roots.is_empty() {
+            return Err(invalid(format!("aaguid {aaguid}: the blob lists no attestation root")));
+        }
+        for der in &model.roots {
+            builder
+                .insert_device_der(der, *aaguid, model.description.clone(), BTreeMap::new())
+                .map_err(|e| invalid(format!("aaguid {aaguid}: root certificate: {e:?}")))?;
+        }
+    }
+    Ok(())
 }
 
 pub struct WebauthnKeys {
@@ -140,6 +201,11 @@ fn is_policy_refusal(e: &WebauthnError) -> bool {
 
 impl SecurityKeys for WebauthnKeys {
     fn start_registration(&self, holder: &KeyHolder, existing: &[SecurityKeyRecord]) -> Result<Ceremony, Fido2Error> {
+        if self.trusted.is_empty() {
+            return Err(Fido2Error::NotAllowed(
+                "no key model is admitted by the trust policy (every [mds] model is reported compromised or revoked)".into(),
+            ));
+        }
         let exclude = existing
             .iter()
             .filter_map(|k| from_json::<AttestedPasskey>(&k.credential).ok())

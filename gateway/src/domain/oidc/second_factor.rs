@@ -277,7 +277,14 @@ impl Provider {
                     username: stage.username.clone(),
                     display_name: stage.display_name.clone(),
                 };
-                (port.start_registration(&holder, &all), true, code_digest)
+                match port.start_registration(&holder, &all) {
+                    // No key model is admitted at all (e.g. the MDS blob withdrew every one).
+                    Err(Fido2Error::NotAllowed(reason)) => {
+                        self.registration_refused(ctx, account_id, reason).await;
+                        return Ok(Err(denied(KeyStepRefusal::ModelNotAllowed)));
+                    }
+                    started => (started, true, code_digest),
+                }
             }
         };
         Ok(Ok(self.keep_ceremony(&p.id, started, register, code_digest).await?))

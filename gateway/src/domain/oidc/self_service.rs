@@ -9,6 +9,7 @@ use crate::domain::account::Account;
 use crate::domain::audit::{AuditEvent, RequestContext};
 use crate::domain::audit_chain::{AuditQuery, ChainedRecord};
 use crate::domain::crypto::{b64url, ct_eq, sha256};
+use crate::domain::fido2::Fido2Error;
 use uuid::Uuid;
 
 /// The person behind an SSO cookie.
@@ -204,9 +205,15 @@ impl Provider {
             username: me.account.username.clone(),
             display_name: me.account.display_name.clone(),
         };
-        let started = port
-            .start_registration(&holder, &all)
-            .map_err(|e| DomainError::Internal(e.to_string()))?;
+        let started = match port.start_registration(&holder, &all) {
+            Ok(s) => s,
+            Err(Fido2Error::NotAllowed(reason)) => {
+                self.registration_refused(ctx, account_id.to_string(), format!("account page: {reason}"))
+                    .await;
+                return Ok(Err(KeyAddError::ModelNotAllowed));
+            }
+            Err(e) => return Err(DomainError::Internal(e.to_string())),
+        };
         let pending = crate::domain::fido2::PendingCeremony {
             register: true,
             state: started.state,
