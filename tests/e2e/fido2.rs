@@ -394,7 +394,9 @@ async fn fido2_models_admitted_from_an_mds3_blob() {
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(
             &path,
-            format!("[mds]\nblob_file = \"{name}.jwt\"\nroot_certificate_file = \"mds-root.pem\"\naaguids = [\"{AAGUID}\"]\n"),
+            format!(
+                "[mds]\nblob_file = \"{name}.jwt\"\nroot_certificate_file = \"mds-root.pem\"\nsigner_name = \"mds.test.invalid\"\naaguids = [\"{AAGUID}\"]\n"
+            ),
         )
         .unwrap();
         path
@@ -439,10 +441,21 @@ async fn fido2_models_admitted_from_an_mds3_blob() {
     let (_, other_key, other_cert) = mds_signer("Someone else's root");
     let elsewhere = policy("elsewhere", mds_blob(&other_key, &[&other_cert], entries("FIDO_CERTIFIED_L1")));
     assert!(load(&elsewhere).unwrap_err().contains("does not chain to the MDS root"));
+    // Certified by the same root, but for another host: any server's certificate from a public
+    // root must not pass for the MDS.
+    let some_server = {
+        use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyPair};
+        let mut p = CertificateParams::new(vec!["www.example.invalid".to_string()]).unwrap();
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &root).unwrap();
+        policy("some-server", mds_blob(&key, &[cert.der()], entries("FIDO_CERTIFIED_L1")))
+    };
+    assert!(load(&some_server).unwrap_err().contains("is not signed by mds.test.invalid"));
     let unlisted = dir.join("unlisted.toml");
     std::fs::write(
         &unlisted,
-        "[mds]\nblob_file = \"certified.jwt\"\nroot_certificate_file = \"mds-root.pem\"\naaguids = [\"cb69481e-8ff7-4039-93ec-0a2729a154a8\"]\n",
+        "[mds]\nblob_file = \"certified.jwt\"\nroot_certificate_file = \"mds-root.pem\"\nsigner_name = \"mds.test.invalid\"\naaguids = [\"cb69481e-8ff7-4039-93ec-0a2729a154a8\"]\n",
     )
     .unwrap();
     assert!(load(&unlisted).unwrap_err().contains("is not in the blob"));

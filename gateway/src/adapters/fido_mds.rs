@@ -4,8 +4,8 @@
 //! A blob is a JWS (RS256 or ES256) whose header carries the signer's certificate chain (`x5c`);
 //! its payload lists authenticator models by AAGUID with their attestation root certificates and
 //! status reports. Relais checks the chain up to the root the admin names, the signature, then
-//! takes from it the roots of the models the admin admits, leaving out models whose latest
-//! status says they are compromised or revoked.
+//! takes from it the roots of the models the admin admits, leaving out models with any status
+//! report saying they are compromised or revoked.
 //!
 //! Not verified against the real FIDO blob here (no network in tests): the test signs a blob of
 //! the same layout with a chain of its own. The real signer's certificate is a TLS-style one;
@@ -14,7 +14,8 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use serde::Deserialize;
 use uuid::Uuid;
 
-/// Statuses after which a model's attestation is worth nothing (FIDO MDS3 §3.1.4).
+/// Statuses after which a model's attestation is worth nothing (FIDO MDS3 §3.1.4); any one of
+/// them in a model's reports leaves the model out.
 const UNTRUSTED_STATUSES: &[&str] = &[
     "REVOKED",
     "ATTESTATION_KEY_COMPROMISE",
@@ -82,8 +83,9 @@ struct StatusReport {
     status: String,
 }
 
-/// Verifies `blob` (the JWS text) against `root` (DER) at `now` and reads its models.
-pub fn read_blob(blob: &str, root: &[u8], now: UnixTime) -> Result<MdsBlob, String> {
+/// Verifies `blob` (the JWS text) at `now`: signed by a certificate for `signer_name`
+/// (`mds.fidoalliance.org` for FIDO's blob) chaining to `root` (DER); reads its models.
+pub fn read_blob(blob: &str, root: &[u8], signer_name: &str, now: UnixTime) -> Result<MdsBlob, String> {
     use base64::Engine;
     let std_b64 = base64::engine::general_purpose::STANDARD;
     let url_b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -115,6 +117,12 @@ pub fn read_blob(blob: &str, root: &[u8], now: UnixTime) -> Result<MdsBlob, Stri
     let algs = rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms.all;
     ee.verify_for_usage(algs, &[anchor], &intermediates, now, webpki::KeyUsage::server_auth(), None, None)
         .map_err(|e| format!("the blob's signer does not chain to the MDS root: {e:?}"))?;
+    // The root may be a public one that certifies many servers (FIDO's is GlobalSign's): the
+    // signer must also be the MDS itself.
+    let name =
+        rustls::pki_types::ServerName::try_from(signer_name).map_err(|_| format!("signer_name {signer_name:?} is not a host name"))?;
+    ee.verify_is_valid_for_subject_name(&name)
+        .map_err(|_| format!("the blob is not signed by {signer_name} (its signer's certificate names another host)"))?;
 
     // The signature, with the leaf's key.
     let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| format!("the signer's certificate: {e}"))?;

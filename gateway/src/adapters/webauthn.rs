@@ -41,6 +41,13 @@ struct MdsSection {
     root_certificate_file: PathBuf,
     /// The models admitted: their attestation roots come from the blob.
     aaguids: Vec<Uuid>,
+    /// The host name the blob's signer must be certified for.
+    #[serde(default = "default_mds_signer")]
+    signer_name: String,
+}
+
+fn default_mds_signer() -> String {
+    "mds.fidoalliance.org".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,7 +126,7 @@ fn admit_from_mds(
         .and_then(|mut certs| certs.next())
         .and_then(Result::ok)
         .ok_or_else(|| TrustPolicyError::Invalid(format!("[mds] {}: no PEM certificate", root_path.display())))?;
-    let blob = crate::adapters::fido_mds::read_blob(&blob, &root, rustls::pki_types::UnixTime::now()).map_err(invalid)?;
+    let blob = crate::adapters::fido_mds::read_blob(&blob, &root, &mds.signer_name, rustls::pki_types::UnixTime::now()).map_err(invalid)?;
     tracing::info!(number = blob.number, next_update = %blob.next_update, models = blob.models.len(), "FIDO MDS3 blob loaded");
     if chrono::NaiveDate::parse_from_str(&blob.next_update, "%Y-%m-%d").is_ok_and(|d| d < chrono::Utc::now().date_naive()) {
         tracing::warn!(next_update = %blob.next_update, "the FIDO MDS3 blob is past its nextUpdate: download the current one");

@@ -347,8 +347,7 @@ impl Directory {
                     // Nobody by that name: a bind all the same, as a DN no entry has, so that
                     // the answer takes as long as a wrong password's and its timing does not
                     // tell who has an account. Its outcome changes nothing.
-                    let decoy = format!("cn=relais-no-such-person,{}", self.settings.base_dn);
-                    let _ = self.user_bind(&decoy, password).await;
+                    self.decoy_bind(password).await;
                     return Ok(PasswordVerdict::Rejected);
                 };
                 // The user's bind: a bind-pool connection, never a service-account one.
@@ -398,6 +397,22 @@ impl Directory {
             other => DirectoryError::Config(other.to_string()),
         })?;
         Ok(PasswordVerdict::Accepted(account, roles))
+    }
+
+    /// A bind as a DN no entry has, for someone the search did not find. Whatever the server
+    /// answers (invalid credentials, no such object, a referral...), only this connection is
+    /// dropped on an error: an unknown name must not empty the pool of everyone's binds.
+    async fn decoy_bind(&self, password: &str) {
+        let decoy = format!("cn=relais-no-such-person,{}", self.settings.base_dn);
+        let Ok(mut lease) = self.bind_pool.get(&self.settings).await else {
+            return;
+        };
+        if conn::bind(&mut lease.ldap, self.settings.operation_timeout, &decoy, password)
+            .await
+            .is_err()
+        {
+            lease.discard();
+        }
     }
 
     /// A person's own bind on a bind-pool connection. A connection whose bind failed for
