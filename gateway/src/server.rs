@@ -137,6 +137,12 @@ impl Components {
                 card_alone: config.cards.as_ref().is_some_and(|c| c.card_alone),
                 establish_mapping: config.cards.as_ref().is_some_and(|c| c.establish_mapping),
             },
+            role_names: {
+                let mut r: Vec<String> = config.directories.iter().flat_map(|d| d.roles.keys().cloned()).collect();
+                r.sort();
+                r.dedup();
+                r
+            },
         };
         let directories = directories(&config, storage.clone(), clock.clone())?;
         let passwords = password_checker(&config, storage.clone(), &directories)?;

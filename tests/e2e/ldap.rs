@@ -337,6 +337,21 @@ async fn ldap_an_application_reserved_to_a_role_refuses_the_others() {
         .await
         .unwrap();
     assert_eq!(client.required_roles, ["doctor"], "trimmed, deduplicated, blanks dropped");
+    let typo = s
+        .components()
+        .management("test")
+        .register_client(NewClient {
+            required_roles: vec!["docteur".into()],
+            ..NewClient::confidential(
+                relais::protocol::ClientId::parse("typo").unwrap(),
+                "Typo",
+                vec![relais::protocol::RedirectUri::parse(CALLBACK).unwrap()],
+            )
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(typo.contains("\"docteur\" is not defined") && typo.contains("doctor"), "{typo}");
     let stored = s.storage().client(&client.id).await.unwrap().unwrap();
     assert_eq!(stored.required_roles, ["doctor"], "kept by the store");
     let meta = rp::metadata(&s.base).await;

@@ -163,6 +163,8 @@ pub struct Management<'a> {
     pub random: &'a dyn Random,
     pub clock: &'a dyn Clock,
     pub security_keys: &'a dyn SecurityKeyStore,
+    /// The roles `[directories.roles]` defines (a client may only be reserved to those).
+    pub role_names: &'a [String],
     /// Who acts (`cli`, `demo`, an admin's id).
     pub actor: &'a str,
 }
@@ -208,10 +210,17 @@ impl Management<'_> {
             .collect();
         required_roles.sort();
         required_roles.dedup();
-        if required_roles.iter().any(|r| r.len() > 64 || r.contains(char::is_whitespace)) {
-            return Err(ManagementError::Invalid(
-                "a role name is one word of at most 64 characters (as in [directories.roles])".into(),
-            ));
+        // A role no directory grants would admit nobody: a typo, refused here rather than
+        // found by the first doctor turned away.
+        if let Some(unknown) = required_roles.iter().find(|r| !self.role_names.contains(r)) {
+            return Err(ManagementError::Invalid(format!(
+                "role {unknown:?} is not defined in any [directories.roles] (defined: {})",
+                if self.role_names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    self.role_names.join(", ")
+                }
+            )));
         }
         let secret = matches!(
             c.auth_method,

@@ -60,6 +60,8 @@ pub struct ProviderSettings {
     pub throttle: ThrottleSettings,
     /// CPS/CPx card policy (card alone, mapping on first use).
     pub cards: crate::domain::card::CardPolicy,
+    /// Every role `[directories.roles]` defines: what a client may be reserved to.
+    pub role_names: Vec<String>,
 }
 
 impl ProviderSettings {
@@ -125,6 +127,7 @@ impl Provider {
             random: self.random.as_ref(),
             clock: self.clock.as_ref(),
             security_keys: self.key_store.as_ref(),
+            role_names: &self.settings.role_names,
             actor,
         }
     }
