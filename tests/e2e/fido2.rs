@@ -338,18 +338,29 @@ async fn fido2_keys_from_an_untrusted_ca_or_model_are_refused_at_registration() 
     }
 }
 
-/// A FIDO MDS3 blob in the real layout (a JWS with the signer's chain in `x5c`), signed here.
+/// A FIDO MDS3 blob in the real layout (a JWS with the signer's chain in `x5c`, leaf first),
+/// signed here: RS256 with an RSA key (as FIDO's), ES256 otherwise.
 fn mds_blob(signer_key: &rcgen::KeyPair, chain: &[&[u8]], entries: Value) -> String {
-    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, RSA_PKCS1_SHA256, RsaKeyPair};
     use base64::Engine;
     let std_b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
     let b = relais::domain::crypto::b64url;
-    let header = json!({"alg": "ES256", "typ": "JWT", "x5c": chain.iter().map(|c| std_b64(c)).collect::<Vec<_>>()});
+    let rsa = signer_key.algorithm() == &rcgen::PKCS_RSA_SHA256;
+    let alg = if rsa { "RS256" } else { "ES256" };
+    let header = json!({"alg": alg, "typ": "JWT", "x5c": chain.iter().map(|c| std_b64(c)).collect::<Vec<_>>()});
     let payload = json!({"legalHeader": "test", "no": 42, "nextUpdate": "2099-01-01", "entries": entries});
     let input = format!("{}.{}", b(header.to_string().as_bytes()), b(payload.to_string().as_bytes()));
-    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &signer_key.serialize_der()).unwrap();
-    let sig = pair.sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes()).unwrap();
-    format!("{input}.{}", b(sig.as_ref()))
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let sig = if rsa {
+        let pair = RsaKeyPair::from_pkcs8(&signer_key.serialize_der()).unwrap();
+        let mut sig = vec![0; pair.public_modulus_len()];
+        pair.sign(&RSA_PKCS1_SHA256, &rng, input.as_bytes(), &mut sig).unwrap();
+        sig
+    } else {
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &signer_key.serialize_der()).unwrap();
+        pair.sign(&rng, input.as_bytes()).unwrap().as_ref().to_vec()
+    };
+    format!("{input}.{}", b(&sig))
 }
 
 /// An MDS root and a blob signer certified by it.
@@ -410,7 +421,21 @@ async fn fido2_models_admitted_from_an_mds3_blob() {
         register(&b, s, token, &k, Some(&code)).await
     };
 
-    let certified = policy("certified", mds_blob(&signer_key, &[&signer_cert], entries("FIDO_CERTIFIED_L2")));
+    // As FIDO's: an RSA signer under an intermediate, RS256.
+    let (rsa_key, rsa_chain) = {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+        let mut ca = CertificateParams::default();
+        ca.distinguished_name.push(DnType::CommonName, "Test MDS intermediate");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let inter = CertifiedIssuer::signed_by(ca, KeyPair::generate().unwrap(), &root).unwrap();
+        let mut leaf = CertificateParams::new(vec!["mds.test.invalid".to_string()]).unwrap();
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+        let cert = leaf.signed_by(&key, &inter).unwrap();
+        (key, vec![cert.der().to_vec(), inter.der().to_vec()])
+    };
+    let chain: Vec<&[u8]> = rsa_chain.iter().map(Vec::as_slice).collect();
+    let certified = policy("certified", mds_blob(&rsa_key, &chain, entries("FIDO_CERTIFIED_L2")));
     let s = start_trusting(&certified.display().to_string()).await;
     let (st, body) = register_with_code(&s, &mut token).await;
     assert_eq!(st, StatusCode::OK, "a model the blob vouches for registers: {body}");
