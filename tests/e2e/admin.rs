@@ -102,7 +102,7 @@ fn data_attr(page: &str, name: &str) -> String {
 
 /// The password step; returns the response.
 pub(crate) async fn password_step(http: &reqwest::Client, s: &Server, who: (&str, &str)) -> reqwest::Response {
-    let page = http.get(s.url("/admin/login")).send().await.unwrap().text().await.unwrap();
+    let page = page_text(http, s.url("/admin/login")).await;
     let csrf = field(&page, "csrf").expect("csrf");
     http.post(s.url("/admin/login"))
         .form(&[("csrf", csrf.as_str()), ("username", who.0), ("password", who.1)])
@@ -115,7 +115,7 @@ pub(crate) async fn password_step(http: &reqwest::Client, s: &Server, who: (&str
 pub(crate) async fn login(http: &reqwest::Client, s: &Server, token: &mut SoftToken, who: (&str, &str)) -> String {
     let r = password_step(http, s, who).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER, "{}", r.text().await.unwrap());
-    let page = http.get(s.url("/admin/login/key")).send().await.unwrap().text().await.unwrap();
+    let page = page_text(http, s.url("/admin/login/key")).await;
     let (id, csrf) = (data_attr(&page, "data-pending-id"), data_attr(&page, "data-csrf"));
     let r = http
         .post(s.url("/admin/login/key/options"))
@@ -390,7 +390,7 @@ async fn changes_need_the_csrf_token_and_are_audited_with_the_admin_name_on_post
     assert_ne!(rotated, secret);
     assert_eq!(events(&s, "client_secret_rotated").await[0]["actor"], "admin:root-admin");
     // The clients list never shows a secret again.
-    let list = http.get(s.url("/admin/clients")).send().await.unwrap().text().await.unwrap();
+    let list = page_text(&http, s.url("/admin/clients")).await;
     assert!(!list.contains(rotated) && !list.contains(&secret));
 
     // Logout ends the admin session.
@@ -464,14 +464,7 @@ async fn the_auditor_reads_the_audit_trail_and_mappings_and_changes_nothing() {
     s.components().management("test").link("alice", &idnat_alice, true).await.unwrap();
     let alice_id = s.storage().account_by_username("alice").await.unwrap().unwrap().id.to_string();
     for person in [idnat_alice.as_str(), rpps_alice.as_str(), "alice", alice_id.as_str()] {
-        let body = http
-            .get(s.url(&format!("/admin/audit/export?account_id={person}")))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = page_text(&http, s.url(&format!("/admin/audit/export?account_id={person}"))).await;
         let (lines, seal) = sealed(&body);
         assert!(lines.iter().any(|l| l["event_type"] == "identity_linked"), "{person}: {body}");
         assert!(lines.iter().all(|l| l["account_id"] == alice_id.as_str()), "{person}: {body}");
@@ -481,26 +474,16 @@ async fn the_auditor_reads_the_audit_trail_and_mappings_and_changes_nothing() {
         assert!(page.text().await.unwrap().contains("identity_linked"));
     }
     // Days are stated as the bounds they became; a day that does not parse filters nothing.
-    let body = http
-        .get(s.url("/admin/audit/export?since=2026-01-01&until=2099-12-31&client_id=&outcome=success"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = page_text(
+        &http,
+        s.url("/admin/audit/export?since=2026-01-01&until=2099-12-31&client_id=&outcome=success"),
+    )
+    .await;
     assert_eq!(
         sealed(&body).1["filter"],
         serde_json::json!({"outcome": "success", "since": "2026-01-01T00:00:00Z", "before": "2100-01-01T00:00:00Z"})
     );
-    let body = http
-        .get(s.url("/admin/audit/export?since=yesterday"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = page_text(&http, s.url("/admin/audit/export?since=yesterday")).await;
     assert_eq!(sealed(&body).1["filter"], serde_json::json!({}));
     let nobody = http.get(s.url("/admin/audit/export?account_id=nobody-here")).send().await.unwrap();
     let nobody = nobody.text().await.unwrap();
@@ -516,14 +499,7 @@ async fn the_auditor_reads_the_audit_trail_and_mappings_and_changes_nothing() {
     let m = s.components().management("test");
     assert!(m.unlink("alice", &idnat_alice).await.unwrap());
     m.link("alice", &idnat_alice, true).await.unwrap();
-    let body = http
-        .get(s.url("/admin/audit/export?account_id=alice"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = page_text(&http, s.url("/admin/audit/export?account_id=alice")).await;
     a_filtered_export_is_checked_offline(&s, &body);
 
     // A withdrawn role ends the session at the next request.
@@ -562,14 +538,7 @@ async fn the_admin_decides_the_identity_review_queue() {
     let http = client();
     let csrf = login(&http, &s, &mut token, ADMIN).await;
 
-    let page = http
-        .get(s.url("/admin/mappings/import"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = page_text(&http, s.url("/admin/mappings/import")).await;
     let queue = s.components().store.review_items().await.unwrap();
     let item = queue.iter().find(|r| r.username == "llambert").unwrap();
     let id = item.id.unwrap();
@@ -615,14 +584,7 @@ async fn the_admin_decides_the_identity_review_queue() {
             &serde_json::json!(homonym)
         )
     );
-    let page = http
-        .get(s.url("/admin/mappings/import?decided=linked"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = page_text(&http, s.url("/admin/mappings/import?decided=linked")).await;
     assert!(
         page.contains("review-notice") && !page.contains(&format!("id=\"review-{id}\"")),
         "{page}"
@@ -643,16 +605,14 @@ async fn the_admin_decides_the_identity_review_queue() {
     }
     assert!(s.components().store.review_items().await.unwrap().is_empty());
     assert_eq!(events(&s, "identity_review_resolved").await.len(), 3);
-    let page = http
-        .get(s.url("/admin/mappings/import"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = page_text(&http, s.url("/admin/mappings/import")).await;
     assert!(page.contains("review-empty"), "{page}");
     s.stop().await;
+}
+
+/// The body of a GET as the admin's browser gets it.
+async fn page_text(http: &reqwest::Client, url: String) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
 }
 
 /// The records of an admin export and its seal (the last line, which must be one).

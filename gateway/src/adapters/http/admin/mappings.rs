@@ -15,24 +15,39 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>, admin_state: web
         Ok(a) => a,
         Err(r) => return r,
     };
-    let queue = match queue(&state).await {
+    let t = a.chrome("import").t;
+    let notice = match super::query(&req).get("decided").map(String::as_str) {
+        Some("linked") => Some(t.queue_linked.to_owned()),
+        Some("dismissed") => Some(t.queue_dismissed.to_owned()),
+        _ => None,
+    };
+    render(&state, &a, StatusCode::OK, Page { notice, ..Page::default() }).await
+}
+
+/// What the import page shows besides the review queue.
+#[derive(Default)]
+struct Page {
+    text: String,
+    result: Option<ImportResult>,
+    error: Option<String>,
+    notice: Option<String>,
+}
+
+/// The import page with the current review queue.
+async fn render(state: &AppState, a: &super::Admin, status: StatusCode, p: Page) -> HttpResponse {
+    let queue = match queue(state).await {
         Ok(q) => q,
         Err(e) => return super::domain_error(e, a.lang),
     };
-    let notice = match super::query(&req).get("decided").map(String::as_str) {
-        Some("linked") => Some(a.chrome("import").t.queue_linked.to_owned()),
-        Some("dismissed") => Some(a.chrome("import").t.queue_dismissed.to_owned()),
-        _ => None,
-    };
     html(
-        StatusCode::OK,
+        status,
         &ImportView {
             c: a.chrome("import"),
-            text: String::new(),
-            result: None,
-            error: None,
+            text: p.text,
+            result: p.result,
+            error: p.error,
             queue,
-            notice,
+            notice: p.notice,
         },
     )
 }
@@ -87,27 +102,16 @@ pub async fn decide(
     };
     match state.provider.management(&a.actor()).resolve_review(*path, decision).await {
         Ok(_) => see_other(&format!("/admin/mappings/import?decided={decided}")),
-        Err(e) => {
-            let error = match management_error(e, a.lang) {
-                Ok(msg) => msg,
-                Err(r) => return r,
-            };
-            let queue = match queue(&state).await {
-                Ok(q) => q,
-                Err(e) => return super::domain_error(e, a.lang),
-            };
-            html(
-                StatusCode::BAD_REQUEST,
-                &ImportView {
-                    c: a.chrome("import"),
-                    text: String::new(),
-                    result: None,
-                    error: Some(error),
-                    queue,
-                    notice: None,
-                },
-            )
-        }
+        Err(e) => match management_error(e, a.lang) {
+            Ok(msg) => {
+                let p = Page {
+                    error: Some(msg),
+                    ..Page::default()
+                };
+                render(&state, &a, StatusCode::BAD_REQUEST, p).await
+            }
+            Err(r) => r,
+        },
     }
 }
 
@@ -166,19 +170,16 @@ pub async fn import(
             Err(r) => return r,
         },
     };
-    let queue = match queue(&state).await {
-        Ok(q) => q,
-        Err(e) => return super::domain_error(e, a.lang),
-    };
-    html(
+    render(
+        &state,
+        &a,
         status,
-        &ImportView {
-            c: a.chrome("import"),
+        Page {
             text,
             result,
             error,
-            queue,
             notice: None,
         },
     )
+    .await
 }
