@@ -335,6 +335,74 @@ async fn card_alone_when_policy_allows_gives_sc_pin_mfa_hwk() {
     s.stop().await;
 }
 
+/// The card alone for a person whose account lives in the directory: no password in this
+/// login, so the directory is asked. Its groups give the roles (an application reserved to
+/// doctors admits the card); once the person is removed from the directory, the still-valid
+/// card no longer logs in, and the refusal is audited.
+#[tokio::test]
+async fn card_alone_asks_the_directory_for_a_directory_account() {
+    use relais::domain::management::NewClient;
+    let d = crate::slapd::Slapd::start();
+    let pki = Pki::new();
+    let groups = format!(
+        "[directories.groups]\nbase_dn = \"ou=groups,dc=chu,dc=example\"\nnested = \"iterative\"\n{}",
+        crate::ldap::ROLES
+    );
+    let config = format!(
+        "{}{}",
+        crate::ldap::openldap(&[d.ldaps()], &d.ca_file(), &groups),
+        pki.config("card_alone = true")
+    );
+    let s = harness::start_with(Db::Sqlite, Sessions::Memory, &config).await;
+    // jdupont's account comes from a first password login; then his card is linked.
+    let web = web(&s).await;
+    let first = crate::browser::Browser::new()
+        .login(&s.base, &rp::auth_request(&web, &[]).url, "jdupont", "jdupont-pw-1")
+        .await;
+    assert!(first.contains_key("code"), "{first:?}");
+    let m = s.components().management("test");
+    m.link("jdupont", &format!("8{ALICE_RPPS}"), true).await.unwrap();
+    let (_, secret) = m
+        .register_client(NewClient {
+            required_roles: vec!["doctor".into()],
+            ..NewClient::confidential(
+                relais::protocol::ClientId::parse("radiologie").unwrap(),
+                "Radiologie",
+                vec![relais::protocol::RedirectUri::parse(CALLBACK).unwrap()],
+            )
+        })
+        .await
+        .unwrap();
+    let radio = rp::client(rp::metadata(&s.base).await, "radiologie", secret.as_deref(), CALLBACK);
+    let card_login = async |serial: u64| {
+        let b = pki.browser(Some(&pki.chain.card(ALICE_RPPS, serial, in_a_year())));
+        let Step::LoginForm(login) = b.start(&rp::auth_request(&radio, &[]).url).await else {
+            panic!("login form")
+        };
+        card_step(&b, &s, &pending_id(&login)).await
+    };
+    match card_login(21).await {
+        Step::Callback(q) => assert!(q.contains_key("code"), "the directory's groups make him a doctor: {q:?}"),
+        other => panic!("card login: {other:?}"),
+    }
+
+    let out = std::process::Command::new("ldapdelete")
+        .args(["-x", "-H", &d.ldap(), "-D", "cn=admin,dc=chu,dc=example", "-w", "admin-secret"])
+        .arg("uid=jdupont,ou=medecins,ou=people,dc=chu,dc=example")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    match card_login(22).await {
+        Step::Callback(q) => assert!(!q.contains_key("code"), "{q:?}"),
+        Step::Page(st, _) => assert!(st.is_client_error(), "{st}"),
+        other => panic!("card login after removal: {other:?}"),
+    }
+    let refused = audit_events(&s, "card_login").await;
+    assert_eq!(refused[0]["success"], false, "{refused:?}");
+    assert_eq!(refused[0]["reason"], "directory: no longer in the directory");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn card_alone_is_refused_unless_policy_allows_and_needs_a_linked_card() {
     let pki = Pki::new();

@@ -257,7 +257,7 @@ async fn ldap_throttle_locks_before_the_directory_does_then_lifts() {
     s.stop().await;
 }
 
-const ROLES: &str = "[directories.roles]\nadmin = [\"cn=relais-admins,ou=groups,dc=chu,dc=example\"]\ndoctor = [\"medecins\"]\nauditor = [\"CN=Auditeurs, OU=groups, DC=chu, DC=example\"]\nnobody = [\"cn=empty,ou=groups,dc=chu,dc=example\"]\ndirector = [\"direction\"]\n";
+pub(crate) const ROLES: &str = "[directories.roles]\nadmin = [\"cn=relais-admins,ou=groups,dc=chu,dc=example\"]\ndoctor = [\"medecins\"]\nauditor = [\"CN=Auditeurs, OU=groups, DC=chu, DC=example\"]\nnobody = [\"cn=empty,ou=groups,dc=chu,dc=example\"]\ndirector = [\"direction\"]\n";
 
 /// A login through `web` asking for `scopes`: (id_token claims, userinfo JSON, refreshed id_token claims).
 async fn login_with_scopes(s: &Server, user: &str, pw: &str, scopes: &[&str]) -> (serde_json::Value, serde_json::Value, serde_json::Value) {

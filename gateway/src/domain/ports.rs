@@ -318,6 +318,20 @@ pub enum PasswordVerdict {
     Refused(AccountRefusal),
 }
 
+/// What the place passwords live says of a person now, asked without their password (a card
+/// login that does not follow a password).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// Not kept there (a local account), or not checkable without a password: nothing to add.
+    NotManaged,
+    /// In good standing, with the Relais roles its groups grant.
+    Active(Vec<String>),
+    /// Locked, disabled, expired or no longer allowed.
+    Refused(AccountRefusal),
+    /// No longer in the directory.
+    Gone,
+}
+
 /// The first factor: a username and password checked somewhere (local accounts, a directory).
 #[async_trait]
 pub trait PasswordChecker: Send + Sync {
@@ -331,6 +345,11 @@ pub trait PasswordChecker: Send + Sync {
             Some(a) => PasswordVerdict::Accepted(a, Vec::new()),
             None => PasswordVerdict::Rejected,
         })
+    }
+
+    /// The person's standing now, without a password. `Unavailable` when it cannot be told.
+    async fn standing(&self, _account: &Account) -> Result<Standing, StoreError> {
+        Ok(Standing::NotManaged)
     }
 }
 

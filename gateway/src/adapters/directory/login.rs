@@ -3,7 +3,7 @@
 use super::{Directory, DirectoryError};
 use crate::adapters::local_accounts::LocalAccounts;
 use crate::domain::account::Account;
-use crate::domain::ports::{PasswordChecker, PasswordVerdict, StoreError};
+use crate::domain::ports::{PasswordChecker, PasswordVerdict, Standing, StoreError};
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -23,24 +23,8 @@ impl PasswordChecker for DirectoryLogin {
     }
 
     async fn verify(&self, username: &str, password: &str) -> Result<PasswordVerdict, StoreError> {
-        // Suffix-routed directories claim their usernames; the others take the rest.
-        let routed: Vec<_> = self
-            .directories
-            .iter()
-            .filter(|d| !d.settings.username_suffixes.is_empty())
-            .filter_map(|d| d.route(username).map(|l| (d, l)))
-            .collect();
-        let candidates = if routed.is_empty() {
-            self.directories
-                .iter()
-                .filter(|d| d.settings.username_suffixes.is_empty())
-                .map(|d| (d, username.to_owned()))
-                .collect()
-        } else {
-            routed
-        };
         let mut outage: Option<DirectoryError> = None;
-        for (dir, login) in candidates {
+        for (dir, login) in self.candidates(username) {
             match dir.authenticate(&login, password).await {
                 Ok(PasswordVerdict::Rejected) => continue,
                 Ok(v) => return Ok(v),
@@ -61,6 +45,51 @@ impl PasswordChecker for DirectoryLogin {
         match outage {
             Some(e) => Err(e.into()),
             None => Ok(PasswordVerdict::Rejected),
+        }
+    }
+
+    /// A directory account (no password hash in Relais) is looked up where it lives: its state
+    /// and groups now. One the directories no longer hold is `Gone`.
+    async fn standing(&self, account: &Account) -> Result<Standing, StoreError> {
+        if account.password_hash.is_some() {
+            return Ok(Standing::NotManaged);
+        }
+        let mut outage: Option<DirectoryError> = None;
+        for (dir, login) in self.candidates(&account.username) {
+            match dir.standing(&login).await {
+                Ok(Some(s)) => return Ok(s),
+                Ok(None) => continue,
+                Err(DirectoryError::Unavailable(m)) => {
+                    outage = Some(DirectoryError::Unavailable(format!("{}: {m}", dir.settings.name)));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match outage {
+            Some(e) => Err(e.into()),
+            None => Ok(Standing::Gone),
+        }
+    }
+}
+
+impl DirectoryLogin {
+    /// The directories that may hold `username`, with the login each knows it by:
+    /// suffix-routed directories claim their usernames; the others take the rest.
+    fn candidates(&self, username: &str) -> Vec<(&Arc<Directory>, String)> {
+        let routed: Vec<_> = self
+            .directories
+            .iter()
+            .filter(|d| !d.settings.username_suffixes.is_empty())
+            .filter_map(|d| d.route(username).map(|l| (d, l)))
+            .collect();
+        if routed.is_empty() {
+            self.directories
+                .iter()
+                .filter(|d| d.settings.username_suffixes.is_empty())
+                .map(|d| (d, username.to_owned()))
+                .collect()
+        } else {
+            routed
         }
     }
 }

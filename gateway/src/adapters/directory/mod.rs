@@ -18,7 +18,7 @@ pub use groups::{Direct as GroupDirect, GroupSettings, Nested as GroupNesting};
 pub use login::DirectoryLogin;
 
 use crate::domain::account::{Account, normalise_username};
-use crate::domain::ports::{AccountRefusal, Clock, PasswordVerdict, Storage, StoreError};
+use crate::domain::ports::{AccountRefusal, Clock, PasswordVerdict, Standing, Storage, StoreError};
 use ldap3::{Ldap, Scope, SearchEntry, dn_escape, ldap_escape};
 use pool::{Pool, PoolKind};
 use std::collections::BTreeMap;
@@ -397,6 +397,28 @@ impl Directory {
             other => DirectoryError::Config(other.to_string()),
         })?;
         Ok(PasswordVerdict::Accepted(account, roles))
+    }
+
+    /// A person's standing now, read with the service account (no password): `None` when this
+    /// directory does not hold them. With a bind-DN template there is no service account to
+    /// read with: `NotManaged`.
+    pub async fn standing(&self, login: &str) -> Result<Option<Standing>, DirectoryError> {
+        if !matches!(self.settings.lookup, Lookup::Search { .. }) {
+            return Ok(Some(Standing::NotManaged));
+        }
+        let Some(found) = self.find(login).await? else {
+            return Ok(None);
+        };
+        if let Some(r) = entry::refusal(&found.attrs, self.clock.now()) {
+            return Ok(Some(Standing::Refused(r)));
+        }
+        let mut profile = entry::profile(&found.attrs, &self.settings.attributes, login)?;
+        profile.groups = self.groups_of(&found.dn, &profile).await?;
+        let roles = groups::roles_for(&profile.groups, &self.settings.roles);
+        if !self.allowed(&profile, &roles) {
+            return Ok(Some(Standing::Refused(AccountRefusal::NotAllowed)));
+        }
+        Ok(Some(Standing::Active(roles)))
     }
 
     /// A bind as a DN no entry has, for someone the search did not find. Whatever the server

@@ -14,7 +14,7 @@ use crate::domain::card::{CardCertificate, CardProof, CardRefusal, CardSource};
 use crate::domain::crypto::ct_eq;
 use crate::domain::identity::Provenance;
 use crate::domain::management::ManagementError;
-use crate::domain::ports::Namespace;
+use crate::domain::ports::{Namespace, Standing};
 use crate::domain::records::PendingLogin;
 use crate::protocol::OAuthError;
 use std::time::Duration;
@@ -154,11 +154,45 @@ impl Provider {
             self.card_refused(ctx, Some(account_id), Some(card), r, Some(proof.source)).await;
             return refused(r);
         }
-        if self.storage.account(account_id).await?.is_none_or(|a| a.disabled) {
-            return Ok(Err(CardError::Login(OAuthError::new(
+        let unusable = || {
+            Ok(Err(CardError::Login(OAuthError::new(
                 crate::protocol::OAuthErrorCode::AccessDenied,
                 "this account cannot be used at the moment; contact the IT help desk",
-            ))));
+            ))))
+        };
+        let Some(account) = self.storage.account(account_id).await?.filter(|a| !a.disabled) else {
+            return unusable();
+        };
+        // The card alone: nobody checked the directory in this login (no password). A person
+        // disabled or removed there may not come in with a still-valid card, and the roles
+        // come from the directory's groups now.
+        let mut p = p;
+        if stage.is_none() {
+            match self.passwords.standing(&account).await? {
+                Standing::NotManaged => {}
+                Standing::Active(roles) => p.roles = roles,
+                refused @ (Standing::Refused(_) | Standing::Gone) => {
+                    let reason = match refused {
+                        Standing::Refused(r) => format!("directory: {r:?}"),
+                        _ => "directory: no longer in the directory".to_owned(),
+                    };
+                    self.audit_refusal(
+                        ctx,
+                        AuditEvent::CardLogin {
+                            account_id: Some(account_id.to_string()),
+                            idnat: Some(card.idnat.to_string()),
+                            subject: Some(card.subject.clone()),
+                            issuer: Some(card.issuer.clone()),
+                            serial: Some(card.serial.clone()),
+                            source: proof.source.as_str().into(),
+                            success: false,
+                            reason: Some(reason),
+                        },
+                    )
+                    .await;
+                    return unusable();
+                }
+            }
         }
         // A step-up belongs to a live session: after a logout it cannot complete.
         if let Some(sid) = stage.as_ref().and_then(|s| s.step_up_of.as_ref())
