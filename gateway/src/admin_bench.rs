@@ -100,6 +100,7 @@ fn person(i: u64, hash: &str) -> Account {
         family_name: Some(family.to_uppercase()),
         password_hash: Some(hash.to_owned()),
         disabled: i % 50 == 7,
+        directory_id: None,
         username,
     }
 }

@@ -400,6 +400,30 @@ async fn card_alone_asks_the_directory_for_a_directory_account() {
     let refused = audit_events(&s, "card_login").await;
     assert_eq!(refused[0]["success"], false, "{refused:?}");
     assert_eq!(refused[0]["reason"], "directory: no longer in the directory");
+
+    // Someone new gets the name: another entry (another entryUUID), not the card's holder.
+    let mut add = std::process::Command::new("ldapadd")
+        .args(["-x", "-H", &d.ldap(), "-D", "cn=admin,dc=chu,dc=example", "-w", "admin-secret"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(b"dn: uid=jdupont,ou=medecins,ou=people,dc=chu,dc=example\nobjectClass: inetOrgPerson\nuid: jdupont\ncn: Julie Dupont\nsn: Dupont\nuserPassword: julie-pw-1\n")
+        .unwrap();
+    assert!(add.wait().unwrap().success());
+    match card_login(23).await {
+        Step::Callback(q) => assert!(!q.contains_key("code"), "{q:?}"),
+        Step::Page(st, _) => assert!(st.is_client_error(), "{st}"),
+        other => panic!("card login after the name was reused: {other:?}"),
+    }
+    assert_eq!(
+        audit_events(&s, "card_login").await[0]["reason"],
+        "directory: no longer in the directory"
+    );
     s.stop().await;
 }
 

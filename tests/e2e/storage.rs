@@ -87,6 +87,7 @@ async fn accounts_are_unique_by_username(s: Arc<SqlStore>) {
         email: None,
         password_hash: Some("h".into()),
         disabled: false,
+        directory_id: None,
     };
     s.insert_account(&a).await.unwrap();
     assert_eq!(s.account_by_username("alice").await.unwrap().unwrap(), a);

@@ -14,6 +14,8 @@ pub struct Account {
     pub email: Option<String>,
     pub password_hash: Option<String>,
     pub disabled: bool,
+    /// `<directory name>:<stable id>` for an account that lives in a directory (LDAP/AD).
+    pub directory_id: Option<String>,
 }
 
 /// Whether the people search's `q` (lower-cased) is in the account's username, display name

@@ -269,6 +269,7 @@ impl Management<'_> {
             email: new.email,
             password_hash: Some(hash),
             disabled: false,
+            directory_id: None,
         };
         self.storage.insert_account(&account).await?;
         self.record(AuditEvent::AccountCreated {

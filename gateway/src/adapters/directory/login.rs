@@ -48,26 +48,27 @@ impl PasswordChecker for DirectoryLogin {
         }
     }
 
-    /// A directory account (no password hash in Relais) is looked up where it lives: its state
-    /// and groups now. One the directories no longer hold is `Gone`.
+    /// A directory account is looked up in the directory it came from (`directory_id`), as the
+    /// same entry (its stable id): its state and groups now. An account whose directory is no
+    /// longer configured, or whose entry is gone (or whose name now belongs to another entry),
+    /// is `Gone`. Local accounts are `NotManaged`.
     async fn standing(&self, account: &Account) -> Result<Standing, StoreError> {
-        if account.password_hash.is_some() {
+        let Some(directory_id) = &account.directory_id else {
             return Ok(Standing::NotManaged);
-        }
-        let mut outage: Option<DirectoryError> = None;
-        for (dir, login) in self.candidates(&account.username) {
-            match dir.standing(&login).await {
-                Ok(Some(s)) => return Ok(s),
-                Ok(None) => continue,
-                Err(DirectoryError::Unavailable(m)) => {
-                    outage = Some(DirectoryError::Unavailable(format!("{}: {m}", dir.settings.name)));
-                }
-                Err(e) => return Err(e.into()),
+        };
+        let Some((name, stable_id)) = directory_id.split_once(':') else {
+            return Ok(Standing::Gone);
+        };
+        let Some(dir) = self.directories.iter().find(|d| d.settings.name == name) else {
+            return Ok(Standing::Gone);
+        };
+        match dir.standing(&account.username, stable_id).await {
+            Ok(s) => Ok(s.unwrap_or(Standing::Gone)),
+            Err(DirectoryError::Unavailable(m)) => {
+                tracing::error!(directory = %dir.settings.name, error = %m, "directory unavailable");
+                Err(DirectoryError::Unavailable(format!("{}: {m}", dir.settings.name)).into())
             }
-        }
-        match outage {
-            Some(e) => Err(e.into()),
-            None => Ok(Standing::Gone),
+            Err(e) => Err(e.into()),
         }
     }
 }

@@ -400,19 +400,23 @@ impl Directory {
     }
 
     /// A person's standing now, read with the service account (no password): `None` when this
-    /// directory does not hold them. With a bind-DN template there is no service account to
-    /// read with: `NotManaged`.
-    pub async fn standing(&self, login: &str) -> Result<Option<Standing>, DirectoryError> {
+    /// directory no longer holds the entry `stable_id` under `login` (gone, or the name now
+    /// belongs to someone else). With a bind-DN template there is no service account to read
+    /// with: `NotManaged`.
+    pub async fn standing(&self, login: &str, stable_id: &str) -> Result<Option<Standing>, DirectoryError> {
         if !matches!(self.settings.lookup, Lookup::Search { .. }) {
             return Ok(Some(Standing::NotManaged));
         }
         let Some(found) = self.find(login).await? else {
             return Ok(None);
         };
+        let mut profile = entry::profile(&found.attrs, &self.settings.attributes, login)?;
+        if profile.stable_id != stable_id {
+            return Ok(None);
+        }
         if let Some(r) = entry::refusal(&found.attrs, self.clock.now()) {
             return Ok(Some(Standing::Refused(r)));
         }
-        let mut profile = entry::profile(&found.attrs, &self.settings.attributes, login)?;
         profile.groups = self.groups_of(&found.dn, &profile).await?;
         let roles = groups::roles_for(&profile.groups, &self.settings.roles);
         if !self.allowed(&profile, &roles) {
@@ -499,6 +503,7 @@ impl Directory {
             email: p.email.clone(),
             password_hash: None,
             disabled: false,
+            directory_id: None,
         };
         let directory_id = format!("{}:{}", self.settings.name, p.stable_id);
         self.storage.upsert_directory_account(&directory_id, &candidate).await

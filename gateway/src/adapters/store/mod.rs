@@ -268,6 +268,7 @@ pub(super) fn account_from_row(m: account::Model) -> Result<Account, StoreError>
         email: m.email,
         password_hash: m.password_hash,
         disabled: m.disabled,
+        directory_id: m.directory_id,
     })
 }
 
@@ -403,13 +404,18 @@ impl Storage for SqlStore {
                 row.disabled = Set(a.disabled);
                 account::Entity::update(row).exec(&self.db).await.map_err(unavailable)?;
                 let id = Uuid::parse_str(&id).map_err(|e| corrupt("account id", e))?;
-                Ok(Account { id, ..a.clone() })
+                Ok(Account {
+                    id,
+                    directory_id: Some(directory_id.to_owned()),
+                    ..a.clone()
+                })
             }
             None => {
                 let row = account_row(a, Utc::now(), Some(directory_id));
                 match account::Entity::insert(row).exec(&self.db).await.map_err(unavailable) {
                     Ok(_) => Ok(Account {
                         password_hash: None,
+                        directory_id: Some(directory_id.to_owned()),
                         ..a.clone()
                     }),
                     // Two first logins of the same person at once: the other one created the
@@ -427,6 +433,7 @@ impl Storage for SqlStore {
                         Ok(Account {
                             id,
                             password_hash: None,
+                            directory_id: Some(directory_id.to_owned()),
                             ..a.clone()
                         })
                     }
