@@ -341,7 +341,6 @@ async fn card_alone_when_policy_allows_gives_sc_pin_mfa_hwk() {
 /// card no longer logs in, and the refusal is audited.
 #[tokio::test]
 async fn card_alone_asks_the_directory_for_a_directory_account() {
-    use relais::domain::management::NewClient;
     let d = crate::slapd::Slapd::start();
     let pki = Pki::new();
     let groups = format!(
@@ -362,17 +361,7 @@ async fn card_alone_asks_the_directory_for_a_directory_account() {
     assert!(first.contains_key("code"), "{first:?}");
     let m = s.components().management("test");
     m.link("jdupont", &format!("8{ALICE_RPPS}"), true).await.unwrap();
-    let (_, secret) = m
-        .register_client(NewClient {
-            required_roles: vec!["doctor".into()],
-            ..NewClient::confidential(
-                relais::protocol::ClientId::parse("radiologie").unwrap(),
-                "Radiologie",
-                vec![relais::protocol::RedirectUri::parse(CALLBACK).unwrap()],
-            )
-        })
-        .await
-        .unwrap();
+    let (_, secret) = harness::reserved_client(&s, "radiologie", &["doctor"]).await.unwrap();
     let radio = rp::client(rp::metadata(&s.base).await, "radiologie", secret.as_deref(), CALLBACK);
     let card_login = async |serial: u64| {
         let b = pki.browser(Some(&pki.chain.card(ALICE_RPPS, serial, in_a_year())));

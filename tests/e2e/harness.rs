@@ -202,6 +202,25 @@ async fn register_fixtures(components: &Components) -> (String, String, Vec<u8>,
     (web_secret.unwrap(), post_secret.unwrap(), jwt_client_key, jwt_client_kid)
 }
 
+/// Registers a confidential client `id` (redirect: `CALLBACK`) reserved to `roles`.
+pub async fn reserved_client(
+    s: &Server,
+    id: &str,
+    roles: &[&str],
+) -> Result<(relais::domain::client::Client, Option<String>), relais::domain::management::ManagementError> {
+    s.components()
+        .management("test")
+        .register_client(NewClient {
+            required_roles: roles.iter().map(|r| r.to_string()).collect(),
+            ..NewClient::confidential(
+                relais::protocol::ClientId::parse(id).unwrap(),
+                id,
+                vec![relais::protocol::RedirectUri::parse(CALLBACK).unwrap()],
+            )
+        })
+        .await
+}
+
 /// A compact JWS (ES256) over `claims` with the PKCS#8 key `pkcs8`, as anyone holding a key
 /// (not Relais') would make one.
 pub fn sign_jws(pkcs8: &[u8], kid: &str, typ: &str, claims: &serde_json::Value) -> String {

@@ -319,38 +319,14 @@ async fn ldap_nested_groups_become_roles_for_the_roles_scope_only() {
 /// after the login and through SSO alike, and each refusal is audited.
 #[tokio::test]
 async fn ldap_an_application_reserved_to_a_role_refuses_the_others() {
-    use relais::domain::management::NewClient;
     let d = Slapd::start();
     let extra = format!("[directories.groups]\nbase_dn = \"ou=groups,dc=chu,dc=example\"\nnested = \"iterative\"\n{ROLES}");
     let s = start(&openldap(&[d.ldaps()], &d.ca_file(), &extra)).await;
-    let (client, secret) = s
-        .components()
-        .management("test")
-        .register_client(NewClient {
-            required_roles: vec![" doctor".into(), "doctor".into(), String::new()],
-            ..NewClient::confidential(
-                relais::protocol::ClientId::parse("radiologie").unwrap(),
-                "Radiologie",
-                vec![relais::protocol::RedirectUri::parse(CALLBACK).unwrap()],
-            )
-        })
+    let (client, secret) = harness::reserved_client(&s, "radiologie", &[" doctor", "doctor", ""])
         .await
         .unwrap();
     assert_eq!(client.required_roles, ["doctor"], "trimmed, deduplicated, blanks dropped");
-    let typo = s
-        .components()
-        .management("test")
-        .register_client(NewClient {
-            required_roles: vec!["docteur".into()],
-            ..NewClient::confidential(
-                relais::protocol::ClientId::parse("typo").unwrap(),
-                "Typo",
-                vec![relais::protocol::RedirectUri::parse(CALLBACK).unwrap()],
-            )
-        })
-        .await
-        .unwrap_err()
-        .to_string();
+    let typo = harness::reserved_client(&s, "typo", &["docteur"]).await.unwrap_err().to_string();
     assert!(typo.contains("\"docteur\" is not defined") && typo.contains("doctor"), "{typo}");
     let stored = s.storage().client(&client.id).await.unwrap().unwrap();
     assert_eq!(stored.required_roles, ["doctor"], "kept by the store");

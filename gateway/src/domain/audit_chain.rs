@@ -201,24 +201,14 @@ impl Checkpoint {
 
     /// The checkpoint of an export line's `checkpoint` object.
     pub fn from_export(v: &Value) -> Result<Self, String> {
-        let s = |k: &str| {
-            v.get(k)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .ok_or_else(|| format!("checkpoint: {k} is missing"))
-        };
-        let at = DateTime::parse_from_rfc3339(&s("at")?).map_err(|e| format!("checkpoint: at: {e}"))?;
+        let f = ExportFields { v, what: "checkpoint" };
         Ok(Self {
             seq: v.get("seq").and_then(Value::as_i64).ok_or("checkpoint: seq is missing")?,
-            hash: s("hash")?,
-            at: at.with_timezone(&Utc),
-            kid: s("kid")?,
-            jwk: v
-                .get("jwk")
-                .filter(|j| j.is_object())
-                .cloned()
-                .ok_or("checkpoint: jwk is missing")?,
-            signature: s("signature")?,
+            hash: f.text("hash")?,
+            at: f.at()?,
+            kid: f.text("kid")?,
+            jwk: f.object("jwk")?,
+            signature: f.text("signature")?,
         })
     }
 
@@ -242,6 +232,37 @@ pub(crate) fn sign_with_published_key(signer: &dyn Signer, typ: &str, claims: &V
     let kid = header["kid"].as_str().unwrap_or_default().to_owned();
     let jwk = published_key(signer, &kid).ok_or_else(|| KeyError::Sign(format!("key {kid} is not published")))?;
     Ok((jws, kid, jwk))
+}
+
+/// Reads the fields of a signed line of an export (`checkpoint`, `selection`), naming the
+/// line's kind in errors.
+pub(crate) struct ExportFields<'a> {
+    pub v: &'a Value,
+    pub what: &'static str,
+}
+
+impl ExportFields<'_> {
+    pub fn text(&self, k: &str) -> Result<String, String> {
+        self.v
+            .get(k)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{}: {k} is missing", self.what))
+    }
+
+    pub fn object(&self, k: &str) -> Result<Value, String> {
+        self.v
+            .get(k)
+            .filter(|o| o.is_object())
+            .cloned()
+            .ok_or_else(|| format!("{}: {k} is missing", self.what))
+    }
+
+    pub fn at(&self) -> Result<DateTime<Utc>, String> {
+        DateTime::parse_from_rfc3339(&self.text("at")?)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| format!("{}: at: {e}", self.what))
+    }
 }
 
 fn published_key(signer: &dyn Signer, kid: &str) -> Option<Value> {

@@ -8,7 +8,7 @@
 //! file and for their number and order: a record altered (even with its hash recomputed),
 //! removed, added or moved breaks it. What it cannot show is that the filter was applied
 //! honestly: that is Relais' word, signed.
-use crate::domain::audit_chain::{JwkVerifier, sign_with_published_key};
+use crate::domain::audit_chain::{ExportFields, JwkVerifier, sign_with_published_key};
 use crate::domain::ports::{KeyError, Signer};
 use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{Value, json};
@@ -118,25 +118,15 @@ impl SelectionSeal {
 
     /// The seal of an export line's `selection` object.
     pub fn from_export(v: &Value) -> Result<Self, String> {
-        let s = |k: &str| {
-            v.get(k)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .ok_or_else(|| format!("selection: {k} is missing"))
-        };
-        let at = DateTime::parse_from_rfc3339(&s("at")?).map_err(|e| format!("selection: at: {e}"))?;
+        let f = ExportFields { v, what: "selection" };
         Ok(Self {
-            filter: v
-                .get("filter")
-                .filter(|f| f.is_object())
-                .cloned()
-                .ok_or("selection: filter is missing")?,
+            filter: f.object("filter")?,
             records: v.get("records").and_then(Value::as_u64).ok_or("selection: records is missing")?,
-            digest: s("digest")?,
-            at: at.with_timezone(&Utc),
-            kid: s("kid")?,
-            jwk: v.get("jwk").filter(|j| j.is_object()).cloned().ok_or("selection: jwk is missing")?,
-            signature: s("signature")?,
+            digest: f.text("digest")?,
+            at: f.at()?,
+            kid: f.text("kid")?,
+            jwk: f.object("jwk")?,
+            signature: f.text("signature")?,
         })
     }
 }

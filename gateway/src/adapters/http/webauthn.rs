@@ -5,7 +5,7 @@ use super::errors;
 use super::extract::{self, LOGIN_BINDING_COOKIE, SSO_COOKIE};
 use super::i18n::Lang;
 use super::pages::{KeyView, html};
-use crate::domain::oidc::{KeyCeremony, KeyFinish, KeyStepRefusal, LoginOutcome};
+use crate::domain::oidc::{KeyCeremony, KeyFinish, KeyStepError, LoginOutcome};
 use crate::protocol::OAuthError;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
@@ -120,11 +120,12 @@ pub async fn options(req: HttpRequest, payload: web::Payload, state: web::Data<A
 
 /// An error of the key step as JSON; a refusal the page explains comes in the page's language
 /// (the script sends it as `Accept-Language`).
-fn refusal(mut e: OAuthError, req: &HttpRequest) -> HttpResponse {
-    if let Some(r) = KeyStepRefusal::from_description(&e.description) {
-        e.description = Lang::pick(None, req).key_step_refusal(r).into_owned();
+fn refusal(e: KeyStepError, req: &HttpRequest) -> HttpResponse {
+    let mut oauth = e.oauth();
+    if let KeyStepError::Refused(r) = e {
+        oauth.description = Lang::pick(None, req).key_step_refusal(r).into_owned();
     }
-    errors::oauth_json(&e, false)
+    errors::oauth_json(&oauth, false)
 }
 
 #[derive(Deserialize)]

@@ -176,20 +176,8 @@ impl Provider {
                         Standing::Refused(r) => format!("directory: {r:?}"),
                         _ => "directory: no longer in the directory".to_owned(),
                     };
-                    self.audit_refusal(
-                        ctx,
-                        AuditEvent::CardLogin {
-                            account_id: Some(account_id.to_string()),
-                            idnat: Some(card.idnat.to_string()),
-                            subject: Some(card.subject.clone()),
-                            issuer: Some(card.issuer.clone()),
-                            serial: Some(card.serial.clone()),
-                            source: proof.source.as_str().into(),
-                            success: false,
-                            reason: Some(reason),
-                        },
-                    )
-                    .await;
+                    let event = card_login_event(Some(account_id), Some(card), Some(proof.source), Some(reason));
+                    self.audit_refusal(ctx, event).await;
                     return unusable();
                 }
             }
@@ -207,20 +195,8 @@ impl Provider {
                 "this login was already completed",
             ))));
         }
-        self.audit(
-            ctx,
-            AuditEvent::CardLogin {
-                account_id: Some(account_id.to_string()),
-                idnat: Some(card.idnat.to_string()),
-                subject: Some(card.subject.clone()),
-                issuer: Some(card.issuer.clone()),
-                serial: Some(card.serial.clone()),
-                source: proof.source.as_str().into(),
-                success: true,
-                reason: None,
-            },
-        )
-        .await?;
+        self.audit(ctx, card_login_event(Some(account_id), Some(card), Some(proof.source), None))
+            .await?;
         let earned = if with_password {
             self.settings.assurance.password_and_card.clone()
         } else {
@@ -295,16 +271,26 @@ impl Provider {
         r: CardRefusal,
         source: Option<CardSource>,
     ) {
-        let event = AuditEvent::CardLogin {
-            account_id: account_id.map(|a| a.to_string()),
-            idnat: card.map(|c| c.idnat.to_string()),
-            subject: card.map(|c| c.subject.clone()),
-            issuer: card.map(|c| c.issuer.clone()),
-            serial: card.map(|c| c.serial.clone()),
-            source: source.map(CardSource::as_str).unwrap_or("none").into(),
-            success: false,
-            reason: Some(r.as_str().into()),
-        };
+        let event = card_login_event(account_id, card, source, Some(r.as_str().into()));
         self.audit_refusal(ctx, event).await;
+    }
+}
+
+/// The `card_login` record: a success without `reason`, a refusal with one.
+fn card_login_event(
+    account_id: Option<Uuid>,
+    card: Option<&CardCertificate>,
+    source: Option<CardSource>,
+    reason: Option<String>,
+) -> AuditEvent {
+    AuditEvent::CardLogin {
+        account_id: account_id.map(|a| a.to_string()),
+        idnat: card.map(|c| c.idnat.to_string()),
+        subject: card.map(|c| c.subject.clone()),
+        issuer: card.map(|c| c.issuer.clone()),
+        serial: card.map(|c| c.serial.clone()),
+        source: source.map(CardSource::as_str).unwrap_or("none").into(),
+        success: reason.is_none(),
+        reason,
     }
 }

@@ -22,7 +22,7 @@ pub use login::{LoginForm, LoginOutcome, LoginPage};
 pub use logout::{LogoutOutcome, LogoutRequest};
 pub use params::Params;
 pub use psc::{PscSettings, TermsPage, preferred_national_id};
-pub use second_factor::{KeyCeremony, KeyFinish, KeyStepRefusal, SecondFactorPage};
+pub use second_factor::{KeyCeremony, KeyFinish, KeyStepError, KeyStepRefusal, SecondFactorPage};
 pub use self_service::{KeyAddError, KeyRemovalError, SignedIn};
 pub use sessions::{SELF_ACTOR, SessionInfo};
 pub use throttle::{ThrottleSettings, Throttled};

@@ -59,7 +59,7 @@ pub enum KeyFinish {
 
 /// Why the key step refused, in the words the key page shows. The English text is the error's
 /// description (and what the audit trail records); the HTTP layer shows it in the page's
-/// language, recognising it with `from_description`.
+/// language (`KeyStepError::Refused`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum KeyStepRefusal {
     #[error("security keys are not enabled")]
@@ -95,23 +95,6 @@ pub enum KeyStepRefusal {
 }
 
 impl KeyStepRefusal {
-    pub const ALL: [KeyStepRefusal; 14] = [
-        Self::NotEnabled,
-        Self::PasswordFirst,
-        Self::StaleForm,
-        Self::NoKey,
-        Self::CodeRequired,
-        Self::CodeRejected,
-        Self::KeyFirst,
-        Self::StepExpired,
-        Self::ModelNotAllowed,
-        Self::RegistrationFailed,
-        Self::AlreadyRegistered,
-        Self::KeyRefused,
-        Self::SessionEnded,
-        Self::AlreadyCompleted,
-    ];
-
     pub fn oauth(self) -> OAuthError {
         let code = match self {
             Self::NotEnabled | Self::PasswordFirst | Self::StepExpired | Self::SessionEnded | Self::AlreadyCompleted => {
@@ -121,20 +104,44 @@ impl KeyStepRefusal {
         };
         OAuthError::new(code, self.to_string())
     }
+}
 
-    /// The refusal an error of the key step stands for, if it is one.
-    pub fn from_description(description: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.to_string() == description)
+/// Why the key step did not go on: a refusal the page explains (in its language, chosen by
+/// the HTTP layer), or an error of the login itself (expired, another browser's).
+#[derive(Debug, Clone)]
+pub enum KeyStepError {
+    Refused(KeyStepRefusal),
+    Login(OAuthError),
+}
+
+impl KeyStepError {
+    pub fn oauth(&self) -> OAuthError {
+        match self {
+            Self::Refused(r) => r.oauth(),
+            Self::Login(e) => e.clone(),
+        }
     }
 }
 
-fn denied(r: KeyStepRefusal) -> OAuthError {
-    r.oauth()
+impl From<KeyStepRefusal> for KeyStepError {
+    fn from(r: KeyStepRefusal) -> Self {
+        Self::Refused(r)
+    }
+}
+
+impl From<OAuthError> for KeyStepError {
+    fn from(e: OAuthError) -> Self {
+        Self::Login(e)
+    }
+}
+
+fn denied(r: KeyStepRefusal) -> KeyStepError {
+    KeyStepError::Refused(r)
 }
 
 impl Provider {
-    fn keys_port(&self) -> Result<&Arc<dyn SecurityKeys>, OAuthError> {
-        self.security_keys.as_ref().ok_or_else(|| KeyStepRefusal::NotEnabled.oauth())
+    fn keys_port(&self) -> Result<&Arc<dyn SecurityKeys>, KeyStepError> {
+        self.security_keys.as_ref().ok_or(KeyStepError::Refused(KeyStepRefusal::NotEnabled))
     }
 
     /// The pending login of this browser, past its password (or a step-up).
@@ -142,16 +149,16 @@ impl Provider {
         &self,
         id: &str,
         binding: Option<&str>,
-    ) -> Result<Result<(PendingLogin, SecondFactorStage), OAuthError>, DomainError> {
+    ) -> Result<Result<(PendingLogin, SecondFactorStage), KeyStepError>, DomainError> {
         if let Err(e) = self.keys_port() {
             return Ok(Err(e));
         }
         let p = match self.pending_for_browser(id, binding).await? {
             Ok(p) => p,
-            Err(e) => return Ok(Err(e)),
+            Err(e) => return Ok(Err(e.into())),
         };
         let Some(stage) = p.second_factor.clone() else {
-            return Ok(Err(KeyStepRefusal::PasswordFirst.oauth()));
+            return Ok(Err(denied(KeyStepRefusal::PasswordFirst)));
         };
         Ok(Ok((p, stage)))
     }
@@ -176,14 +183,14 @@ impl Provider {
     pub async fn second_factor_page(&self, id: &str, binding: Option<&str>) -> Result<Result<SecondFactorPage, OAuthError>, DomainError> {
         let (p, stage) = match self.key_step(id, binding).await? {
             Ok(x) => x,
-            Err(e) => return Ok(Err(e)),
+            Err(e) => return Ok(Err(e.oauth())),
         };
         let (_, active) = self.active_keys(&stage).await?;
         let client_name = self.storage.client(&p.request.client_id).await?.map(|c| c.name).unwrap_or_default();
         let authentication_options = if active.is_empty() {
             None
         } else {
-            let port = self.keys_port().map_err(|e| DomainError::Internal(e.description))?;
+            let port = self.keys_port().map_err(|e| DomainError::Internal(e.oauth().description))?;
             Some(self.keep_ceremony(&p.id, port.start_authentication(&active), false, None).await?)
         };
         Ok(Ok(SecondFactorPage {
@@ -226,7 +233,7 @@ impl Provider {
         binding: Option<&str>,
         ceremony: KeyCeremony,
         ctx: &RequestContext,
-    ) -> Result<Result<serde_json::Value, OAuthError>, DomainError> {
+    ) -> Result<Result<serde_json::Value, KeyStepError>, DomainError> {
         let (p, stage) = match self.key_step(id, binding).await? {
             Ok(x) => x,
             Err(e) => return Ok(Err(e)),
@@ -234,7 +241,7 @@ impl Provider {
         if !ct_eq(csrf.as_bytes(), p.csrf.as_bytes()) {
             return Ok(Err(denied(KeyStepRefusal::StaleForm)));
         }
-        let port = self.keys_port().map_err(|e| DomainError::Internal(e.description))?;
+        let port = self.keys_port().map_err(|e| DomainError::Internal(e.oauth().description))?;
         let (all, active) = self.active_keys(&stage).await?;
         let account_id = stage.account_id.to_string();
         let (started, register, code_digest) = match ceremony {
@@ -304,7 +311,7 @@ impl Provider {
         then_enrol: bool,
         previous_sso: Option<&str>,
         ctx: &RequestContext,
-    ) -> Result<Result<KeyFinish, OAuthError>, DomainError> {
+    ) -> Result<Result<KeyFinish, KeyStepError>, DomainError> {
         let (mut p, mut stage) = match self.key_step(id, binding).await? {
             Ok(x) => x,
             Err(e) => return Ok(Err(e)),
@@ -312,10 +319,10 @@ impl Provider {
         if !ct_eq(csrf.as_bytes(), p.csrf.as_bytes()) {
             return Ok(Err(denied(KeyStepRefusal::StaleForm)));
         }
-        let port = self.keys_port().map_err(|e| DomainError::Internal(e.description))?.clone();
+        let port = self.keys_port().map_err(|e| DomainError::Internal(e.oauth().description))?.clone();
         // The challenge is used once: a replayed answer finds nothing.
         let Some(bytes) = self.sessions.take(Namespace::Webauthn, &p.id).await? else {
-            return Ok(Err(KeyStepRefusal::StepExpired.oauth()));
+            return Ok(Err(denied(KeyStepRefusal::StepExpired)));
         };
         let ceremony: PendingCeremony = serde_json::from_slice(&bytes).map_err(|e| DomainError::Internal(format!("ceremony: {e}")))?;
         let account_id = stage.account_id.to_string();
@@ -411,17 +418,18 @@ impl Provider {
             if let Some(sid) = &stage.step_up_of
                 && self.sessions.get(Namespace::Sso, sid).await?.is_none()
             {
-                return Ok(Err(KeyStepRefusal::SessionEnded.oauth()));
+                return Ok(Err(denied(KeyStepRefusal::SessionEnded)));
             }
             // One login, one pending request.
             if self.sessions.take(Namespace::PendingLogin, &p.id).await?.is_none() {
-                return Ok(Err(KeyStepRefusal::AlreadyCompleted.oauth()));
+                return Ok(Err(denied(KeyStepRefusal::AlreadyCompleted)));
             }
             let earned = self.settings.assurance.password_and_key.clone();
             Ok(self
                 .complete_login(&p, stage.account_id, &earned, previous_sso, ctx)
                 .await?
-                .map(KeyFinish::Login))
+                .map(KeyFinish::Login)
+                .map_err(KeyStepError::from))
         };
         let (recorded, outcome) = futures_util::future::join(recorded, proceed).await;
         recorded?;
@@ -482,40 +490,5 @@ impl Provider {
             reason: Some(reason.into()),
         };
         self.audit_refusal(ctx, event).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::KeyStepRefusal::{self, *};
-
-    /// Its place in `ALL`; naming every variant here makes a new one fail to compile until it
-    /// is listed (and so found by `from_description`, and so shown in the page's language).
-    fn index(r: KeyStepRefusal) -> usize {
-        match r {
-            NotEnabled => 0,
-            PasswordFirst => 1,
-            StaleForm => 2,
-            NoKey => 3,
-            CodeRequired => 4,
-            CodeRejected => 5,
-            KeyFirst => 6,
-            StepExpired => 7,
-            ModelNotAllowed => 8,
-            RegistrationFailed => 9,
-            AlreadyRegistered => 10,
-            KeyRefused => 11,
-            SessionEnded => 12,
-            AlreadyCompleted => 13,
-        }
-    }
-
-    #[test]
-    fn every_refusal_is_listed_and_found_by_its_description() {
-        for (i, r) in KeyStepRefusal::ALL.into_iter().enumerate() {
-            assert_eq!(index(r), i, "{r:?} out of place in ALL");
-            assert_eq!(KeyStepRefusal::from_description(&r.oauth().description), Some(r));
-        }
-        assert_eq!(KeyStepRefusal::from_description("some other error"), None);
     }
 }
