@@ -416,6 +416,48 @@ async fn card_alone_asks_the_directory_for_a_directory_account() {
     s.stop().await;
 }
 
+/// An account that came from a directory, on a Relais configured without any directory now
+/// (the operator removed them): nobody can say the person is still employed, so a card alone
+/// does not log the account in (as for one directory removed from the configuration).
+#[tokio::test]
+async fn card_alone_refuses_a_directory_account_once_no_directory_is_configured() {
+    let pki = Pki::new();
+    let s = start(&pki, "card_alone = true").await;
+    let former = relais::domain::account::Account {
+        id: uuid::Uuid::new_v4(),
+        username: "jdupont".into(),
+        display_name: "Jean Dupont".into(),
+        given_name: Some("Jean".into()),
+        family_name: Some("Dupont".into()),
+        email: None,
+        password_hash: None,
+        disabled: false,
+        directory_id: None,
+    };
+    s.storage()
+        .upsert_directory_account("chu:3f1c0b8e-0000-4000-8000-000000000001", &former)
+        .await
+        .unwrap();
+    s.components()
+        .management("test")
+        .link("jdupont", &format!("8{ALICE_RPPS}"), true)
+        .await
+        .unwrap();
+    let b = pki.browser(Some(&pki.chain.card(ALICE_RPPS, 31, in_a_year())));
+    let Step::LoginForm(login) = b.start(&rp::auth_request(&web(&s).await, &[]).url).await else {
+        panic!("login form")
+    };
+    match card_step(&b, &s, &pending_id(&login)).await {
+        Step::Callback(q) => assert!(!q.contains_key("code"), "{q:?}"),
+        Step::Page(st, _) => assert!(st.is_client_error(), "{st}"),
+        other => panic!("card login of a former directory account: {other:?}"),
+    }
+    let refused = audit_events(&s, "card_login").await;
+    assert_eq!(refused[0]["success"], false, "{refused:?}");
+    assert_eq!(refused[0]["reason"], "directory: no longer in the directory");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn card_alone_is_refused_unless_policy_allows_and_needs_a_linked_card() {
     let pki = Pki::new();

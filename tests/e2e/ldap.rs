@@ -5,6 +5,7 @@ use crate::harness::{self, CALLBACK, Db, Server, Sessions};
 use crate::rp;
 use crate::slapd::{self, Slapd};
 use openidconnect::{OAuth2TokenResponse, TokenResponse};
+use relais::domain::management::NewAccount;
 use reqwest::StatusCode;
 use std::time::Duration;
 
@@ -173,6 +174,57 @@ async fn ldap_failover_then_outage_gives_an_error_page_never_a_token() {
     }
     let again = login_claims(&s, "jdupont", "jdupont-pw-1").await;
     assert_eq!(again["sub"], first["sub"]);
+    s.stop().await;
+}
+
+/// `[login] local_fallback`: a break-glass local account logs in while the directory is
+/// down; a directory account never gets a local password (`relais user passwd` refuses it),
+/// and one written before that refusal existed does not open the fallback either.
+#[tokio::test]
+async fn ldap_break_glass_local_account_during_an_outage_never_a_directory_account() {
+    let mut d = Slapd::start();
+    let s = start(&format!(
+        "{}[login]\nlocal_fallback = true\n",
+        openldap(&[d.ldaps()], &d.ca_file(), "")
+    ))
+    .await;
+    let c = s.components();
+    let m = c.management("test");
+    let secours = m
+        .create_account(&c.config.passwords, NewAccount::new("secours", "Poste", "Secours"), "secours-pw-1")
+        .await
+        .unwrap();
+    let jdupont = login_claims(&s, "jdupont", "jdupont-pw-1").await;
+    let err = m.set_password(&c.config.passwords, "jdupont", "local-pw-1").await.unwrap_err();
+    assert!(err.to_string().contains("account of the directory chu"), "{err}");
+    let account = s.storage().account_by_username("jdupont").await.unwrap().unwrap();
+    assert_eq!(account.id.to_string(), jdupont["sub"]);
+    let hash = c.config.passwords.hash("local-pw-1", &[7; 16]).unwrap();
+    s.storage().set_account_password(account.id, &hash).await.unwrap();
+
+    // Directory up: the local account is tried after it.
+    assert_eq!(login_claims(&s, "secours", "secours-pw-1").await["sub"], secours.id.to_string());
+    assert!(matches!(
+        attempt(&s, "jdupont", "local-pw-1").await,
+        Step::Page(StatusCode::UNAUTHORIZED, _)
+    ));
+
+    d.stop();
+    assert_eq!(login_claims(&s, "secours", "secours-pw-1").await["sub"], secours.id.to_string());
+    let (st, body) = page(attempt(&s, "jdupont", "local-pw-1").await);
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "an outage, not a local login: {body}");
+    let logins: Vec<_> = s
+        .storage()
+        .audit_records(20)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.event.kind() == "login_password")
+        .map(|r| serde_json::to_value(&r.event).unwrap())
+        .collect();
+    assert_eq!(logins[0]["success"], false, "{logins:?}");
+    assert_eq!(logins[1]["success"], true, "{logins:?}");
+    assert_eq!(logins[1]["account_id"], secours.id.to_string(), "{logins:?}");
     s.stop().await;
 }
 

@@ -1,6 +1,6 @@
 //! The first factor for sites without a directory: local accounts with argon2id hashes.
 use crate::domain::account::{Account, PasswordPolicy, normalise_username};
-use crate::domain::ports::{PasswordChecker, Storage, StoreError};
+use crate::domain::ports::{PasswordChecker, Standing, Storage, StoreError};
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -46,6 +46,18 @@ impl PasswordChecker for LocalAccounts {
         let ok = tokio::task::spawn_blocking(move || PasswordPolicy::verify(&pw, &hash))
             .await
             .unwrap_or(false);
-        Ok(account.filter(|a| ok && a.password_hash.is_some() && !a.disabled))
+        // A directory account is never accepted here, even with a hash (set before `relais
+        // user passwd` refused them): its directory says who may log in.
+        Ok(account.filter(|a| ok && a.password_hash.is_some() && !a.disabled && a.directory_id.is_none()))
+    }
+
+    /// Local accounts are not managed by anyone else. An account that came from a directory
+    /// when no directory is configured any more is `Gone`, as for a directory that was removed
+    /// from the configuration: a card alone no longer logs it in.
+    async fn standing(&self, account: &Account) -> Result<Standing, StoreError> {
+        Ok(match account.directory_id {
+            Some(_) => Standing::Gone,
+            None => Standing::NotManaged,
+        })
     }
 }

@@ -464,6 +464,15 @@ impl Management<'_> {
     /// Sets a local account's password (argon2id).
     pub async fn set_password(&self, policy: &PasswordPolicy, username: &str, password: &str) -> Result<(), ManagementError> {
         let account = self.account_named(username).await?;
+        // A local password on a directory account would outlive the person's removal from the
+        // directory (the break-glass fallback would accept it): refused.
+        if let Some(dir) = &account.directory_id {
+            let name = dir.split_once(':').map_or(dir.as_str(), |(name, _)| name);
+            return Err(ManagementError::Invalid(format!(
+                "{} is an account of the directory {name}: its password is changed there",
+                account.username
+            )));
+        }
         let mut salt = [0u8; 16];
         self.random.fill(&mut salt);
         let hash = policy.hash(password, &salt).map_err(|e| ManagementError::Invalid(e.to_string()))?;
