@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Full FIDO2 logins (issue #4): authorize -> directory password -> security key -> code -> token,
 # from a fresh browser each time, with a software authenticator in the load tool
-# (webauthn-authenticator-rs SoftToken). A private slapd (as scripts/bench-directory.sh: the
+# (webauthn-authenticator-rs SoftToken registers each key; key logins answer with the same
+# credential and counter, signed with aws-lc). A private slapd (as scripts/bench-directory.sh: the
 # tests' fixture plus 1,000 generated people over ldaps://), a release `relais` whose
 # `[fido2] attestation_policy` trusts the software authenticator's attestation CA (made for the
 # run by `relais-load --scenario fido2setup`), and `relais-load --scenario fido2login`:
@@ -13,6 +14,7 @@
 #   3. an open loop at half the rate reached in 2 (latency from each login's scheduled start).
 # First on SQLite + in-process sessions, then (FIDO2_PG=1, the default) on PostgreSQL
 # 127.0.0.1:5432 db `test` in a fresh schema + Redis 127.0.0.1:6379 with its own key prefix.
+# LOAD_THREADS: the load tool's runtime threads (default 1; 2 was the tool before 2026-11-27).
 # Called by scripts/bench.sh; runs alone too (after a release build of both binaries).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -89,7 +91,7 @@ TOML
   echo "[fido2 $label] relais idle CPU: $(awk -v t="$(( $(awk '{print $14 + $15}' "/proc/$relais_pid/stat") - c0 ))" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t * 100 / hz / 5 }') % of a core"
   "$bin/relais-load" --base "http://localhost:$PORT" --secret="$secret" --scenario fido2login \
     --user 'bench{n}' --password 'bench-pw-{n}' --users "$FIDO2_USERS" --token-file "$work/token.cbor" --codes "$work/codes-$label" \
-    --requests "$FIDO2_REQUESTS" --concurrency "$FIDO2_CONCURRENCY" --open-rate-fraction 0.5 \
+    --requests "$FIDO2_REQUESTS" --concurrency "$FIDO2_CONCURRENCY" --open-rate-fraction 0.5 --threads "${LOAD_THREADS:-1}" \
     --watch-pid "relais=$relais_pid" --watch-pid "slapd=$slapd_pid" "${WATCH_SERVICES[@]}" | sed -u "s/^/[fido2 $label] /"
   echo "[fido2 $label] relais RSS after load: $(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$relais_pid/status") MiB"
   kill "$relais_pid"; wait "$relais_pid" 2>/dev/null || true
