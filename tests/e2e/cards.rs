@@ -269,15 +269,13 @@ fn refusal(step: Step, needle: &str) {
     }
 }
 
-async fn audit_events(s: &Server, kind: &str) -> Vec<Value> {
-    s.storage()
-        .audit_records(1000)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.event.kind() == kind)
-        .map(|r| serde_json::to_value(&r.event).unwrap())
-        .collect()
+/// A card login that ended without a code: back at the client with an error, or a refusal page.
+fn no_code(step: Step, what: &str) {
+    match step {
+        Step::Callback(q) => assert!(!q.contains_key("code"), "{what}: {q:?}"),
+        Step::Page(st, _) => assert!(st.is_client_error(), "{what}: {st}"),
+        other => panic!("{what}: {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -297,7 +295,7 @@ async fn card_after_password_logs_in_with_sc_pin_mfa_hwk_pwd_and_loa3() {
     assert_eq!(claims["amr"], json!(["pwd", "sc", "pin", "mfa", "hwk"]));
     assert_eq!(claims["acr"], "loa3");
 
-    let logins = audit_events(&s, "card_login").await;
+    let logins = s.audit_events("card_login").await;
     assert_eq!(logins.len(), 1, "{logins:?}");
     assert_eq!(logins[0]["success"], true);
     assert_eq!(logins[0]["idnat"], format!("8{ALICE_RPPS}"));
@@ -381,12 +379,8 @@ async fn card_alone_asks_the_directory_for_a_directory_account() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    match card_login(22).await {
-        Step::Callback(q) => assert!(!q.contains_key("code"), "{q:?}"),
-        Step::Page(st, _) => assert!(st.is_client_error(), "{st}"),
-        other => panic!("card login after removal: {other:?}"),
-    }
-    let refused = audit_events(&s, "card_login").await;
+    no_code(card_login(22).await, "card login after removal");
+    let refused = s.audit_events("card_login").await;
     assert_eq!(refused[0]["success"], false, "{refused:?}");
     assert_eq!(refused[0]["reason"], "directory: no longer in the directory");
 
@@ -404,13 +398,9 @@ async fn card_alone_asks_the_directory_for_a_directory_account() {
         .write_all(b"dn: uid=jdupont,ou=medecins,ou=people,dc=chu,dc=example\nobjectClass: inetOrgPerson\nuid: jdupont\ncn: Julie Dupont\nsn: Dupont\nuserPassword: julie-pw-1\n")
         .unwrap();
     assert!(add.wait().unwrap().success());
-    match card_login(23).await {
-        Step::Callback(q) => assert!(!q.contains_key("code"), "{q:?}"),
-        Step::Page(st, _) => assert!(st.is_client_error(), "{st}"),
-        other => panic!("card login after the name was reused: {other:?}"),
-    }
+    no_code(card_login(23).await, "card login after the name was reused");
     assert_eq!(
-        audit_events(&s, "card_login").await[0]["reason"],
+        s.audit_events("card_login").await[0]["reason"],
         "directory: no longer in the directory"
     );
     s.stop().await;
@@ -447,12 +437,11 @@ async fn card_alone_refuses_a_directory_account_once_no_directory_is_configured(
     let Step::LoginForm(login) = b.start(&rp::auth_request(&web(&s).await, &[]).url).await else {
         panic!("login form")
     };
-    match card_step(&b, &s, &pending_id(&login)).await {
-        Step::Callback(q) => assert!(!q.contains_key("code"), "{q:?}"),
-        Step::Page(st, _) => assert!(st.is_client_error(), "{st}"),
-        other => panic!("card login of a former directory account: {other:?}"),
-    }
-    let refused = audit_events(&s, "card_login").await;
+    no_code(
+        card_step(&b, &s, &pending_id(&login)).await,
+        "card login of a former directory account",
+    );
+    let refused = s.audit_events("card_login").await;
     assert_eq!(refused[0]["success"], false, "{refused:?}");
     assert_eq!(refused[0]["reason"], "directory: no longer in the directory");
     s.stop().await;
@@ -494,7 +483,7 @@ async fn refused_card(pki: &Pki, s: &Server, card: &str, needle: &str, reason: &
     let url = format!("{}&acr_values=loa3", rp::auth_request(&rp, &[]).url);
     let id = password_then_card_step(&b, s, &url).await;
     refusal(card_step(&b, s, &id).await, needle);
-    let refused = audit_events(s, "card_login").await;
+    let refused = s.audit_events("card_login").await;
     assert!(
         refused.iter().any(|e| e["success"] == false && e["reason"] == reason),
         "{reason} in {refused:?}"
@@ -692,7 +681,7 @@ async fn the_certificate_header_counts_only_from_a_trusted_proxy() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert!(r.text().await.unwrap().contains("Aucune carte n&#39;a été présentée"));
-    let ignored = audit_events(&s, "card_header_ignored").await;
+    let ignored = s.audit_events("card_header_ignored").await;
     assert_eq!(ignored.len(), 1, "{ignored:?}");
 
     // From the trusted proxy, the same header logs in.
@@ -723,7 +712,7 @@ async fn the_certificate_header_counts_only_from_a_trusted_proxy() {
     let q = query(r.headers()["location"].to_str().unwrap());
     let claims = id_token(&rp, req, &q).await;
     assert_eq!(claims["amr"], json!(["sc", "pin", "mfa", "hwk"]));
-    let logins = audit_events(&s, "card_login").await;
+    let logins = s.audit_events("card_login").await;
     assert!(logins.iter().any(|e| e["success"] == true && e["source"] == "proxy"), "{logins:?}");
     s.stop().await;
 }

@@ -101,6 +101,17 @@ impl Server {
             .map(|r| r.event.kind().to_owned())
             .collect()
     }
+    /// Audit events of `kind`, newest first, as JSON.
+    pub async fn audit_events(&self, kind: &str) -> Vec<serde_json::Value> {
+        self.storage()
+            .audit_records(1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.event.kind() == kind)
+            .map(|r| serde_json::to_value(&r.event).unwrap())
+            .collect()
+    }
     pub async fn stop(self) {
         self.running.stop().await;
     }

@@ -213,15 +213,7 @@ async fn ldap_break_glass_local_account_during_an_outage_never_a_directory_accou
     assert_eq!(login_claims(&s, "secours", "secours-pw-1").await["sub"], secours.id.to_string());
     let (st, body) = page(attempt(&s, "jdupont", "local-pw-1").await);
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "an outage, not a local login: {body}");
-    let logins: Vec<_> = s
-        .storage()
-        .audit_records(20)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.event.kind() == "login_password")
-        .map(|r| serde_json::to_value(&r.event).unwrap())
-        .collect();
+    let logins = s.audit_events("login_password").await;
     assert_eq!(logins[0]["success"], false, "{logins:?}");
     assert_eq!(logins[1]["success"], true, "{logins:?}");
     assert_eq!(logins[1]["account_id"], secours.id.to_string(), "{logins:?}");
@@ -409,13 +401,9 @@ async fn ldap_an_application_reserved_to_a_role_refuses_the_others() {
         other => panic!("SSO to radiologie: {other:?}"),
     }
     let refused = s
-        .storage()
-        .audit_records(1000)
+        .audit_events("authorize_refused")
         .await
-        .unwrap()
         .into_iter()
-        .filter(|r| r.event.kind() == "authorize_refused")
-        .map(|r| serde_json::to_value(&r.event).unwrap())
         .filter(|e| e["reason"].as_str().is_some_and(|r| r.contains("reserved to the roles doctor")))
         .count();
     assert_eq!(refused, 2, "both refusals are audited");
