@@ -6,15 +6,18 @@ use crate::adapters::http::{self, AppState, CookieSettings};
 use crate::adapters::keys::{Kek, KeyRing, KeyStoreError};
 use crate::adapters::local_accounts::LocalAccounts;
 use crate::adapters::sessions::{MemorySessionStore, RedisSessionStore, RedisSettings};
+use crate::adapters::store::fido_mds_blobs::MdsBlobAdmission;
 use crate::adapters::store::{DbSettings, SqlStore};
-use crate::adapters::webauthn::WebauthnKeys;
+use crate::adapters::webauthn::{MdsBlobInUse, WebauthnKeys};
 use crate::config::{Config, DirectoryConfig, DirectoryPreset, GroupLookup, NestedGroups, SessionBackend};
+use crate::domain::audit::{AuditEvent, AuditRecord};
 use crate::domain::oidc::{AssurancePolicy, MethodAssurance, Provider, ProviderSettings, ThrottleSettings};
 use crate::domain::ports::{
     AuditSink, Clock, PasswordChecker, Random, SecurityKeys, SessionStore, SessionStoreError, Storage, StoreError, SystemClock,
     SystemRandom,
 };
 use actix_web::{App, HttpServer, dev::ServerHandle, middleware, web};
+use chrono::{DateTime, Utc};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
@@ -147,9 +150,14 @@ impl Components {
         let directories = directories(&config, storage.clone(), clock.clone())?;
         let passwords = password_checker(&config, storage.clone(), &directories)?;
         let security_keys: Option<Arc<dyn SecurityKeys>> = match &config.fido2.attestation_policy {
-            Some(path) => Some(Arc::new(
-                WebauthnKeys::new(&config.issuer, &config.fido2.rp_name, path).map_err(|e| StartError::Config(format!("fido2: {e}")))?,
-            )),
+            Some(path) => {
+                let keys = WebauthnKeys::new(&config.issuer, &config.fido2.rp_name, path)
+                    .map_err(|e| StartError::Config(format!("fido2: {e}")))?;
+                if let Some(blob) = keys.mds_blob() {
+                    admit_mds_blob(&store, audit.as_ref(), blob, clock.now()).await?;
+                }
+                Some(Arc::new(keys))
+            }
             None => None,
         };
         let cards = match &config.cards {
@@ -195,6 +203,51 @@ impl Components {
 
     pub fn management<'a>(&'a self, actor: &'a str) -> crate::domain::management::Management<'a> {
         self.provider.management(actor)
+    }
+}
+
+/// Refuses a FIDO MDS3 blob older than one used before (`fido_mds_blobs.rs`); a newer blob is
+/// put on record.
+async fn admit_mds_blob(store: &SqlStore, audit: &dyn AuditSink, blob: &MdsBlobInUse, now: DateTime<Utc>) -> Result<(), StartError> {
+    let admission = store.admit_mds_blob(blob.number, &blob.next_update, now).await?;
+    let (success, detail) = match admission {
+        MdsBlobAdmission::Same => return Ok(()),
+        MdsBlobAdmission::First => (
+            true,
+            format!("FIDO MDS3 blob number {} in use (next update {})", blob.number, blob.next_update),
+        ),
+        MdsBlobAdmission::Newer { previous } => (
+            true,
+            format!(
+                "FIDO MDS3 blob number {} in use, replacing number {previous} (next update {})",
+                blob.number, blob.next_update
+            ),
+        ),
+        MdsBlobAdmission::Older { newest, newest_since } => (
+            false,
+            format!(
+                "the FIDO MDS3 blob is number {}, older than number {newest} in use since {}: an older blob may predate a model's compromise; put the current blob from https://mds3.fidoalliance.org/ in place",
+                blob.number,
+                newest_since.format("%Y-%m-%d %H:%M UTC")
+            ),
+        ),
+    };
+    let record = AuditRecord {
+        at: now,
+        context: Default::default(),
+        event: AuditEvent::ConfigurationReloaded {
+            what: "fido_mds".into(),
+            success,
+            detail: detail.clone(),
+        },
+    };
+    // Refused or not, the start is on record; a trail that cannot be written stops the start.
+    audit.record(record).await?;
+    if success {
+        tracing::info!(number = blob.number, "{detail}");
+        Ok(())
+    } else {
+        Err(StartError::Config(format!("fido2: {detail}")))
     }
 }
 

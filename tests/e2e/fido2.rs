@@ -341,6 +341,11 @@ async fn fido2_keys_from_an_untrusted_ca_or_model_are_refused_at_registration() 
 /// A FIDO MDS3 blob in the real layout (a JWS with the signer's chain in `x5c`, leaf first),
 /// signed here: RS256 with an RSA key (as FIDO's), ES256 otherwise.
 fn mds_blob(signer_key: &rcgen::KeyPair, chain: &[&[u8]], entries: Value) -> String {
+    mds_blob_numbered(42, signer_key, chain, entries)
+}
+
+/// As `mds_blob`, with the blob's serial number (`no`).
+fn mds_blob_numbered(no: u64, signer_key: &rcgen::KeyPair, chain: &[&[u8]], entries: Value) -> String {
     use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, RSA_PKCS1_SHA256, RsaKeyPair};
     use base64::Engine;
     let std_b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
@@ -348,7 +353,7 @@ fn mds_blob(signer_key: &rcgen::KeyPair, chain: &[&[u8]], entries: Value) -> Str
     let rsa = signer_key.algorithm() == &rcgen::PKCS_RSA_SHA256;
     let alg = if rsa { "RS256" } else { "ES256" };
     let header = json!({"alg": alg, "typ": "JWT", "x5c": chain.iter().map(|c| std_b64(c)).collect::<Vec<_>>()});
-    let payload = json!({"legalHeader": "test", "no": 42, "nextUpdate": "2099-01-01", "entries": entries});
+    let payload = json!({"legalHeader": "test", "no": no, "nextUpdate": "2099-01-01", "entries": entries});
     let input = format!("{}.{}", b(header.to_string().as_bytes()), b(payload.to_string().as_bytes()));
     let rng = aws_lc_rs::rand::SystemRandom::new();
     let sig = if rsa {
@@ -363,15 +368,45 @@ fn mds_blob(signer_key: &rcgen::KeyPair, chain: &[&[u8]], entries: Value) -> Str
     format!("{input}.{}", b(&sig))
 }
 
+/// The serial number of the blob signer's certificate `mds_signer` makes.
+const MDS_SIGNER_SERIAL: u64 = 7;
+
+/// A CRL of `issuer` revoking `revoked`, valid until `next_update` from now (negative: stale).
+fn mds_crl(issuer: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>, revoked: &[u64], next_update: time::Duration) -> String {
+    let now = time::OffsetDateTime::now_utc();
+    rcgen::CertificateRevocationListParams {
+        this_update: now - time::Duration::days(30),
+        next_update: now + next_update,
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: revoked
+            .iter()
+            .map(|s| rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from(*s),
+                revocation_time: now - time::Duration::days(1),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(issuer)
+    .unwrap()
+    .pem()
+    .unwrap()
+}
+
 /// An MDS root and a blob signer certified by it.
 fn mds_signer(name: &str) -> (rcgen::CertifiedIssuer<'static, rcgen::KeyPair>, rcgen::KeyPair, Vec<u8>) {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
     let mut ca = CertificateParams::default();
     ca.distinguished_name.push(DnType::CommonName, name);
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
     let root = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
     let mut leaf = CertificateParams::new(vec!["mds.test.invalid".to_string()]).unwrap();
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.serial_number = Some(rcgen::SerialNumber::from(MDS_SIGNER_SERIAL));
     let key = KeyPair::generate().unwrap();
     let cert = leaf.signed_by(&key, &root).unwrap();
     (root, key, cert.der().to_vec())
@@ -453,7 +488,7 @@ async fn fido2_models_admitted_from_an_mds3_blob() {
 
     let load = |p: &std::path::Path| {
         relais::adapters::webauthn::load_trust_policy(p)
-            .map(|_| ())
+            .map(|policy| assert_eq!(policy.mds.map(|b| b.number), Some(42)))
             .map_err(|e| e.to_string())
     };
     let genuine = mds_blob(&signer_key, &[&signer_cert], entries("FIDO_CERTIFIED_L1"));
@@ -485,6 +520,145 @@ async fn fido2_models_admitted_from_an_mds3_blob() {
     .unwrap();
     assert!(load(&unlisted).unwrap_err().contains("is not in the blob"));
     assert_eq!(load(&certified), Ok(()));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A FIDO MDS3 blob older than one already used (a lower `no`) stops Relais with the reason, on
+/// both databases: put back, it could re-admit a model reported compromised since. The same
+/// blob again (a restart, another replica) and a newer one start; each new blob in use and each
+/// refusal is in the audit trail.
+#[tokio::test]
+async fn fido2_an_mds3_blob_older_than_one_used_before_is_refused() {
+    use base64::Engine;
+    let (_, ca) = SoftToken::new(true).unwrap();
+    let pem = ca.to_pem(LineEndingPem::LF).unwrap();
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let ca_b64 = base64::engine::general_purpose::STANDARD.encode(base64::engine::general_purpose::STANDARD.decode(body).unwrap());
+    let entries = json!([{
+        "aaguid": AAGUID.to_string(),
+        "metadataStatement": {"description": "SoftToken (test)", "attestationRootCertificates": [ca_b64]},
+        "statusReports": [{"status": "FIDO_CERTIFIED_L1"}],
+    }]);
+    let (root, signer_key, signer_cert) = mds_signer("Test FIDO MDS root");
+    let dir = std::env::temp_dir().join(harness::unique("relais-mds-order"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("mds-root.pem"), root.pem()).unwrap();
+    // The admin copies each new blob over the same file, as the docs say.
+    let with_blob = |no: u64| -> String {
+        std::fs::write(
+            dir.join("blob.jwt"),
+            mds_blob_numbered(no, &signer_key, &[&signer_cert], entries.clone()),
+        )
+        .unwrap();
+        let path = dir.join("trust.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[mds]\nblob_file = \"blob.jwt\"\nroot_certificate_file = \"mds-root.pem\"\nsigner_name = \"mds.test.invalid\"\naaguids = [\"{AAGUID}\"]\n"
+            ),
+        )
+        .unwrap();
+        format!("[fido2]\nattestation_policy = \"{}\"\n", path.display())
+    };
+    for db in [Db::Sqlite, Db::Postgres] {
+        let db_toml = harness::database_toml(db).await;
+        let sessions = harness::sessions_toml(Sessions::Memory);
+        let kek = relais::adapters::keys::Kek::generate().to_base64();
+        let boot = async |no: u64, first: bool| harness::try_boot(&db_toml, &sessions, &kek, &with_blob(no), first).await;
+
+        let s = boot(42, true).await.unwrap();
+        s.stop().await;
+        let refused = boot(41, false).await.err().expect("an older blob must not start");
+        assert!(
+            refused.contains("number 41, older than number 42 in use since"),
+            "{db:?}: {refused}"
+        );
+        // The same blob again, then a newer one: both start, and the older stays refused.
+        boot(42, false).await.unwrap().stop().await;
+        boot(43, false).await.unwrap().stop().await;
+        let refused = boot(42, false).await.err().expect("once 43 is in use, 42 is older");
+        assert!(refused.contains("number 42, older than number 43"), "{db:?}: {refused}");
+
+        let s = boot(43, false).await.unwrap();
+        let events = s.audit_events("configuration_reloaded").await;
+        let summary: Vec<(bool, String)> = events
+            .iter()
+            .rev()
+            .filter(|e| e["what"] == "fido_mds")
+            .map(|e| (e["success"].as_bool().unwrap(), e["detail"].as_str().unwrap().to_owned()))
+            .collect();
+        assert_eq!(summary.len(), 4, "{db:?}: {summary:?}");
+        assert!(
+            summary[0].0 && summary[0].1.starts_with("FIDO MDS3 blob number 42 in use"),
+            "{summary:?}"
+        );
+        assert!(
+            !summary[1].0 && summary[1].1.contains("number 41, older than number 42"),
+            "{summary:?}"
+        );
+        assert!(
+            summary[2].0 && summary[2].1.contains("number 43 in use, replacing number 42"),
+            "{summary:?}"
+        );
+        assert!(
+            !summary[3].0 && summary[3].1.contains("number 42, older than number 43"),
+            "{summary:?}"
+        );
+        s.stop().await;
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// With `[mds] crl_files`, the blob signer's chain is checked against the CRLs: a revoked signer
+/// stops Relais, as does a chain certificate no given CRL covers; a stale CRL is still applied
+/// (and said); without CRLs the check is reported as not done.
+#[tokio::test]
+async fn fido2_mds3_blob_signer_revocation_is_checked_against_the_given_crls() {
+    use relais::adapters::fido_mds::SignerRevocation;
+    let (root, signer_key, signer_cert) = mds_signer("Test FIDO MDS root");
+    let (other_root, _, _) = mds_signer("Another CA");
+    let dir = std::env::temp_dir().join(harness::unique("relais-mds-crl"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("mds-root.pem"), root.pem()).unwrap();
+    let entries = json!([{
+        "aaguid": AAGUID.to_string(),
+        "metadataStatement": {"description": "SoftToken (test)", "attestationRootCertificates": []},
+        "statusReports": [{"status": "REVOKED"}],
+    }]);
+    std::fs::write(dir.join("blob.jwt"), mds_blob(&signer_key, &[&signer_cert], entries)).unwrap();
+    let load = |crl: Option<String>| {
+        let crl_line = match crl {
+            Some(pem) => {
+                std::fs::write(dir.join("root.crl"), pem).unwrap();
+                "crl_files = [\"root.crl\"]\n"
+            }
+            None => "",
+        };
+        let path = dir.join("trust.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[mds]\nblob_file = \"blob.jwt\"\nroot_certificate_file = \"mds-root.pem\"\nsigner_name = \"mds.test.invalid\"\n{crl_line}aaguids = [\"{AAGUID}\"]\n"
+            ),
+        )
+        .unwrap();
+        relais::adapters::webauthn::load_trust_policy(&path)
+            .map(|p| p.mds.unwrap().signer_revocation)
+            .map_err(|e| e.to_string())
+    };
+    let week = time::Duration::days(7);
+    assert_eq!(load(None), Ok(SignerRevocation::NotChecked));
+    assert_eq!(load(Some(mds_crl(&root, &[3, 99], week))), Ok(SignerRevocation::Checked));
+    let revoked = load(Some(mds_crl(&root, &[MDS_SIGNER_SERIAL], week))).unwrap_err();
+    assert!(revoked.contains("is revoked by the MDS CRLs"), "{revoked}");
+    // A revocation is not forgotten because the admin did not download the CRL in time.
+    assert_eq!(load(Some(mds_crl(&root, &[], -week))), Ok(SignerRevocation::CheckedWithStaleCrl));
+    let stale_revoked = load(Some(mds_crl(&root, &[MDS_SIGNER_SERIAL], -week))).unwrap_err();
+    assert!(stale_revoked.contains("is revoked"), "{stale_revoked}");
+    let uncovered = load(Some(mds_crl(&other_root, &[], week))).unwrap_err();
+    assert!(uncovered.contains("no given CRL covers"), "{uncovered}");
+    let broken = load(Some("-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n".into())).unwrap_err();
+    assert!(broken.contains("root.crl") && broken.contains("not a valid CRL"), "{broken}");
     std::fs::remove_dir_all(dir).ok();
 }
 

@@ -134,6 +134,11 @@ pub async fn start_shared(db_toml: &str, sessions_toml: &str, kek: &str, first: 
 }
 
 async fn boot(db_toml: &str, sessions_toml: &str, kek: &str, extra: &str, register: bool) -> Server {
+    try_boot(db_toml, sessions_toml, kek, extra, register).await.unwrap()
+}
+
+/// As `start_shared` with `extra` config, for a start that may be refused: the error says why.
+pub async fn try_boot(db_toml: &str, sessions_toml: &str, kek: &str, extra: &str, register: bool) -> Result<Server, String> {
     relais::install_crypto_provider();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -143,14 +148,16 @@ async fn boot(db_toml: &str, sessions_toml: &str, kek: &str, extra: &str, regist
     );
     let config = Config::from_toml_str(&toml).unwrap();
     let clock = ManualClock::starting_now();
-    let components = Components::build(config, Arc::new(clock.clone()) as Arc<dyn Clock>).await.unwrap();
+    let components = Components::build(config, Arc::new(clock.clone()) as Arc<dyn Clock>)
+        .await
+        .map_err(|e| e.to_string())?;
     let (web_secret, post_secret, jwt_client_key, jwt_client_kid) = if register {
         register_fixtures(&components).await
     } else {
         Default::default()
     };
     let running = server::serve(Arc::new(components), listener).unwrap();
-    Server {
+    Ok(Server {
         base,
         running,
         clock,
@@ -158,7 +165,7 @@ async fn boot(db_toml: &str, sessions_toml: &str, kek: &str, extra: &str, regist
         post_secret,
         jwt_client_key,
         jwt_client_kid,
-    }
+    })
 }
 
 /// Clients `web` (secret_basic, ES256), `web2` (secret_post, RS256, signed userinfo), `spa`

@@ -7,12 +7,16 @@
 //! takes from it the roots of the models the admin admits, leaving out models with any status
 //! report saying they are compromised or revoked.
 //!
+//! Revocation of the signer's chain is checked against the CRLs the admin downloads with the
+//! blob (`crl_files`), when given: every certificate of the chain must be covered by one.
+//!
 //! Not verified against the real FIDO blob here (no network in tests): the test signs a blob of
 //! the same layout with a chain of its own. The real signer's certificate is a TLS-style one;
 //! its extended key usage is checked as "serverAuth if present", which we believe it satisfies.
 use rustls::pki_types::{CertificateDer, UnixTime};
 use serde::Deserialize;
 use uuid::Uuid;
+use webpki::{CertRevocationList, ExpirationPolicy, RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy};
 
 /// Statuses after which a model's attestation is worth nothing (FIDO MDS3 §3.1.4); any one of
 /// them in a model's reports leaves the model out.
@@ -35,11 +39,23 @@ pub struct MdsModel {
     pub untrusted_status: Option<String>,
 }
 
+/// How far the revocation of the blob signer's chain was checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignerRevocation {
+    /// No CRL given: not checked.
+    NotChecked,
+    /// Every certificate of the chain is covered by a current CRL and none is revoked.
+    Checked,
+    /// As `Checked`, but a CRL is past its nextUpdate (download the current ones).
+    CheckedWithStaleCrl,
+}
+
 /// What a verified blob says.
 #[derive(Debug, Clone)]
 pub struct MdsBlob {
     /// The blob's serial number (`no`).
     pub number: u64,
+    pub signer_revocation: SignerRevocation,
     /// When FIDO publishes the next one (`nextUpdate`, a date).
     pub next_update: String,
     pub models: Vec<MdsModel>,
@@ -84,8 +100,9 @@ struct StatusReport {
 }
 
 /// Verifies `blob` (the JWS text) at `now`: signed by a certificate for `signer_name`
-/// (`mds.fidoalliance.org` for FIDO's blob) chaining to `root` (DER); reads its models.
-pub fn read_blob(blob: &str, root: &[u8], signer_name: &str, now: UnixTime) -> Result<MdsBlob, String> {
+/// (`mds.fidoalliance.org` for FIDO's blob) chaining to `root` (DER), none of the chain revoked
+/// by `crls` (not checked when empty); reads its models.
+pub fn read_blob(blob: &str, root: &[u8], signer_name: &str, crls: &[CertRevocationList<'_>], now: UnixTime) -> Result<MdsBlob, String> {
     use base64::Engine;
     let std_b64 = base64::engine::general_purpose::STANDARD;
     let url_b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -115,8 +132,45 @@ pub fn read_blob(blob: &str, root: &[u8], signer_name: &str, now: UnixTime) -> R
     let ee = webpki::EndEntityCert::try_from(&leaf_der).map_err(|e| format!("the signer's certificate: {e:?}"))?;
     let intermediates: Vec<CertificateDer<'_>> = chain.iter().skip(1).map(|c| CertificateDer::from(c.as_slice())).collect();
     let algs = rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms.all;
-    ee.verify_for_usage(algs, &[anchor], &intermediates, now, webpki::KeyUsage::server_auth(), None, None)
-        .map_err(|e| format!("the blob's signer does not chain to the MDS root: {e:?}"))?;
+    let crl_refs: Vec<&CertRevocationList<'_>> = crls.iter().collect();
+    let verify = |expiration: ExpirationPolicy| {
+        // Every certificate of the chain must be covered: a CRL missing for one is a refusal,
+        // not a pass (an admin who gives CRLs wants the chain checked).
+        let revocation = RevocationOptionsBuilder::new(&crl_refs).ok().map(|b| {
+            b.with_depth(RevocationCheckDepth::Chain)
+                .with_status_policy(UnknownStatusPolicy::Deny)
+                .with_expiration_policy(expiration)
+                .build()
+        });
+        ee.verify_for_usage(
+            algs,
+            std::slice::from_ref(&anchor),
+            &intermediates,
+            now,
+            webpki::KeyUsage::server_auth(),
+            revocation,
+            None,
+        )
+        .map(|_| ())
+    };
+    let chain_error = |e: webpki::Error| match e {
+        webpki::Error::CertRevoked => "the blob's signer (or a certificate of its chain) is revoked by the MDS CRLs".to_owned(),
+        webpki::Error::UnknownRevocationStatus => {
+            "no given CRL covers a certificate of the blob signer's chain: give the CRL of each CA of the chain".to_owned()
+        }
+        e => format!("the blob's signer does not chain to the MDS root: {e:?}"),
+    };
+    let signer_revocation = match verify(ExpirationPolicy::Enforce) {
+        Ok(()) if crls.is_empty() => SignerRevocation::NotChecked,
+        Ok(()) => SignerRevocation::Checked,
+        // A CRL past its nextUpdate still lists what it lists: checked again without the date,
+        // and said (the blob itself is also used past its own nextUpdate).
+        Err(webpki::Error::CrlExpired { .. }) => {
+            verify(ExpirationPolicy::Ignore).map_err(chain_error)?;
+            SignerRevocation::CheckedWithStaleCrl
+        }
+        Err(e) => return Err(chain_error(e)),
+    };
     // The root may be a public one that certifies many servers (FIDO's is GlobalSign's): the
     // signer must also be the MDS itself.
     let name =
@@ -166,6 +220,7 @@ pub fn read_blob(blob: &str, root: &[u8], signer_name: &str, now: UnixTime) -> R
         .collect();
     Ok(MdsBlob {
         number: payload.no,
+        signer_revocation,
         next_update: payload.next_update,
         models,
     })

@@ -2,6 +2,7 @@
 pub mod audit;
 pub mod audit_forward;
 pub mod cards;
+pub mod crl;
 pub mod directory;
 pub mod fido_mds;
 pub mod http;

@@ -2,6 +2,7 @@
 //! webauthn-rs "attested passkeys": attestation is mandatory and checked against the admin's
 //! trust policy (CAs and AAGUIDs), user verification is required, synced (backup-eligible)
 //! credentials are refused. State and credentials cross the port as JSON strings.
+use crate::adapters::fido_mds::SignerRevocation;
 use crate::domain::fido2::{Ceremony, Fido2Error, KeyAssertion, KeyHolder, NewKey, SecurityKeyRecord};
 use crate::domain::ports::SecurityKeys;
 use serde::Deserialize;
@@ -44,6 +45,10 @@ struct MdsSection {
     /// The host name the blob's signer must be certified for.
     #[serde(default = "default_mds_signer")]
     signer_name: String,
+    /// CRLs of the CAs of the signer's chain (PEM or DER), relative to the trust file. Given,
+    /// every certificate of the chain must be covered and none revoked; absent, not checked.
+    #[serde(default)]
+    crl_files: Vec<PathBuf>,
 }
 
 fn default_mds_signer() -> String {
@@ -61,9 +66,26 @@ struct Authority {
     aaguids: Vec<Uuid>,
 }
 
+/// The FIDO MDS3 blob a trust file admitted models from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MdsBlobInUse {
+    /// The blob's serial number (`no`): FIDO numbers each blob one higher than the last.
+    pub number: u64,
+    /// When FIDO publishes the next one (`nextUpdate`).
+    pub next_update: String,
+    /// Whether the signer's chain was checked against CRLs (`[mds] crl_files`).
+    pub signer_revocation: SignerRevocation,
+}
+
+/// What a trust file admits: webauthn-rs' CA list, and the MDS blob it came from, if any.
+pub struct TrustPolicy {
+    pub authorities: AttestationCaList,
+    pub mds: Option<MdsBlobInUse>,
+}
+
 /// Reads the trust file into webauthn-rs' CA list. Every authority must list its AAGUIDs:
 /// a CA alone would admit every model its vendor ever made.
-pub fn load_trust_policy(path: &Path) -> Result<AttestationCaList, TrustPolicyError> {
+pub fn load_trust_policy(path: &Path) -> Result<TrustPolicy, TrustPolicyError> {
     let read = |p: &Path| {
         std::fs::read_to_string(p).map_err(|source| TrustPolicyError::Read {
             path: p.display().to_string(),
@@ -79,10 +101,13 @@ pub fn load_trust_policy(path: &Path) -> Result<AttestationCaList, TrustPolicyEr
         )));
     }
     let mut builder = AttestationCaListBuilder::new();
-    if let Some(mds) = &file.mds {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        admit_from_mds(&mut builder, mds, dir, &read)?;
-    }
+    let mds = match &file.mds {
+        Some(mds) => {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            Some(admit_from_mds(&mut builder, mds, dir, &read)?)
+        }
+        None => None,
+    };
     for a in file.authority {
         let pem = match (a.certificate, a.certificate_file) {
             (Some(pem), None) => pem,
@@ -106,17 +131,22 @@ pub fn load_trust_policy(path: &Path) -> Result<AttestationCaList, TrustPolicyEr
                 .map_err(|e| TrustPolicyError::Invalid(format!("authority {:?}: certificate: {e:?}", a.name)))?;
         }
     }
-    Ok(builder.build())
+    Ok(TrustPolicy {
+        authorities: builder.build(),
+        mds,
+    })
 }
 
 /// Adds the roots of the admitted models from the MDS blob; a model the blob does not describe
-/// is a mistake (stop), one it reports compromised or revoked is left out (warned).
+/// is a mistake (stop), one it reports compromised or revoked is left out (warned). Whether the
+/// blob is older than one used before is for the caller, which has the database
+/// (`SqlStore::admit_mds_blob`).
 fn admit_from_mds(
     builder: &mut AttestationCaListBuilder,
     mds: &MdsSection,
     dir: &Path,
     read: &dyn Fn(&Path) -> Result<String, TrustPolicyError>,
-) -> Result<(), TrustPolicyError> {
+) -> Result<MdsBlobInUse, TrustPolicyError> {
     let invalid = |m: String| TrustPolicyError::Invalid(format!("[mds] {}: {m}", mds.blob_file.display()));
     let blob = read(&dir.join(&mds.blob_file))?;
     let root_path = dir.join(&mds.root_certificate_file);
@@ -126,8 +156,26 @@ fn admit_from_mds(
         .and_then(|mut certs| certs.next())
         .and_then(Result::ok)
         .ok_or_else(|| TrustPolicyError::Invalid(format!("[mds] {}: no PEM certificate", root_path.display())))?;
-    let blob = crate::adapters::fido_mds::read_blob(&blob, &root, &mds.signer_name, rustls::pki_types::UnixTime::now()).map_err(invalid)?;
-    tracing::info!(number = blob.number, next_update = %blob.next_update, models = blob.models.len(), "FIDO MDS3 blob loaded");
+    let mut crls = Vec::new();
+    for f in &mds.crl_files {
+        let path = dir.join(f);
+        crls.extend(
+            crate::adapters::crl::read_crl_file(&path)
+                .map_err(|why| TrustPolicyError::Invalid(format!("[mds] {}: {why}", path.display())))?,
+        );
+    }
+    let blob =
+        crate::adapters::fido_mds::read_blob(&blob, &root, &mds.signer_name, &crls, rustls::pki_types::UnixTime::now()).map_err(invalid)?;
+    tracing::info!(number = blob.number, next_update = %blob.next_update, models = blob.models.len(), signer_revocation = ?blob.signer_revocation, "FIDO MDS3 blob loaded");
+    match blob.signer_revocation {
+        SignerRevocation::Checked => {}
+        SignerRevocation::CheckedWithStaleCrl => {
+            tracing::warn!("an MDS CRL is past its nextUpdate: download the current CRLs with the next blob")
+        }
+        SignerRevocation::NotChecked => {
+            tracing::warn!("no [mds] crl_files: the revocation of the blob signer's certificate is not checked")
+        }
+    }
     if chrono::NaiveDate::parse_from_str(&blob.next_update, "%Y-%m-%d").is_ok_and(|d| d < chrono::Utc::now().date_naive()) {
         tracing::warn!(next_update = %blob.next_update, "the FIDO MDS3 blob is past its nextUpdate: download the current one");
     }
@@ -150,12 +198,17 @@ fn admit_from_mds(
                 .map_err(|e| invalid(format!("aaguid {aaguid}: root certificate: {e:?}")))?;
         }
     }
-    Ok(())
+    Ok(MdsBlobInUse {
+        number: blob.number,
+        next_update: blob.next_update,
+        signer_revocation: blob.signer_revocation,
+    })
 }
 
 pub struct WebauthnKeys {
     webauthn: Webauthn,
     trusted: AttestationCaList,
+    mds: Option<MdsBlobInUse>,
 }
 
 impl WebauthnKeys {
@@ -169,10 +222,17 @@ impl WebauthnKeys {
         let webauthn = WebauthnBuilder::new(&rp_id, &origin)
             .and_then(|b| b.rp_name(rp_name).build())
             .map_err(|e| TrustPolicyError::Invalid(format!("webauthn: {e}")))?;
+        let policy = load_trust_policy(policy)?;
         Ok(Self {
             webauthn,
-            trusted: load_trust_policy(policy)?,
+            trusted: policy.authorities,
+            mds: policy.mds,
         })
+    }
+
+    /// The FIDO MDS3 blob the trust file admitted models from, if any.
+    pub fn mds_blob(&self) -> Option<&MdsBlobInUse> {
+        self.mds.as_ref()
     }
 }
 

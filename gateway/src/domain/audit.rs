@@ -162,7 +162,8 @@ pub enum AuditEvent {
         deleted: u64,
     },
     /// Trust material re-read while running (`what`: `card_crls`), recorded when its content
-    /// changed or when the reload failed (the previous set then stays in force).
+    /// changed or when the reload failed (the previous set then stays in force); or read at
+    /// start (`fido_mds`: a new FIDO MDS3 blob taken into use, or an older one refused).
     ConfigurationReloaded {
         what: String,
         success: bool,

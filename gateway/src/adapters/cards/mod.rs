@@ -8,12 +8,10 @@ mod x509;
 use crate::domain::card::{CardCertificate, CardChecker, CardRefusal};
 use chrono::{DateTime, Utc};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime};
+use rustls::pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use webpki::{
-    CertRevocationList, ExpirationPolicy, OwnedCertRevocationList, RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy,
-};
+use webpki::{CertRevocationList, ExpirationPolicy, RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy};
 
 pub use x509::idnat_of;
 
@@ -58,25 +56,7 @@ pub fn read_pem_certs(paths: &[PathBuf]) -> Result<Vec<CertificateDer<'static>>,
 
 /// One CRL file, DER or PEM.
 fn read_crls(path: &Path) -> Result<Vec<CertRevocationList<'static>>, CardConfigError> {
-    let bytes = std::fs::read(path).map_err(|e| file_error(path, e))?;
-    let ders: Vec<Vec<u8>> = if bytes.starts_with(b"-----BEGIN") {
-        CertificateRevocationListDer::pem_slice_iter(&bytes)
-            .map(|r| r.map(|d| d.as_ref().to_vec()))
-            .collect::<Result<_, _>>()
-            .map_err(|e| file_error(path, e))?
-    } else {
-        vec![bytes]
-    };
-    if ders.is_empty() {
-        return Err(file_error(path, "no CRL in this file"));
-    }
-    ders.iter()
-        .map(|d| {
-            OwnedCertRevocationList::from_der(d)
-                .map(CertRevocationList::from)
-                .map_err(|e| file_error(path, format!("not a valid CRL: {e:?}")))
-        })
-        .collect()
+    crate::adapters::crl::read_crl_file(path).map_err(|why| file_error(path, why))
 }
 
 /// What a CRL reload found.

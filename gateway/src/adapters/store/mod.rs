@@ -5,6 +5,7 @@ pub mod audit_cursor;
 mod checkpoint;
 mod client_cache;
 mod entities;
+pub mod fido_mds_blobs;
 mod identity;
 pub mod migrations;
 mod security_keys;

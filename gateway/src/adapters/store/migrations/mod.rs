@@ -11,6 +11,7 @@ mod m20261215_000001_audit_forward;
 mod m20261216_000001_admin_roles;
 mod m20261220_000001_audit_at_seq;
 mod m20261227_000001_client_roles;
+mod m20261228_000001_fido_mds_blobs;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261216_000001_admin_roles::Migration),
             Box::new(m20261220_000001_audit_at_seq::Migration),
             Box::new(m20261227_000001_client_roles::Migration),
+            Box::new(m20261228_000001_fido_mds_blobs::Migration),
         ]
     }
 }
