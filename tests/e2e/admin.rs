@@ -538,6 +538,16 @@ async fn the_admin_decides_the_identity_review_queue() {
     assert_eq!(item.candidates.len(), 2, "two professionals named Lucie Lambert");
     assert!(page.contains(&format!("id=\"review-{id}\"")), "{page}");
     assert!(page.contains(&format!("value=\"{homonym}\"")), "the candidates are offered: {page}");
+    // Why each waits, typed in the queue and said in the page's language (French by default).
+    use relais::domain::identity_import::ReviewReason;
+    assert_eq!(item.reason, ReviewReason::SeveralProfessionalsWithThisName);
+    assert!(
+        page.contains("plusieurs professionnels de l") && page.contains("plusieurs comptes locaux portent ce nom"),
+        "{page}"
+    );
+    assert!(!page.contains("several local people"), "{page}");
+    let english = page_text(&http, s.url("/admin/mappings/import?lang=en")).await;
+    assert!(english.contains("several local people have this name"), "{english}");
     let decide = |form: Vec<(&'static str, String)>| {
         let http = http.clone();
         let url = s.url(&format!("/admin/mappings/review/{id}"));

@@ -92,7 +92,70 @@ pub struct ReviewItem {
     pub account_id: Uuid,
     pub username: String,
     pub candidates: Vec<IdNat>,
-    pub reason: String,
+    pub reason: ReviewReason,
+}
+
+/// Why an item needs a person's decision. Typed, so that each page shows it in its language
+/// (the English wording is `Display`, used by the CLI); stored as JSON in the review queue.
+/// `source` is where a directory holds the identifier (`directory:attribute`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ReviewReason {
+    InvalidIdentifier {
+        source: String,
+        error: String,
+    },
+    NotTheMappedIdentifier {
+        source: String,
+    },
+    IdentifierOfSomeoneElse {
+        source: String,
+    },
+    AbsentFromAnnuaire {
+        source: String,
+    },
+    AnnuaireNamesAnother {
+        source: String,
+        given_name: String,
+        family_name: String,
+    },
+    SeveralProfessionalsWithThisName,
+    SeveralLocalPeopleWithThisName,
+    NameMatchIdentifierTaken,
+    /// An item queued before reasons were typed: its English text as stored.
+    Text(String),
+}
+
+impl ReviewReason {
+    /// The stored form (`identity_review.reason`).
+    pub fn to_stored(&self) -> String {
+        serde_json::to_string(self).expect("plain strings serialise")
+    }
+
+    /// Reads the stored form; plain text (older rows) stays readable as `Text`.
+    pub fn from_stored(s: &str) -> Self {
+        serde_json::from_str(s).unwrap_or_else(|_| Self::Text(s.to_owned()))
+    }
+}
+
+impl fmt::Display for ReviewReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidIdentifier { source, error } => write!(f, "{source} holds an invalid national identifier: {error}"),
+            Self::NotTheMappedIdentifier { source } => write!(f, "{source} names another identifier than the one already mapped"),
+            Self::IdentifierOfSomeoneElse { source } => write!(f, "{source} names an identifier already mapped to someone else"),
+            Self::AbsentFromAnnuaire { source } => write!(f, "{source} names an identifier absent from the Annuaire extraction"),
+            Self::AnnuaireNamesAnother {
+                source,
+                given_name,
+                family_name,
+            } => write!(f, "{source} names an identifier the Annuaire gives to {given_name} {family_name}"),
+            Self::SeveralProfessionalsWithThisName => f.write_str("several professionals at this establishment have this name"),
+            Self::SeveralLocalPeopleWithThisName => f.write_str("several local people have this name"),
+            Self::NameMatchIdentifierTaken => f.write_str("this national identifier is already mapped to someone else"),
+            Self::Text(t) => f.write_str(t),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -196,7 +259,7 @@ pub fn plan_annuaire_with(x: Extraction, accounts: &[Account], existing: &[Natio
     for c in claims {
         let Some(a) = by_id.get(&c.account_id) else { continue };
         claimed.insert(a.id);
-        let review = |reason: String, candidates: Vec<IdNat>| ReviewItem {
+        let review = |reason: ReviewReason, candidates: Vec<IdNat>| ReviewItem {
             id: None,
             account_id: a.id,
             username: a.username.clone(),
@@ -206,8 +269,13 @@ pub fn plan_annuaire_with(x: Extraction, accounts: &[Account], existing: &[Natio
         let idnat = match c.idnat() {
             Ok(i) => i,
             Err(e) => {
-                plan.review
-                    .push(review(format!("{} holds an invalid national identifier: {e}", c.source), vec![]));
+                plan.review.push(review(
+                    ReviewReason::InvalidIdentifier {
+                        source: c.source.clone(),
+                        error: e.to_string(),
+                    },
+                    vec![],
+                ));
                 continue;
             }
         };
@@ -217,28 +285,28 @@ pub fn plan_annuaire_with(x: Extraction, accounts: &[Account], existing: &[Natio
         }
         if !mine.is_empty() {
             plan.review.push(review(
-                format!("{} names another identifier than the one already mapped", c.source),
+                ReviewReason::NotTheMappedIdentifier { source: c.source.clone() },
                 vec![idnat],
             ));
             continue;
         }
         if taken.contains(&idnat) {
             plan.review.push(review(
-                format!("{} names an identifier already mapped to someone else", c.source),
+                ReviewReason::IdentifierOfSomeoneElse { source: c.source.clone() },
                 vec![idnat],
             ));
             continue;
         }
         match x.professionals.get(&idnat) {
-            None => plan.review.push(review(
-                format!("{} names an identifier absent from the Annuaire extraction", c.source),
-                vec![idnat],
-            )),
+            None => plan
+                .review
+                .push(review(ReviewReason::AbsentFromAnnuaire { source: c.source.clone() }, vec![idnat])),
             Some(p) if a.family_name.as_deref().map(name_key) != Some(name_key(&p.family_name)) => plan.review.push(review(
-                format!(
-                    "{} names an identifier the Annuaire gives to {} {}",
-                    c.source, p.given_name, p.family_name
-                ),
+                ReviewReason::AnnuaireNamesAnother {
+                    source: c.source.clone(),
+                    given_name: p.given_name.clone(),
+                    family_name: p.family_name.clone(),
+                },
                 vec![idnat],
             )),
             Some(p) => plan.changes.push(Change::Link {
@@ -276,21 +344,19 @@ pub fn plan_annuaire_with(x: Extraction, accounts: &[Account], existing: &[Natio
         let Some(candidates) = by_name.get(&k) else { continue };
         let mut ids: Vec<IdNat> = candidates.iter().map(|p| p.idnat.clone()).collect();
         ids.sort();
-        let review = |reason: &str| ReviewItem {
+        let review = |reason: ReviewReason| ReviewItem {
             id: None,
             account_id: a.id,
             username: a.username.clone(),
             candidates: ids.clone(),
-            reason: reason.to_owned(),
+            reason,
         };
         if candidates.len() > 1 {
-            plan.review
-                .push(review("several professionals at this establishment have this name"));
+            plan.review.push(review(ReviewReason::SeveralProfessionalsWithThisName));
         } else if people_by_name[&k] > 1 {
-            plan.review.push(review("several local people have this name"));
+            plan.review.push(review(ReviewReason::SeveralLocalPeopleWithThisName));
         } else if taken.contains(&candidates[0].idnat) {
-            plan.review
-                .push(review("this national identifier is already mapped to someone else"));
+            plan.review.push(review(ReviewReason::NameMatchIdentifierTaken));
         } else {
             plan.changes.push(Change::Link {
                 account_id: a.id,
@@ -361,4 +427,26 @@ pub fn plan_mapping_file(text: &str, accounts: &[Account], existing: &[NationalI
         }
     }
     plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReviewReason;
+
+    #[test]
+    fn review_reasons_are_stored_typed_and_older_plain_text_rows_stay_readable() {
+        let r = ReviewReason::AnnuaireNamesAnother {
+            source: "ad:employeeNumber".into(),
+            given_name: "Lucie".into(),
+            family_name: "Lambert".into(),
+        };
+        assert_eq!(ReviewReason::from_stored(&r.to_stored()), r);
+        assert_eq!(
+            r.to_string(),
+            "ad:employeeNumber names an identifier the Annuaire gives to Lucie Lambert"
+        );
+        let legacy = "several local people have this name";
+        assert_eq!(ReviewReason::from_stored(legacy), ReviewReason::Text(legacy.into()));
+        assert_eq!(ReviewReason::from_stored(legacy).to_string(), legacy);
+    }
 }

@@ -1,6 +1,7 @@
 //! The languages of the pages: French by default, English on request (`ui_locales`, then
 //! `Accept-Language`).
 use crate::domain::admin::AdminLoginError;
+use crate::domain::identity_import::ReviewReason;
 use crate::domain::oidc::{KeyAddError, KeyStepRefusal};
 use actix_web::HttpRequest;
 use std::borrow::Cow;
@@ -247,6 +248,32 @@ impl Lang {
             AdminLoginError::Throttled => "Trop de tentatives échouées : patientez quelques minutes avant de réessayer.",
         }
         .into()
+    }
+}
+
+impl Lang {
+    /// Why an identity waits in the review queue, in this language.
+    pub fn review_reason(self, r: &ReviewReason) -> Cow<'static, str> {
+        use ReviewReason::*;
+        if self == Lang::En {
+            return r.to_string().into();
+        }
+        match r {
+            InvalidIdentifier { source, error } => format!("{source} contient un identifiant national invalide : {error}").into(),
+            NotTheMappedIdentifier { source } => format!("{source} indique un autre identifiant que celui déjà rattaché").into(),
+            IdentifierOfSomeoneElse { source } => format!("{source} indique un identifiant déjà rattaché à une autre personne").into(),
+            AbsentFromAnnuaire { source } => format!("{source} indique un identifiant absent de l'extraction de l'Annuaire Santé").into(),
+            AnnuaireNamesAnother {
+                source,
+                given_name,
+                family_name,
+            } => format!("{source} indique un identifiant que l'Annuaire Santé attribue à {given_name} {family_name}").into(),
+            SeveralProfessionalsWithThisName => "plusieurs professionnels de l'établissement portent ce nom".into(),
+            SeveralLocalPeopleWithThisName => "plusieurs comptes locaux portent ce nom".into(),
+            NameMatchIdentifierTaken => "cet identifiant national est déjà rattaché à une autre personne".into(),
+            // Queued before reasons were typed: kept as written.
+            Text(t) => t.clone().into(),
+        }
     }
 }
 

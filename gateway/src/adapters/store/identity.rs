@@ -3,7 +3,7 @@ use super::entities::{account, identity_review, national_identity, terms_accepta
 use super::{SqlStore, account_from_row, corrupt, unavailable};
 use crate::domain::account::Account;
 use crate::domain::identity::{IdNat, NationalIdentity, Provenance};
-use crate::domain::identity_import::ReviewItem;
+use crate::domain::identity_import::{ReviewItem, ReviewReason};
 use crate::domain::ports::{IdentityStore, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -174,7 +174,7 @@ impl IdentityStore for SqlStore {
             candidates: Set(
                 serde_json::to_string(&r.candidates.iter().map(|c| c.to_string()).collect::<Vec<_>>()).expect("strings serialise"),
             ),
-            reason: Set(r.reason.clone()),
+            reason: Set(r.reason.to_stored()),
             created_at: Set(Utc::now()),
         });
         identity_review::Entity::insert_many(rows)
@@ -201,7 +201,7 @@ impl IdentityStore for SqlStore {
                         .iter()
                         .map(|c| IdNat::parse(c).map_err(|e| corrupt("idnat", e)))
                         .collect::<Result<_, _>>()?,
-                    reason: m.reason,
+                    reason: ReviewReason::from_stored(&m.reason),
                 })
             })
             .collect()

@@ -4,6 +4,7 @@
 //! its items, as `relais identity review --resolve` does.
 use super::{AdminState, admin, changer, form, management_error, see_other};
 use crate::adapters::http::AppState;
+use crate::adapters::http::i18n::Lang;
 use crate::adapters::http::pages::html;
 use crate::domain::management::ReviewDecision;
 use actix_web::http::StatusCode;
@@ -35,7 +36,7 @@ struct Page {
 
 /// The import page with the current review queue.
 async fn render(state: &AppState, a: &super::Admin, status: StatusCode, p: Page) -> HttpResponse {
-    let queue = match queue(state).await {
+    let queue = match queue(state, a.lang).await {
         Ok(q) => q,
         Err(e) => return super::domain_error(e, a.lang),
     };
@@ -52,7 +53,7 @@ async fn render(state: &AppState, a: &super::Admin, status: StatusCode, p: Page)
     )
 }
 
-async fn queue(state: &AppState) -> Result<Vec<ReviewRow>, crate::domain::ports::StoreError> {
+async fn queue(state: &AppState, lang: Lang) -> Result<Vec<ReviewRow>, crate::domain::ports::StoreError> {
     Ok(state
         .provider
         .identities
@@ -63,7 +64,7 @@ async fn queue(state: &AppState) -> Result<Vec<ReviewRow>, crate::domain::ports:
             Some(ReviewRow {
                 id: r.id?,
                 username: r.username,
-                reason: r.reason,
+                reason: lang.review_reason(&r.reason).into_owned(),
                 candidates: r.candidates.iter().map(ToString::to_string).collect(),
             })
         })
@@ -152,7 +153,7 @@ pub async fn import(
                         .iter()
                         .map(|r| {
                             let c: Vec<String> = r.candidates.iter().map(|c| c.to_string()).collect();
-                            format!("{} : {} ({})", r.username, r.reason, c.join(", "))
+                            format!("{} : {} ({})", r.username, a.lang.review_reason(&r.reason), c.join(", "))
                         })
                         .collect(),
                     errors: plan
