@@ -368,6 +368,21 @@ fn mds_blob_numbered(no: u64, signer_key: &rcgen::KeyPair, chain: &[&[u8]], entr
     format!("{input}.{}", b(&sig))
 }
 
+/// Writes an attestation trust file `name`.toml in `dir` admitting the SoftToken's model from
+/// the MDS blob `blob_file` (signer `mds.test.invalid`, root `mds-root.pem`); `extra` lines go
+/// into its `[mds]` table.
+fn mds_trust_file(dir: &std::path::Path, name: &str, blob_file: &str, extra: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[mds]\nblob_file = \"{blob_file}\"\nroot_certificate_file = \"mds-root.pem\"\nsigner_name = \"mds.test.invalid\"\n{extra}aaguids = [\"{AAGUID}\"]\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
 /// The serial number of the blob signer's certificate `mds_signer` makes.
 const MDS_SIGNER_SERIAL: u64 = 7;
 
@@ -437,15 +452,7 @@ async fn fido2_models_admitted_from_an_mds3_blob() {
     std::fs::write(dir.join("mds-root.pem"), root.pem()).unwrap();
     let policy = |name: &str, blob: String| -> std::path::PathBuf {
         std::fs::write(dir.join(format!("{name}.jwt")), blob).unwrap();
-        let path = dir.join(format!("{name}.toml"));
-        std::fs::write(
-            &path,
-            format!(
-                "[mds]\nblob_file = \"{name}.jwt\"\nroot_certificate_file = \"mds-root.pem\"\nsigner_name = \"mds.test.invalid\"\naaguids = [\"{AAGUID}\"]\n"
-            ),
-        )
-        .unwrap();
-        path
+        mds_trust_file(&dir, name, &format!("{name}.jwt"), "")
     };
     let register_with_code = async |s: &Server, token: &mut SoftToken| {
         let b = Browser::new();
@@ -550,14 +557,7 @@ async fn fido2_an_mds3_blob_older_than_one_used_before_is_refused() {
             mds_blob_numbered(no, &signer_key, &[&signer_cert], entries.clone()),
         )
         .unwrap();
-        let path = dir.join("trust.toml");
-        std::fs::write(
-            &path,
-            format!(
-                "[mds]\nblob_file = \"blob.jwt\"\nroot_certificate_file = \"mds-root.pem\"\nsigner_name = \"mds.test.invalid\"\naaguids = [\"{AAGUID}\"]\n"
-            ),
-        )
-        .unwrap();
+        let path = mds_trust_file(&dir, "trust", "blob.jwt", "");
         format!("[fido2]\nattestation_policy = \"{}\"\n", path.display())
     };
     for db in [Db::Sqlite, Db::Postgres] {
@@ -634,14 +634,7 @@ async fn fido2_mds3_blob_signer_revocation_is_checked_against_the_given_crls() {
             }
             None => "",
         };
-        let path = dir.join("trust.toml");
-        std::fs::write(
-            &path,
-            format!(
-                "[mds]\nblob_file = \"blob.jwt\"\nroot_certificate_file = \"mds-root.pem\"\nsigner_name = \"mds.test.invalid\"\n{crl_line}aaguids = [\"{AAGUID}\"]\n"
-            ),
-        )
-        .unwrap();
+        let path = mds_trust_file(&dir, "trust", "blob.jwt", crl_line);
         relais::adapters::webauthn::load_trust_policy(&path)
             .map(|p| p.mds.unwrap().signer_revocation)
             .map_err(|e| e.to_string())
