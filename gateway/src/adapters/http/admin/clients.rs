@@ -1,6 +1,6 @@
 //! Clients (relying parties): list, register a local application or Pro Santé Connect (the
 //! secret is shown once, only its digest is stored), rotate a secret.
-use super::{AdminState, admin, changer, form, management_error};
+use super::{AdminState, admin, management_error, posted_change};
 use crate::adapters::http::AppState;
 use crate::adapters::http::pages::html;
 use crate::domain::client::TokenAuthMethod;
@@ -106,12 +106,8 @@ pub async fn register(
     state: web::Data<AppState>,
     admin_state: web::Data<AdminState>,
 ) -> HttpResponse {
-    let f = match form(&req, payload).await {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    let a = match changer(&req, &state, &admin_state, &f, "client_register").await {
-        Ok(a) => a,
+    let (f, a) = match posted_change(&req, payload, &state, &admin_state, "client_register").await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let strongest = state.provider.settings.acr_levels.last().cloned().unwrap_or_default();
@@ -144,12 +140,8 @@ pub async fn rotate(
     state: web::Data<AppState>,
     admin_state: web::Data<AdminState>,
 ) -> HttpResponse {
-    let f = match form(&req, payload).await {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    let a = match changer(&req, &state, &admin_state, &f, "client_rotate").await {
-        Ok(a) => a,
+    let (_, a) = match posted_change(&req, payload, &state, &admin_state, "client_rotate").await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let id = match ClientId::parse(&path) {

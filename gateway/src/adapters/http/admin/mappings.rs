@@ -2,7 +2,7 @@
 //! error; the import applies all changes in one transaction, or nothing when a line is wrong.
 //! The same page lists the review queue (people an import could not match alone) and decides
 //! its items, as `relais identity review --resolve` does.
-use super::{AdminState, admin, changer, form, management_error, see_other};
+use super::{AdminState, admin, management_error, posted_change, see_other};
 use crate::adapters::http::AppState;
 use crate::adapters::http::i18n::Lang;
 use crate::adapters::http::pages::html;
@@ -81,12 +81,8 @@ pub async fn decide(
     state: web::Data<AppState>,
     admin_state: web::Data<AdminState>,
 ) -> HttpResponse {
-    let f = match form(&req, payload).await {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    let a = match changer(&req, &state, &admin_state, &f, "identity_review_resolved").await {
-        Ok(a) => a,
+    let (f, a) = match posted_change(&req, payload, &state, &admin_state, "identity_review_resolved").await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let decision = match f.get("decision") {
@@ -123,12 +119,8 @@ pub async fn import(
     state: web::Data<AppState>,
     admin_state: web::Data<AdminState>,
 ) -> HttpResponse {
-    let f = match form(&req, payload).await {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    let a = match changer(&req, &state, &admin_state, &f, "identity_import").await {
-        Ok(a) => a,
+    let (f, a) = match posted_change(&req, payload, &state, &admin_state, "identity_import").await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let text = f.get("file").unwrap_or("").to_owned();

@@ -187,6 +187,20 @@ fn to_login(req: &HttpRequest) -> HttpResponse {
 
 /// An admin allowed to change things: the CSRF token (form field `csrf` or header
 /// `X-CSRF-Token`) matches the session and the role is `admin`. Refusals are audited.
+/// The posted form and the admin allowed to make the change `action` (`changer`): what every
+/// change handler starts with.
+pub(super) async fn posted_change(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    admin_state: &AdminState,
+    action: &str,
+) -> Result<(Form, Admin), HttpResponse> {
+    let f = form(req, payload).await?;
+    let a = changer(req, state, admin_state, &f, action).await?;
+    Ok((f, a))
+}
+
 pub(super) async fn changer(
     req: &HttpRequest,
     state: &AppState,

@@ -1,6 +1,6 @@
 //! People: search across local and directory accounts, one page per person (account,
 //! national identity mappings, security keys, latest events) and the changes made there.
-use super::{AdminState, Form, admin, changer, date, form, management_error, query, see_other};
+use super::{AdminState, Form, admin, date, management_error, posted_change, query, see_other};
 use crate::adapters::http::AppState;
 use crate::adapters::http::pages::html;
 use crate::domain::account::Account;
@@ -202,12 +202,8 @@ where
     F: FnOnce(String, Form, String) -> Fut,
     Fut: std::future::Future<Output = Result<Option<Flash>, crate::domain::management::ManagementError>>,
 {
-    let f = match form(&req, payload).await {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    let a = match changer(&req, &state, &admin_state, &f, action).await {
-        Ok(a) => a,
+    let (f, a) = match posted_change(&req, payload, &state, &admin_state, action).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     match run(a.actor(), f, username.clone()).await {
