@@ -67,6 +67,23 @@ pub struct DashboardView {
     pub signing_keys: Vec<SigningKeyRow>,
     pub audit_head: i64,
     pub last_checkpoint: Option<i64>,
+    pub fido_mds: Option<MdsRow>,
+}
+
+/// The FIDO MDS3 blob in use.
+pub struct MdsRow {
+    pub number: u64,
+    pub next_update: String,
+    /// Past its next update: a newer blob is out.
+    pub stale: bool,
+    /// The signer's revocation: checked against current CRLs, against a stale one, or not.
+    pub crl: CrlCheck,
+}
+
+pub enum CrlCheck {
+    Checked,
+    Stale,
+    NotChecked,
 }
 
 pub struct PersonRow {

@@ -50,6 +50,8 @@ pub struct Components {
     pub cards: Option<Arc<CardVerifier>>,
     /// The `[[directories]]`, shared by the login and the health checks (same pools).
     pub directories: Vec<Arc<Directory>>,
+    /// The FIDO MDS3 blob the attestation trust file admits models from, if any.
+    pub mds_blob: Option<MdsBlobInUse>,
 }
 
 pub fn db_settings(cfg: &Config) -> DbSettings {
@@ -149,12 +151,14 @@ impl Components {
         };
         let directories = directories(&config, storage.clone(), clock.clone())?;
         let passwords = password_checker(&config, storage.clone(), &directories)?;
+        let mut mds_blob = None;
         let security_keys: Option<Arc<dyn SecurityKeys>> = match &config.fido2.attestation_policy {
             Some(path) => {
                 let keys = WebauthnKeys::new(&config.issuer, &config.fido2.rp_name, path)
                     .map_err(|e| StartError::Config(format!("fido2: {e}")))?;
                 if let Some(blob) = keys.mds_blob() {
                     admit_mds_blob(&store, audit.as_ref(), blob, clock.now()).await?;
+                    mds_blob = Some(blob.clone());
                 }
                 Some(Arc::new(keys))
             }
@@ -198,6 +202,7 @@ impl Components {
             provider,
             cards,
             directories,
+            mds_blob,
         })
     }
 
@@ -480,6 +485,7 @@ pub fn app_data(
         settings_text: format!("{cfg:#?}"),
         secure_cookies: !cfg.dev_mode,
         enrolment_code_ttl_secs: cfg.fido2.enrolment_code_ttl_secs,
+        mds_blob: components.mds_blob.clone(),
     });
     Ok((state, admin_state))
 }

@@ -140,6 +140,44 @@ pub(crate) async fn login(http: &reqwest::Client, s: &Server, token: &mut SoftTo
     field(&page, "csrf").expect("csrf on admin pages")
 }
 
+/// The dashboard says which FIDO MDS3 blob admits the key models, until when it is current and
+/// whether its signer's revocation was checked; without a blob, nothing is said.
+#[tokio::test]
+async fn the_dashboard_shows_the_fido_mds_blob_in_use() {
+    let (mut token, ca) = SoftToken::new(true).unwrap();
+    let policy = crate::fido2::mds_policy_admitting(&ca, 4711);
+    let s = harness::start_with(
+        Db::Sqlite,
+        Sessions::Memory,
+        &format!("[fido2]\nattestation_policy = \"{policy}\"\n"),
+    )
+    .await;
+    staff(&s, &mut token, ADMIN, Some(AdminRole::Admin)).await;
+    let http = client();
+    login(&http, &s, &mut token, ADMIN).await;
+    let page = page_text(&http, s.url("/admin")).await;
+    let mds = page
+        .split("id=\"fido-mds\"")
+        .nth(1)
+        .expect("the MDS section")
+        .split("</dl>")
+        .next()
+        .unwrap();
+    assert!(mds.contains("<dd>4711</dd>") && mds.contains("2099-01-01"), "{mds}");
+    assert!(
+        mds.contains("non vérifiée (pas de crl_files)") && !mds.contains("dépassée"),
+        "{mds}"
+    );
+    s.stop().await;
+
+    let (s, mut token) = setup().await;
+    staff(&s, &mut token, ADMIN, Some(AdminRole::Admin)).await;
+    let http = client();
+    login(&http, &s, &mut token, ADMIN).await;
+    assert!(!page_text(&http, s.url("/admin")).await.contains("fido-mds"));
+    s.stop().await;
+}
+
 /// Audit events of `kind`, newest first, as JSON.
 pub(crate) async fn events(s: &Server, kind: &str) -> Vec<Value> {
     s.audit_events(kind).await

@@ -383,6 +383,25 @@ fn mds_trust_file(dir: &std::path::Path, name: &str, blob_file: &str, extra: &st
     path
 }
 
+/// An attestation trust file admitting the SoftToken model of `ca` from an MDS blob numbered
+/// `no` (signed under a root made here); returns its path.
+pub(crate) fn mds_policy_admitting(ca: &impl EncodePem, no: u64) -> String {
+    let pem = ca.to_pem(LineEndingPem::LF).unwrap();
+    // The PEM body is the DER in base64, as MDS lists roots.
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let entries = json!([{
+        "aaguid": AAGUID.to_string(),
+        "metadataStatement": {"description": "SoftToken (test)", "attestationRootCertificates": [body]},
+        "statusReports": [{"status": "FIDO_CERTIFIED_L1"}],
+    }]);
+    let (root, signer_key, signer_cert) = mds_signer("Test FIDO MDS root");
+    let dir = std::env::temp_dir().join(harness::unique("relais-mds-policy"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("mds-root.pem"), root.pem()).unwrap();
+    std::fs::write(dir.join("blob.jwt"), mds_blob_numbered(no, &signer_key, &[&signer_cert], entries)).unwrap();
+    mds_trust_file(&dir, "trust", "blob.jwt", "").display().to_string()
+}
+
 /// The serial number of the blob signer's certificate `mds_signer` makes.
 const MDS_SIGNER_SERIAL: u64 = 7;
 

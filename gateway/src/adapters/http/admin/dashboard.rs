@@ -1,11 +1,12 @@
 //! The dashboard: today's logins by method and outcome, lockouts, dependency health, signing
-//! key age and the audit chain's head.
+//! key age, the audit chain's head and the FIDO MDS3 blob in use.
 use super::{AdminState, admin};
+use crate::adapters::fido_mds::SignerRevocation;
 use crate::adapters::http::AppState;
 use crate::adapters::http::pages::html;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use relais_admin_ui::views::{CountRow, DashboardView, SigningKeyRow};
+use relais_admin_ui::views::{CountRow, CrlCheck, DashboardView, MdsRow, SigningKeyRow};
 use std::collections::HashMap;
 
 /// The login events and how the dashboard names their method.
@@ -71,6 +72,16 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>, admin_state: web
     };
     let audit_head = state.storage.audit_head().await.map(|(seq, _)| seq).unwrap_or(-1);
     let last_checkpoint = state.storage.audit_checkpoints().await.ok().and_then(|c| c.last().map(|c| c.seq));
+    let fido_mds = admin_state.mds_blob.as_ref().map(|b| MdsRow {
+        number: b.number,
+        next_update: b.next_update.clone(),
+        stale: chrono::NaiveDate::parse_from_str(&b.next_update, "%Y-%m-%d").is_ok_and(|d| d < now.date_naive()),
+        crl: match b.signer_revocation {
+            SignerRevocation::Checked => CrlCheck::Checked,
+            SignerRevocation::CheckedWithStaleCrl => CrlCheck::Stale,
+            SignerRevocation::NotChecked => CrlCheck::NotChecked,
+        },
+    });
     html(
         StatusCode::OK,
         &DashboardView {
@@ -82,6 +93,7 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>, admin_state: web
             signing_keys,
             audit_head,
             last_checkpoint,
+            fido_mds,
         },
     )
 }

@@ -53,6 +53,8 @@ pub struct AdminState {
     pub secure_cookies: bool,
     /// `[fido2] enrolment_code_ttl_secs`.
     pub enrolment_code_ttl_secs: i64,
+    /// The FIDO MDS3 blob in use (the dashboard shows its number and freshness).
+    pub mds_blob: Option<crate::adapters::webauthn::MdsBlobInUse>,
 }
 
 impl AdminState {
