@@ -78,16 +78,18 @@ relais="$CARGO_TARGET_DIR/debug/relais"
 
 # Loads a relais.toml the way the service does (file + RELAIS_* secrets) and runs the migrations
 # on a throw-away SQLite file: exit 0 only if Relais accepts every key and value.
-check_relais_toml() { # file label
+check_relais_toml() { # file label [NAME=value ...: more environment, as the pod has it]
   [ -n "$relais" ] || return 0
-  local db="$work/cfgcheck-$RANDOM.sqlite"
+  local db="$work/cfgcheck-$RANDOM.sqlite" file=$1 label=$2
+  shift 2
   env -i PATH="$PATH" HOME="$work" \
     RELAIS_KEYS__ENCRYPTION_KEY="$("$relais" keys generate-kek)" \
     RELAIS_DATABASE__URL="sqlite://$db?mode=rwc" \
     RELAIS_SESSIONS__REDIS_URL="redis://127.0.0.1:1/0" \
-    "$relais" migrate --config "$1" >"$work/cfgcheck.log" 2>&1 \
-    || { cat "$work/cfgcheck.log"; fail "relais refuses $2"; }
-  echo "relais accepts $2"
+    "$@" \
+    "$relais" migrate --config "$file" >"$work/cfgcheck.log" 2>&1 \
+    || { cat "$work/cfgcheck.log"; fail "relais refuses $label"; }
+  echo "relais accepts $label"
 }
 
 # --- Helm chart -------------------------------------------------------------------------------
@@ -118,14 +120,22 @@ for i, d in enumerate(docs):
     yaml.safe_dump(d, open(os.path.join(dest, kind_dir, name), "w"))
     if d["kind"] == "ConfigMap" and "relais.toml" in d.get("data", {}):
         open(os.path.join(dest, d["metadata"]["name"] + ".toml"), "w").write(d["data"]["relais.toml"])
+    if d["kind"] == "Deployment":
+        # Config keys the pod gets from Secrets (extraEnv valueFrom), besides the chart's three:
+        # a placeholder each, so that the rendered relais.toml is checked as the pod loads it.
+        chart_own = {"RELAIS_KEYS__ENCRYPTION_KEY", "RELAIS_DATABASE__URL", "RELAIS_SESSIONS__REDIS_URL"}
+        env = d["spec"]["template"]["spec"]["containers"][0].get("env", [])
+        names = [e["name"] for e in env if e["name"].startswith("RELAIS_") and e["name"] not in chart_own and "valueFrom" in e]
+        open(os.path.join(dest, "secret-env"), "w").write("".join(f"{n}=placeholder-from-a-secret\n" for n in names))
     print(f"rendered {d['kind']}/{d['metadata']['name']}")
 PY
   "$kv" -k "$K8S_VERSION" --strict --quiet "$work/$label"/core/*.yaml \
     || fail "kubernetes-validate -k $K8S_VERSION --strict ($label)"
   echo "all core manifests of $label valid for Kubernetes $K8S_VERSION"
-  local toml
+  local toml secret_env=()
+  [ -f "$work/$label/secret-env" ] && mapfile -t secret_env <"$work/$label/secret-env"
   for toml in "$work/$label"/*.toml; do
-    check_relais_toml "$toml" "the chart's $(basename "$toml") ($label)"
+    check_relais_toml "$toml" "the chart's $(basename "$toml") ($label)" "${secret_env[@]}"
   done
 }
 
@@ -192,6 +202,9 @@ grep -q 'kind: PodDisruptionBudget' "$work/default.yaml" || fail "no PodDisrupti
 ! grep -q 'kind: Secret$' "$work/production.yaml" || fail "a Secret was rendered despite existingSecret"
 ! grep -q 'kind: CronJob' "$work/default.yaml" || fail "the audit purge is scheduled by default"
 grep -q 'kind: CronJob' "$work/production.yaml" || fail "auditPurge.enabled renders no CronJob"
+[ "$(grep -c 'mountPath: /etc/relais-trust' "$work/production.yaml")" = 2 ] \
+  || fail "extraVolumeMounts must reach the Relais pods and the audit purge job (which loads the trust files)"
+grep -q '^    \[fido2\]$' "$work/production.yaml" || fail "extraConfig not appended to relais.toml"
 
 say "values.schema.json and the chart's guards refuse bad values"
 refused() { # description, helm args...
@@ -208,6 +221,7 @@ refused "a malformed KEK" --set secrets.encryptionKey=short
 refused "memory sessions on 2 replicas" --set config.sessions.backend=memory
 refused "a secret key in config" --set config.database.url=postgres://x
 refused "a privileged port" --set containerPort=80
+refused "an extra volume over the chart's /etc/relais" --set 'extraVolumeMounts[0].name=x' --set 'extraVolumeMounts[0].mountPath=/etc/relais/trust'
 
 # --- systemd unit -----------------------------------------------------------------------------
 say "systemd-analyze verify deploy/relais.service"

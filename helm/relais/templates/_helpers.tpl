@@ -91,6 +91,11 @@ listen = {{ printf "0.0.0.0:%d" (int .Values.containerPort) | quote }}
 [metrics]
 listen = {{ printf "0.0.0.0:%d" (int .Values.metrics.port) | quote }}
 {{- end }}
+{{- with .Values.extraConfig }}
+
+# extraConfig
+{{ . }}
+{{- end }}
 {{- end }}
 
 {{/* Non-empty when the metrics listener is on (metrics.enabled or the ServiceMonitor). */}}
