@@ -193,6 +193,25 @@ check_hardening default
 render_and_validate production -f "$chart/ci/production-values.yaml"
 check_hardening production
 render_and_validate servicemonitor --set serviceMonitor.enabled=true --set replicaCount=1
+render_and_validate cards -f "$chart/ci/cards-values.yaml"
+check_hardening cards
+"$py" - "$work/cards" <<'PY' || fail "the card listener of the cards example"
+import glob, sys, yaml
+docs = [yaml.safe_load(open(f)) for f in sorted(glob.glob(sys.argv[1] + "/core/*.yaml"))]
+svc = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("-cards")]
+assert len(svc) == 1, "no card Service"
+assert svc[0]["spec"]["type"] == "LoadBalancer" and svc[0]["spec"]["externalTrafficPolicy"] == "Local"
+assert svc[0]["spec"]["ports"][0]["targetPort"] == "cards"
+dep = next(d for d in docs if d["kind"] == "Deployment")
+ports = {p["name"]: p["containerPort"] for p in dep["spec"]["template"]["spec"]["containers"][0]["ports"]}
+assert ports.get("cards") == 8443, ports
+np = next(d for d in docs if d["kind"] == "NetworkPolicy")
+assert any(p["port"] == 8443 for r in np["spec"]["ingress"] for p in r.get("ports", [])), "card port closed by the NetworkPolicy"
+ing = [d for d in docs if d["kind"] == "Ingress"]
+assert all("cards" not in str(i["spec"]) for i in ing), "the card port must not go through the Ingress (it terminates TLS)"
+print("card listener: own LoadBalancer Service (pass-through), container port, NetworkPolicy port")
+PY
+! grep -q -- '-cards$' "$work/default.yaml" || fail "a card Service rendered by default"
 ls "$work/servicemonitor/crd/"*ServiceMonitor*.yaml >/dev/null 2>&1 || fail "ServiceMonitor not rendered"
 grep -q 'listen = "0.0.0.0:9464"' "$work/servicemonitor.yaml" || fail "ServiceMonitor on, but no [metrics] listen in relais.toml"
 grep -q 'port: metrics' "$work/servicemonitor.yaml" || fail "the ServiceMonitor does not scrape the metrics port"
@@ -221,6 +240,7 @@ refused "a malformed KEK" --set secrets.encryptionKey=short
 refused "memory sessions on 2 replicas" --set config.sessions.backend=memory
 refused "a secret key in config" --set config.database.url=postgres://x
 refused "a privileged port" --set containerPort=80
+refused "cards.enabled without [cards] listen on cards.port" --set cards.enabled=true
 refused "an extra volume over the chart's /etc/relais" --set 'extraVolumeMounts[0].name=x' --set 'extraVolumeMounts[0].mountPath=/etc/relais/trust'
 
 # --- systemd unit -----------------------------------------------------------------------------

@@ -123,6 +123,9 @@ listen = {{ printf "0.0.0.0:%d" (int .Values.metrics.port) | quote }}
 {{- if not (hasPrefix "https://" .Values.config.issuer) }}
 {{- fail "config.issuer must be an https URL" }}
 {{- end }}
+{{- if and .Values.cards.enabled (not (regexMatch (printf "(?m)^\\s*listen\\s*=\\s*\"0\\.0\\.0\\.0:%d\"" (int .Values.cards.port)) .Values.extraConfig)) }}
+{{- fail (printf "cards.enabled: extraConfig needs a [cards] table with listen = \"0.0.0.0:%d\" (cards.port)" (int .Values.cards.port)) }}
+{{- end }}
 {{- end }}
 
 {{/* The env entries carrying the secrets. */}}
