@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the installation files without a cluster, a container daemon or a cargo build:
 #   - helm/relais: `helm lint --strict` and `helm template` with the default values, the production
-#     values (ci/production-values.yaml) and the optional ServiceMonitor; every rendered manifest
+#     values (ci/production-values.yaml: directory and FIDO2 through extraConfig/extraVolumes), the
+#     card listener (ci/cards-values.yaml) and the optional ServiceMonitor; every rendered manifest
 #     validated against the Kubernetes 1.34 schemas (`kubernetes-validate --strict`); the chart's
 #     relais.toml loaded by the real `relais` binary; values.schema.json refusing bad values;
 #   - deploy/relais.service: `systemd-analyze verify` and `systemd-analyze security --offline`;
