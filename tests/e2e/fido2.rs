@@ -383,17 +383,23 @@ fn mds_trust_file(dir: &std::path::Path, name: &str, blob_file: &str, extra: &st
     path
 }
 
-/// An attestation trust file admitting the SoftToken model of `ca` from an MDS blob numbered
-/// `no` (signed under a root made here); returns its path.
-pub(crate) fn mds_policy_admitting(ca: &impl EncodePem, no: u64) -> String {
+/// The MDS entries of a blob describing the SoftToken model whose attestation CA is `ca`, with
+/// the status reports FIDO_CERTIFIED_L1 then `status`.
+fn mds_entries(ca: &impl EncodePem, status: &str) -> Value {
     let pem = ca.to_pem(LineEndingPem::LF).unwrap();
     // The PEM body is the DER in base64, as MDS lists roots.
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    let entries = json!([{
+    json!([{
         "aaguid": AAGUID.to_string(),
         "metadataStatement": {"description": "SoftToken (test)", "attestationRootCertificates": [body]},
-        "statusReports": [{"status": "FIDO_CERTIFIED_L1"}],
-    }]);
+        "statusReports": [{"status": "FIDO_CERTIFIED_L1"}, {"status": status}],
+    }])
+}
+
+/// An attestation trust file admitting the SoftToken model of `ca` from an MDS blob numbered
+/// `no` (signed under a root made here); returns its path.
+pub(crate) fn mds_policy_admitting(ca: &impl EncodePem, no: u64) -> String {
+    let entries = mds_entries(ca, "FIDO_CERTIFIED_L2");
     let (root, signer_key, signer_cert) = mds_signer("Test FIDO MDS root");
     let dir = std::env::temp_dir().join(harness::unique("relais-mds-policy"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -452,19 +458,8 @@ fn mds_signer(name: &str) -> (rcgen::CertifiedIssuer<'static, rcgen::KeyPair>, r
 /// another root stops Relais with the reason.
 #[tokio::test]
 async fn fido2_models_admitted_from_an_mds3_blob() {
-    use base64::Engine;
     let (mut token, ca) = SoftToken::new(true).unwrap();
-    let pem = ca.to_pem(LineEndingPem::LF).unwrap();
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    let ca_der = base64::engine::general_purpose::STANDARD.decode(body).unwrap();
-    let ca_b64 = base64::engine::general_purpose::STANDARD.encode(&ca_der);
-    let entries = |status: &str| {
-        json!([{
-            "aaguid": AAGUID.to_string(),
-            "metadataStatement": {"description": "SoftToken (test)", "attestationRootCertificates": [ca_b64]},
-            "statusReports": [{"status": "FIDO_CERTIFIED_L1"}, {"status": status}],
-        }])
-    };
+    let entries = |status: &str| mds_entries(&ca, status);
     let (root, signer_key, signer_cert) = mds_signer("Test FIDO MDS root");
     let dir = std::env::temp_dir().join(harness::unique("relais-mds"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -555,16 +550,8 @@ async fn fido2_models_admitted_from_an_mds3_blob() {
 /// refusal is in the audit trail.
 #[tokio::test]
 async fn fido2_an_mds3_blob_older_than_one_used_before_is_refused() {
-    use base64::Engine;
     let (_, ca) = SoftToken::new(true).unwrap();
-    let pem = ca.to_pem(LineEndingPem::LF).unwrap();
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    let ca_b64 = base64::engine::general_purpose::STANDARD.encode(base64::engine::general_purpose::STANDARD.decode(body).unwrap());
-    let entries = json!([{
-        "aaguid": AAGUID.to_string(),
-        "metadataStatement": {"description": "SoftToken (test)", "attestationRootCertificates": [ca_b64]},
-        "statusReports": [{"status": "FIDO_CERTIFIED_L1"}],
-    }]);
+    let entries = mds_entries(&ca, "FIDO_CERTIFIED_L1");
     let (root, signer_key, signer_cert) = mds_signer("Test FIDO MDS root");
     let dir = std::env::temp_dir().join(harness::unique("relais-mds-order"));
     std::fs::create_dir_all(&dir).unwrap();
