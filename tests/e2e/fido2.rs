@@ -593,23 +593,16 @@ async fn fido2_an_mds3_blob_older_than_one_used_before_is_refused() {
             .filter(|e| e["what"] == "fido_mds")
             .map(|e| (e["success"].as_bool().unwrap(), e["detail"].as_str().unwrap().to_owned()))
             .collect();
-        assert_eq!(summary.len(), 4, "{db:?}: {summary:?}");
-        assert!(
-            summary[0].0 && summary[0].1.starts_with("FIDO MDS3 blob number 42 in use"),
-            "{summary:?}"
-        );
-        assert!(
-            !summary[1].0 && summary[1].1.contains("number 41, older than number 42"),
-            "{summary:?}"
-        );
-        assert!(
-            summary[2].0 && summary[2].1.contains("number 43 in use, replacing number 42"),
-            "{summary:?}"
-        );
-        assert!(
-            !summary[3].0 && summary[3].1.contains("number 42, older than number 43"),
-            "{summary:?}"
-        );
+        let expected = [
+            (true, "FIDO MDS3 blob number 42 in use"),
+            (false, "the FIDO MDS3 blob is number 41, older than number 42"),
+            (true, "FIDO MDS3 blob number 43 in use, replacing number 42"),
+            (false, "the FIDO MDS3 blob is number 42, older than number 43"),
+        ];
+        assert_eq!(summary.len(), expected.len(), "{db:?}: {summary:?}");
+        for ((success, detail), (want_success, want_start)) in summary.iter().zip(expected) {
+            assert!(*success == want_success && detail.starts_with(want_start), "{db:?}: {summary:?}");
+        }
         s.stop().await;
     }
     std::fs::remove_dir_all(dir).ok();

@@ -77,6 +77,13 @@ pub struct MdsBlobInUse {
     pub signer_revocation: SignerRevocation,
 }
 
+impl MdsBlobInUse {
+    /// FIDO has published a newer blob by `today` (its `nextUpdate` is past).
+    pub fn past_next_update(&self, today: chrono::NaiveDate) -> bool {
+        chrono::NaiveDate::parse_from_str(&self.next_update, "%Y-%m-%d").is_ok_and(|d| d < today)
+    }
+}
+
 /// What a trust file admits: webauthn-rs' CA list, and the MDS blob it came from, if any.
 pub struct TrustPolicy {
     pub authorities: AttestationCaList,
@@ -176,9 +183,6 @@ fn admit_from_mds(
             tracing::warn!("no [mds] crl_files: the revocation of the blob signer's certificate is not checked")
         }
     }
-    if chrono::NaiveDate::parse_from_str(&blob.next_update, "%Y-%m-%d").is_ok_and(|d| d < chrono::Utc::now().date_naive()) {
-        tracing::warn!(next_update = %blob.next_update, "the FIDO MDS3 blob is past its nextUpdate: download the current one");
-    }
     for aaguid in &mds.aaguids {
         let model = blob
             .models
@@ -198,11 +202,15 @@ fn admit_from_mds(
                 .map_err(|e| invalid(format!("aaguid {aaguid}: root certificate: {e:?}")))?;
         }
     }
-    Ok(MdsBlobInUse {
+    let in_use = MdsBlobInUse {
         number: blob.number,
         next_update: blob.next_update,
         signer_revocation: blob.signer_revocation,
-    })
+    };
+    if in_use.past_next_update(chrono::Utc::now().date_naive()) {
+        tracing::warn!(next_update = %in_use.next_update, "the FIDO MDS3 blob is past its nextUpdate: download the current one");
+    }
+    Ok(in_use)
 }
 
 pub struct WebauthnKeys {

@@ -75,7 +75,7 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>, admin_state: web
     let fido_mds = admin_state.mds_blob.as_ref().map(|b| MdsRow {
         number: b.number,
         next_update: b.next_update.clone(),
-        stale: chrono::NaiveDate::parse_from_str(&b.next_update, "%Y-%m-%d").is_ok_and(|d| d < now.date_naive()),
+        stale: b.past_next_update(now.date_naive()),
         crl: match b.signer_revocation {
             SignerRevocation::Checked => CrlCheck::Checked,
             SignerRevocation::CheckedWithStaleCrl => CrlCheck::Stale,
