@@ -140,6 +140,89 @@ async fn userinfo_without_a_token_is_a_bearer_challenge() {
     s.stop().await;
 }
 
+/// A code issued before the account was disabled yields no tokens. The code exchange reads no
+/// account (the login's claims travel with the code); whether the account is still active is
+/// checked in the issuance's own commit. The refusal is recorded, the issuance is not, no
+/// refresh token is kept. Enabled again, the browser's session gets a code that works, with the
+/// claims read at login.
+async fn a_code_issued_before_the_account_was_disabled_yields_no_tokens(db: Db, sessions: Sessions) {
+    let s = harness::start(db, sessions).await;
+    let authorize = url(&s, "web").replace("scope=openid&", "scope=openid%20profile%20email&");
+    let b = Browser::new();
+    let cb = b.login(&s.base, &authorize, ALICE.0, ALICE.1).await;
+    let m = s.components().management("admin-test");
+    m.set_disabled("alice", true).await.unwrap();
+    let http = reqwest::Client::new();
+    let exchange = |code: String| {
+        let req = http.post(s.url("/token")).basic_auth("web", Some(&s.web_secret)).form(&[
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code),
+            ("redirect_uri", CALLBACK.to_owned()),
+            ("code_verifier", "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk".to_owned()),
+        ]);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status(), r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, body) = exchange(cb["code"].clone()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_grant");
+    assert_eq!(body["error_description"], "the account is no longer active");
+    let refused = s.audit_events("token_refused").await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["reason"], "the account is no longer active");
+    assert!(s.audit_events("token_issued").await.is_empty(), "no issuance recorded");
+
+    m.set_disabled("alice", false).await.unwrap();
+    let Step::Callback(cb) = b.start(&authorize).await else {
+        panic!("single sign-on")
+    };
+    let (status, body) = exchange(cb["code"].clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let id = crate::rp::payload(body["id_token"].as_str().unwrap());
+    assert_eq!(
+        (
+            &id["preferred_username"],
+            &id["name"],
+            &id["given_name"],
+            &id["family_name"],
+            &id["email"]
+        ),
+        (
+            &"alice".into(),
+            &"Alice Martin".into(),
+            &"Alice".into(),
+            &"Martin".into(),
+            &"alice@chu.example".into()
+        ),
+        "{id}"
+    );
+    assert_eq!(s.audit_events("token_issued").await.len(), 1);
+    let r = http
+        .post(s.url("/token"))
+        .basic_auth("web", Some(&s.web_secret))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", body["refresh_token"].as_str().unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "the refresh token of the working exchange is kept");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_code_issued_before_the_account_was_disabled_yields_no_tokens_sqlite() {
+    a_code_issued_before_the_account_was_disabled_yields_no_tokens(Db::Sqlite, Sessions::Memory).await;
+}
+
+#[tokio::test]
+async fn a_code_issued_before_the_account_was_disabled_yields_no_tokens_postgres_redis() {
+    a_code_issued_before_the_account_was_disabled_yields_no_tokens(Db::Postgres, Sessions::Redis).await;
+}
+
 #[tokio::test]
 async fn a_disabled_account_cannot_log_in_or_refresh_and_a_new_password_works() {
     let s = harness::start(Db::Sqlite, Sessions::Memory).await;

@@ -7,7 +7,7 @@ use relais::domain::account::Account;
 use relais::domain::client::TokenAuthMethod;
 use relais::domain::management::NewClient;
 use relais::domain::ports::{Storage, StoreError};
-use relais::domain::records::{AuditedWrite, RefreshConsume, RefreshTokenRecord, SigningAlg, StoredSigningKey};
+use relais::domain::records::{AuditAppend, AuditedWrite, RefreshConsume, RefreshTokenRecord, SigningAlg, StoredSigningKey};
 use relais::protocol::{ClientId, RedirectUri, Scopes};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -259,6 +259,75 @@ async fn audit_batch_commits_its_writes_or_nothing(s: Arc<SqlStore>) {
     assert_eq!(next[0].seq, last.seq + 1);
 }
 
+/// An append that must find its account active is left out of the group commit when the
+/// account is disabled or unknown: no record, no write, no seq; the others are chained without
+/// a gap, their writes made.
+async fn audit_batch_leaves_out_appends_for_inactive_accounts(s: Arc<SqlStore>) {
+    let account = |name: &str, disabled: bool| Account {
+        id: Uuid::new_v4(),
+        username: name.into(),
+        display_name: name.into(),
+        given_name: None,
+        family_name: None,
+        email: None,
+        password_hash: None,
+        disabled,
+        directory_id: None,
+    };
+    let (active, disabled) = (account("active", false), account("disabled", true));
+    for a in [&active, &disabled] {
+        s.insert_account(a).await.unwrap();
+    }
+    let before = s.append_audit(&refused("before")).await.unwrap();
+    let family = Uuid::new_v4();
+    let append = |client: &str, digest: &str, only_if_active: Option<Uuid>| AuditAppend {
+        record: refused(client),
+        writes: vec![AuditedWrite::RefreshToken(refresh(digest, family, "sid"))],
+        only_if_active,
+    };
+    let appended = s
+        .append_audit_batch_checked(&[
+            append("a", "for-active", Some(active.id)),
+            append("d", "for-disabled", Some(disabled.id)),
+            append("u", "for-unknown", Some(Uuid::new_v4())),
+            append("n", "unconditional", None),
+        ])
+        .await
+        .unwrap();
+    let seqs: Vec<Option<i64>> = appended.iter().map(|r| r.as_ref().map(|r| r.seq)).collect();
+    assert_eq!(seqs, [Some(before.seq + 1), None, None, Some(before.seq + 2)]);
+    let (first, last) = (appended[0].as_ref().unwrap(), appended[3].as_ref().unwrap());
+    assert_eq!(first.prev_hash, before.hash, "chained on the head");
+    assert_eq!(last.prev_hash, first.hash, "no gap where the left-out appends were");
+    assert_eq!(s.audit_head().await.unwrap(), (last.seq, last.hash.clone()));
+    let clients: Vec<Option<String>> = s
+        .audit_records(10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.event.client_id().map(str::to_owned))
+        .collect();
+    assert_eq!(clients, [Some("n".into()), Some("a".into()), Some("before".into())], "newest first");
+    for (digest, kept) in [
+        ("for-active", true),
+        ("for-disabled", false),
+        ("for-unknown", false),
+        ("unconditional", true),
+    ] {
+        let found = s.consume_refresh_token(digest, Utc::now()).await.unwrap();
+        assert_eq!(matches!(found, RefreshConsume::Consumed(_)), kept, "{digest}: {found:?}");
+    }
+    // A batch left out entirely moves nothing.
+    let none = s
+        .append_audit_batch_checked(&[append("d2", "again", Some(disabled.id))])
+        .await
+        .unwrap();
+    assert!(none[0].is_none());
+    assert_eq!(s.audit_head().await.unwrap(), (last.seq, last.hash.clone()));
+    let next = s.append_audit(&refused("after")).await.unwrap();
+    assert_eq!((next.seq, next.prev_hash.as_str()), (last.seq + 1, last.hash.as_str()));
+}
+
 /// A transaction dropped without commit or rollback (a request cancelled mid-way) is rolled
 /// back before its connection's next use (on SQLite, the one writing connection is the one
 /// reused here).
@@ -305,6 +374,7 @@ on_both_databases!(
     audit_records_keep_order,
     audit_pages_walk_a_range,
     audit_batch_commits_its_writes_or_nothing,
+    audit_batch_leaves_out_appends_for_inactive_accounts,
     a_dropped_transaction_is_rolled_back_before_the_next_use
 );
 

@@ -6,24 +6,26 @@
 //! database's commit rate. Callers hand their record to one writer task, which appends every
 //! record waiting at that moment in a single transaction; each caller is released only after
 //! that commit, so the trail still fails closed. The write a record is about (a refresh token,
-//! a security key's new sign counter: `AuditedWrite`) rides in the same transaction.
+//! a security key's new sign counter: `AuditedWrite`) rides in the same transaction, and so does
+//! the check that its account is still active where the caller asks for one (`record_if_active`:
+//! one query per batch instead of one account read per request).
 use crate::domain::audit::{AuditEvent, AuditRecord};
 use crate::domain::audit_chain::{ChainedRecord, Checkpoint};
 use crate::domain::ports::{AuditSink, Clock, Signer, Storage, StoreError};
-use crate::domain::records::AuditedWrite;
+use crate::domain::records::{AuditAppend, AuditedWrite};
 use async_trait::async_trait;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
 /// Most records written in one transaction.
 const MAX_BATCH: usize = 512;
 
 struct Job {
-    record: AuditRecord,
-    /// Made in the same transaction as the record.
-    write: Option<AuditedWrite>,
-    /// The record's seq once committed.
-    done: oneshot::Sender<Result<i64, String>>,
+    /// The record, the write made in its transaction, and the account that must be active.
+    append: AuditAppend,
+    /// The record's seq once committed; `None` if its account was not active.
+    done: oneshot::Sender<Result<Option<i64>, String>>,
 }
 
 pub struct SqlAuditSink {
@@ -56,18 +58,19 @@ impl Writer {
     async fn run(self, mut rx: mpsc::Receiver<Job>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            let records: Vec<AuditRecord> = batch.iter().map(|j| j.record.clone()).collect();
-            let writes: Vec<AuditedWrite> = batch.iter().filter_map(|j| j.write.clone()).collect();
-            match self.storage.append_audit_batch_with(&records, &writes).await {
+            let appends: Vec<AuditAppend> = batch.iter().map(|j| j.append.clone()).collect();
+            match self.storage.append_audit_batch_checked(&appends).await {
                 Ok(chained) => {
                     // Callers are released first (they log their own record, in parallel);
                     // only checkpoints stay on this task, between two commits.
                     let mut to_sign = None;
                     for (job, rec) in batch.drain(..).zip(chained.iter()) {
-                        if self.needs_checkpoint(&job.record, rec) {
+                        if let Some(rec) = rec
+                            && self.needs_checkpoint(&job.append.record, rec)
+                        {
                             to_sign = Some(rec);
                         }
-                        let _ = job.done.send(Ok(rec.seq));
+                        let _ = job.done.send(Ok(rec.as_ref().map(|r| r.seq)));
                     }
                     if let Some(rec) = to_sign {
                         self.checkpoint(rec).await;
@@ -105,29 +108,52 @@ impl Writer {
     }
 }
 
-#[async_trait]
-impl AuditSink for SqlAuditSink {
-    async fn record_with(&self, record: AuditRecord, write: Option<AuditedWrite>) -> Result<(), StoreError> {
+impl SqlAuditSink {
+    /// Hands the append to the writer and waits for its commit. `Ok(false)`: left out, its
+    /// account was not active.
+    async fn append(&self, append: AuditAppend) -> Result<bool, StoreError> {
         let (done, wait) = oneshot::channel();
-        let event_type = record.event.kind();
-        let outcome = record.event.outcome();
-        let source_ip = record.context.source_ip.clone();
+        let event_type = append.record.event.kind();
+        let outcome = append.record.event.outcome();
+        let source_ip = append.record.context.source_ip.clone();
         // Formatted only if the log line is enabled; never holds a secret (events carry none).
         let detail = tracing::enabled!(target: "relais::audit", tracing::Level::INFO)
-            .then(|| serde_json::to_string(&record.event).unwrap_or_default());
+            .then(|| serde_json::to_string(&append.record.event).unwrap_or_default());
         self.jobs
-            .send(Job { record, write, done })
+            .send(Job { append, done })
             .await
             .map_err(|_| StoreError::Unavailable("the audit writer has stopped".into()))?;
         match wait.await {
-            Ok(Ok(seq)) => {
+            Ok(Ok(Some(seq))) => {
                 if let Some(detail) = detail {
                     tracing::info!(target: "relais::audit", seq, event = event_type, outcome = outcome.as_str(), source_ip = source_ip.as_deref().unwrap_or("-"), detail = %detail, "audit");
                 }
-                Ok(())
+                Ok(true)
             }
+            Ok(Ok(None)) => Ok(false),
             Ok(Err(e)) => Err(StoreError::Unavailable(e)),
             Err(_) => Err(StoreError::Unavailable("the audit writer has stopped".into())),
         }
+    }
+}
+
+#[async_trait]
+impl AuditSink for SqlAuditSink {
+    async fn record_with(&self, record: AuditRecord, write: Option<AuditedWrite>) -> Result<(), StoreError> {
+        let append = AuditAppend {
+            record,
+            writes: write.into_iter().collect(),
+            only_if_active: None,
+        };
+        self.append(append).await.map(|_| ())
+    }
+
+    async fn record_if_active(&self, account_id: Uuid, record: AuditRecord, write: Option<AuditedWrite>) -> Result<bool, StoreError> {
+        let append = AuditAppend {
+            record,
+            writes: write.into_iter().collect(),
+            only_if_active: Some(account_id),
+        };
+        self.append(append).await
     }
 }

@@ -1,6 +1,6 @@
 //! Local accounts (sites without a directory) and their argon2id password hashes.
 use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordVerifier, Version, password_hash::PasswordHasher};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +16,35 @@ pub struct Account {
     pub disabled: bool,
     /// `<directory name>:<stable id>` for an account that lives in a directory (LDAP/AD).
     pub directory_id: Option<String>,
+}
+
+/// What tokens say about a person (OIDC `profile` and `email` claims), as read from the account
+/// when the person logged in. It travels with the login (second-factor stage, SSO session, code
+/// grant) so that issuing a code or redeeming one needs no account read: the claims are those
+/// of the authentication, as OIDC Core §2 describes the ID Token. Whether the account is still
+/// active is checked at the code exchange all the same (in the audit record's transaction).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountClaims {
+    pub username: String,
+    pub display_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub given_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+impl From<&Account> for AccountClaims {
+    fn from(a: &Account) -> Self {
+        Self {
+            username: a.username.clone(),
+            display_name: a.display_name.clone(),
+            given_name: a.given_name.clone(),
+            family_name: a.family_name.clone(),
+            email: a.email.clone(),
+        }
+    }
 }
 
 /// Whether the people search's `q` (lower-cased) is in the account's username, display name

@@ -9,7 +9,7 @@ use crate::domain::client::Client;
 use crate::domain::fido2::{Ceremony, EnrolmentCode, Fido2Error, KeyAssertion, KeyHolder, NewKey, SecurityKeyRecord};
 use crate::domain::identity::{IdNat, NationalIdentity};
 use crate::domain::identity_import::ReviewItem;
-use crate::domain::records::{AuditedWrite, RefreshConsume, RefreshTokenRecord, SigningAlg, StoredSigningKey};
+use crate::domain::records::{AuditAppend, AuditedWrite, RefreshConsume, RefreshTokenRecord, SigningAlg, StoredSigningKey};
 use crate::protocol::ClientId;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -209,7 +209,26 @@ pub trait Storage: Send + Sync {
         self.append_audit_batch_with(records, &[]).await
     }
     /// As `append_audit_batch`, and makes `writes` in the same transaction (`AuditedWrite`).
-    async fn append_audit_batch_with(&self, records: &[AuditRecord], writes: &[AuditedWrite]) -> Result<Vec<ChainedRecord>, StoreError>;
+    async fn append_audit_batch_with(&self, records: &[AuditRecord], writes: &[AuditedWrite]) -> Result<Vec<ChainedRecord>, StoreError> {
+        let mut appends: Vec<AuditAppend> = records
+            .iter()
+            .map(|r| AuditAppend {
+                record: r.clone(),
+                writes: Vec::new(),
+                only_if_active: None,
+            })
+            .collect();
+        if let Some(first) = appends.first_mut() {
+            first.writes = writes.to_vec();
+        }
+        let appended = self.append_audit_batch_checked(&appends).await?;
+        Ok(appended.into_iter().flatten().collect())
+    }
+    /// Appends several records, in order, in one transaction, each with its writes, and each
+    /// only if its `only_if_active` account is active then (checked in that transaction). An
+    /// append whose account is not is left out entirely (`None`: no record, no write, no seq);
+    /// the others are chained without a gap.
+    async fn append_audit_batch_checked(&self, appends: &[AuditAppend]) -> Result<Vec<Option<ChainedRecord>>, StoreError>;
     /// The newest records, newest first.
     async fn audit_records(&self, limit: u64) -> Result<Vec<AuditRecord>, StoreError>;
     async fn audit_query(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;
@@ -364,6 +383,9 @@ pub trait AuditSink: Send + Sync {
     /// Records an event and makes the write it is about in the same commit (`AuditedWrite`):
     /// one durable write instead of two, and never one without the other.
     async fn record_with(&self, record: AuditRecord, write: Option<AuditedWrite>) -> Result<(), StoreError>;
+    /// As `record_with`, only if `account_id` is still active at the commit (checked in its
+    /// transaction). `Ok(false)`: it is not, and nothing was recorded or written.
+    async fn record_if_active(&self, account_id: Uuid, record: AuditRecord, write: Option<AuditedWrite>) -> Result<bool, StoreError>;
 }
 
 /// FIDO2 ceremonies (WebAuthn). Implemented with webauthn-rs in `adapters::webauthn`, which

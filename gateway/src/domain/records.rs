@@ -1,5 +1,7 @@
 //! Short-lived state kept in the session store (SSO sessions, pending logins, codes) and the
 //! durable records kept in SQL (refresh tokens, signing keys).
+use crate::domain::account::AccountClaims;
+use crate::domain::audit::AuditRecord;
 use crate::protocol::{ClientId, CodeChallenge, Prompt, RedirectUri, Scopes};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -24,6 +26,10 @@ pub struct SsoSession {
     /// The address the login came from, when known (shown on the sessions lists).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_ip: Option<String>,
+    /// The person's claims as read at login; `None` in sessions stored by versions before
+    /// 2026-11-27 (the account is then read when a code is issued).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<AccountClaims>,
 }
 
 /// A validated authorization request, parked while the user logs in.
@@ -66,8 +72,10 @@ pub struct PendingLogin {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SecondFactorStage {
     pub account_id: Uuid,
-    pub username: String,
-    pub display_name: String,
+    /// Flattened: `username` and `display_name` keep their place in stages stored before the
+    /// other claims were added.
+    #[serde(flatten)]
+    pub claims: AccountClaims,
     /// The SSO session being stepped up (no password asked again), if any.
     pub step_up_of: Option<String>,
     /// A key of the person was verified in this login: another key may now be enrolled.
@@ -91,6 +99,10 @@ pub struct CodeGrant {
     pub expires_at: i64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
+    /// The person's claims for the tokens; `None` in codes issued by versions before 2026-11-27
+    /// (the account is then read at the exchange).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<AccountClaims>,
 }
 
 /// Left behind when a code is redeemed, so a replay can be told from a typo and the tokens
@@ -116,6 +128,18 @@ pub enum AuditedWrite {
         credential: String,
         at: DateTime<Utc>,
     },
+}
+
+/// One record for the audit chain's next group commit, with the writes it is about and,
+/// maybe, the account that must still be active for either to be made.
+#[derive(Debug, Clone)]
+pub struct AuditAppend {
+    pub record: AuditRecord,
+    pub writes: Vec<AuditedWrite>,
+    /// Checked in the commit's own transaction: if this account is disabled or gone, neither
+    /// the record nor the writes are made. The code exchange uses it, so that tokens are not
+    /// issued to a person disabled since the login without an account read per request.
+    pub only_if_active: Option<Uuid>,
 }
 
 /// A refresh token as stored (by digest). Tokens of one login form a family; reuse of a

@@ -245,6 +245,15 @@ impl AuditSink for MeteredAuditSink {
         audit(&event);
         Ok(())
     }
+
+    async fn record_if_active(&self, account_id: uuid::Uuid, record: AuditRecord, write: Option<AuditedWrite>) -> Result<bool, StoreError> {
+        let event = enabled().then(|| record.event.clone());
+        let recorded = self.0.record_if_active(account_id, record, write).await?;
+        if recorded && let Some(event) = event {
+            audit(&event);
+        }
+        Ok(recorded)
+    }
 }
 
 /// Checks the database and the session store, and reads the audit chain head, every `every`.

@@ -161,8 +161,7 @@ impl Provider {
         let account = self.storage.account(s.account_id).await?.filter(|a| !a.disabled);
         Ok(account.map(|a| SecondFactorStage {
             account_id: a.id,
-            username: a.username,
-            display_name: a.display_name,
+            claims: (&a).into(),
             step_up_of: Some(s.id.clone()),
             key_verified: false,
         }))
@@ -357,6 +356,7 @@ impl Provider {
             acr: s.acr.clone(),
             expires_at: self.clock.unix() + self.settings.code_ttl_secs,
             roles: s.roles.clone(),
+            claims: s.claims.clone(),
         };
         let bytes = serde_json::to_vec(&grant).map_err(|e| DomainError::Internal(e.to_string()))?;
         let ttl = Duration::from_secs(self.settings.code_ttl_secs.max(1) as u64);

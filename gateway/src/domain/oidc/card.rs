@@ -202,7 +202,7 @@ impl Provider {
         } else {
             self.settings.assurance.card.clone()
         };
-        self.complete_login(&p, account_id, &earned, previous_sso, ctx)
+        self.complete_login(&p, account_id, (&account).into(), &earned, previous_sso, ctx)
             .await
             .map(|r| r.map_err(CardError::Login))
     }

@@ -5,6 +5,7 @@ use super::Provider;
 use super::authorize::redirect_error;
 use super::psc::Gate;
 use crate::domain::DomainError;
+use crate::domain::account::AccountClaims;
 use crate::domain::audit::{AuditEvent, RequestContext};
 use crate::domain::crypto::{ct_eq, secret_digest};
 use crate::domain::ports::{AccountRefusal, Namespace, PasswordVerdict};
@@ -37,7 +38,8 @@ pub enum LoginOutcome {
     /// Logged in: set the session cookie, go back to the client.
     Done {
         redirect: String,
-        session: SsoSession,
+        /// Boxed: with the person's claims it is the largest variant by far.
+        session: Box<SsoSession>,
         cookie_secret: String,
     },
     /// Logged in, but not eligible for this client (PSC without a verified national identity).
@@ -234,8 +236,7 @@ impl Provider {
             .await?;
             pending.second_factor = Some(SecondFactorStage {
                 account_id: account.id,
-                username: account.username.clone(),
-                display_name: account.display_name.clone(),
+                claims: (&account).into(),
                 step_up_of: None,
                 key_verified: false,
             });
@@ -257,7 +258,8 @@ impl Provider {
         )
         .await?;
         let earned = self.settings.assurance.password.clone();
-        self.complete_login(&pending, account.id, &earned, previous_sso, ctx).await
+        self.complete_login(&pending, account.id, (&account).into(), &earned, previous_sso, ctx)
+            .await
     }
 
     /// After the last factor: a fresh SSO session stating what was done, then the client's
@@ -266,6 +268,7 @@ impl Provider {
         &self,
         pending: &PendingLogin,
         account_id: Uuid,
+        claims: AccountClaims,
         earned: &MethodAssurance,
         previous_sso: Option<&str>,
         ctx: &RequestContext,
@@ -289,6 +292,7 @@ impl Provider {
             roles: pending.roles.clone(),
             created_at: now,
             source_ip: ctx.source_ip.clone(),
+            claims: Some(claims),
         };
         let bytes = serde_json::to_vec(&session).map_err(|e| DomainError::Internal(e.to_string()))?;
         self.sessions
@@ -351,7 +355,7 @@ impl Provider {
         let redirect = self.issue_code(request, &session, ctx).await?;
         Ok(Ok(LoginOutcome::Done {
             redirect,
-            session,
+            session: Box::new(session),
             cookie_secret,
         }))
     }

@@ -197,7 +197,7 @@ impl Provider {
             pending_id: p.id,
             csrf: p.csrf,
             client_name,
-            username: stage.username,
+            username: stage.claims.username,
             ui_locales: p.request.ui_locales,
             has_keys: !active.is_empty(),
             authentication_options,
@@ -281,8 +281,8 @@ impl Provider {
                 }
                 let holder = KeyHolder {
                     account_id: stage.account_id,
-                    username: stage.username.clone(),
-                    display_name: stage.display_name.clone(),
+                    username: stage.claims.username.clone(),
+                    display_name: stage.claims.display_name.clone(),
                 };
                 match port.start_registration(&holder, &all) {
                     // No key model is admitted at all (e.g. the MDS blob withdrew every one).
@@ -426,7 +426,7 @@ impl Provider {
             }
             let earned = self.settings.assurance.password_and_key.clone();
             Ok(self
-                .complete_login(&p, stage.account_id, &earned, previous_sso, ctx)
+                .complete_login(&p, stage.account_id, stage.claims.clone(), &earned, previous_sso, ctx)
                 .await?
                 .map(KeyFinish::Login)
                 .map_err(KeyStepError::from))

@@ -1,7 +1,7 @@
 //! The token endpoint: `authorization_code` and `refresh_token` grants, token minting.
 use super::{ClientCredentials, Params, Provider};
 use crate::domain::DomainError;
-use crate::domain::account::Account;
+use crate::domain::account::AccountClaims;
 use crate::domain::audit::{AuditEvent, AuditRecord, RequestContext};
 use crate::domain::client::{Client, ClientKind};
 use crate::domain::crypto::{half_hash, pkce_s256_matches, secret_digest};
@@ -27,7 +27,12 @@ pub struct TokenResponse {
 
 /// What a token is issued for: the login and the grant's scope.
 pub(super) struct Authentication<'a> {
-    pub account: &'a Account,
+    pub account_id: Uuid,
+    /// The person's claims: as read at login for a code, as read now for a refresh.
+    pub claims: &'a AccountClaims,
+    /// Whether the account was read active by this request. If not (a code exchange), the
+    /// tokens are handed out only if it still is when their issuance is committed.
+    pub account_read: bool,
     pub session_id: &'a str,
     pub auth_time: i64,
     pub amr: &'a [String],
@@ -152,11 +157,19 @@ impl Provider {
             }
             (None, None) => {}
         }
-        let Some(account) = self.storage.account(grant.account_id).await?.filter(|a| !a.disabled) else {
-            return Ok(Err(OAuthError::invalid_grant("the account is no longer active")));
+        // The claims came with the login. A code issued by an earlier version has none: the
+        // account is read, as it was then.
+        let (claims, account_read) = match grant.claims {
+            Some(c) => (c, false),
+            None => match self.storage.account(grant.account_id).await?.filter(|a| !a.disabled) {
+                Some(a) => (AccountClaims::from(&a), true),
+                None => return Ok(Err(inactive_account())),
+            },
         };
         let auth = Authentication {
-            account: &account,
+            account_id: grant.account_id,
+            claims: &claims,
+            account_read,
             session_id: &grant.session_id,
             auth_time: grant.auth_time,
             amr: &grant.amr,
@@ -165,7 +178,7 @@ impl Provider {
             nonce: grant.nonce.as_deref(),
             roles: &grant.roles,
         };
-        Ok(Ok(self.mint(client, &auth, family, access_jti, ctx, "authorization_code").await?))
+        self.mint(client, &auth, family, access_jti, ctx, "authorization_code").await
     }
 
     /// A code redeemed before: a replay. The tokens issued from it are revoked.
@@ -245,8 +258,9 @@ impl Provider {
         }
         let Some(account) = self.storage.account(record.account_id).await?.filter(|a| !a.disabled) else {
             self.storage.revoke_refresh_family(record.family_id, now).await?;
-            return Ok(Err(OAuthError::invalid_grant("the account is no longer active")));
+            return Ok(Err(inactive_account()));
         };
+        let claims = AccountClaims::from(&account);
         // Roles live with the login session: a refresh repeats them while it lasts. Logout
         // revokes the session's refresh tokens; any other refresh after the session is gone
         // carries no roles (fewer rights, never stale extra ones).
@@ -263,7 +277,9 @@ impl Provider {
             Vec::new()
         };
         let auth = Authentication {
-            account: &account,
+            account_id: account.id,
+            claims: &claims,
+            account_read: true,
             session_id: &record.session_id,
             auth_time: record.auth_time,
             amr: &record.amr,
@@ -272,9 +288,8 @@ impl Provider {
             nonce: None,
             roles: &roles,
         };
-        Ok(Ok(self
-            .mint(client, &auth, record.family_id, self.random.token(), ctx, "refresh_token")
-            .await?))
+        self.mint(client, &auth, record.family_id, self.random.token(), ctx, "refresh_token")
+            .await
     }
 
     /// Signs the access and ID tokens, stores a refresh token, records the issuance.
@@ -287,11 +302,11 @@ impl Provider {
         access_jti: String,
         ctx: &RequestContext,
         grant_type: &str,
-    ) -> Result<TokenResponse, DomainError> {
+    ) -> Result<Result<TokenResponse, OAuthError>, DomainError> {
         let now = self.clock.now();
         let iat = now.timestamp();
         let s = &self.settings;
-        let sub = a.account.id.to_string();
+        let sub = a.account_id.to_string();
         let mut access = json!({
             "iss": s.issuer, "sub": sub, "aud": client.id.as_str(), "client_id": client.id.as_str(),
             "iat": iat, "exp": iat + s.access_token_ttl_secs, "jti": access_jti,
@@ -319,11 +334,11 @@ impl Provider {
         if let Some(n) = a.nonce {
             id.insert("nonce".into(), json!(n));
         }
-        profile_claims(&mut id, a.account, a.scopes);
+        profile_claims(&mut id, a.claims, a.scopes);
         if let Some(r) = roles {
             id.insert("roles".into(), r);
         }
-        self.national_claims(client, a.account.id, a.scopes, &mut id).await?;
+        self.national_claims(client, a.account_id, a.scopes, &mut id).await?;
         let relayed_idnat = id.get("idnat").and_then(Value::as_str).map(str::to_owned);
         let id_token = self.signer.sign(client.id_token_alg, "JWT", &Value::Object(id))?;
 
@@ -333,7 +348,7 @@ impl Provider {
                 token_digest: secret_digest(&token),
                 family_id: family,
                 client_id: client.id.clone(),
-                account_id: a.account.id,
+                account_id: a.account_id,
                 session_id: a.session_id.to_owned(),
                 scopes: a.scopes.clone(),
                 auth_time: a.auth_time,
@@ -366,17 +381,21 @@ impl Provider {
                 idnat: relayed_idnat,
             },
         };
-        self.audit
-            .record_with(issuance, refresh_record.map(AuditedWrite::RefreshToken))
-            .await?;
-        Ok(TokenResponse {
+        let write = refresh_record.map(AuditedWrite::RefreshToken);
+        if a.account_read {
+            self.audit.record_with(issuance, write).await?;
+        } else if !self.audit.record_if_active(a.account_id, issuance, write).await? {
+            // Disabled since the login: the signed tokens are dropped, nothing was stored.
+            return Ok(Err(inactive_account()));
+        }
+        Ok(Ok(TokenResponse {
             access_token,
             token_type: "Bearer",
             expires_in: s.access_token_ttl_secs,
             id_token,
             refresh_token,
             scope: a.scopes.to_string(),
-        })
+        }))
     }
 
     /// The `roles` claim: asked for with the `roles` scope, released to local applications,
@@ -396,8 +415,12 @@ impl Provider {
     }
 }
 
+fn inactive_account() -> OAuthError {
+    OAuthError::invalid_grant("the account is no longer active")
+}
+
 /// Standard claims released by scope (OIDC Core §5.4).
-pub(super) fn profile_claims(out: &mut Map<String, Value>, a: &Account, scopes: &Scopes) {
+pub(super) fn profile_claims(out: &mut Map<String, Value>, a: &AccountClaims, scopes: &Scopes) {
     if scopes.contains("profile") {
         out.insert("name".into(), json!(a.display_name));
         out.insert("preferred_username".into(), json!(a.username));

@@ -87,7 +87,7 @@ impl Provider {
         };
         let mut claims = Map::new();
         claims.insert("sub".into(), json!(account.id.to_string()));
-        profile_claims(&mut claims, &account, &scopes);
+        profile_claims(&mut claims, &(&account).into(), &scopes);
         // Minted into the access token only when this client may have them.
         if let Some(r) = at.claims.get("roles").filter(|_| scopes.contains("roles")) {
             claims.insert("roles".into(), r.clone());
