@@ -1,6 +1,7 @@
 //! Durable storage on SQL through sea-orm: SQLite (embedded default) or PostgreSQL, chosen by
 //! the URL. Implements the domain's `Storage` port.
 mod admin_roles;
+mod audit_append;
 pub mod audit_cursor;
 mod checkpoint;
 mod client_cache;
@@ -15,7 +16,7 @@ use crate::domain::audit::AuditRecord;
 use crate::domain::audit_chain::{AuditCount, AuditPage, AuditQuery, ChainedRecord, Checkpoint, GENESIS, Order};
 use crate::domain::client::{Client, ClientKind, TokenAuthMethod};
 use crate::domain::ports::{Storage, StoreError};
-use crate::domain::records::{AuditAppend, AuditedWrite, RefreshConsume, RefreshTokenRecord, SigningAlg, StoredSigningKey};
+use crate::domain::records::{AuditAppend, RefreshConsume, RefreshTokenRecord, SigningAlg, StoredSigningKey};
 use crate::protocol::{ClientId, RedirectUri, Scopes};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -587,67 +588,10 @@ impl Storage for SqlStore {
         if appends.is_empty() {
             return Ok(Vec::new());
         }
-        // Taking the head is a write of the single head row: on PostgreSQL it holds the row
-        // lock until commit, so appends from every replica queue up here; on SQLite the first
-        // statement being a write takes the database's write lock (with busy_timeout). The new
-        // seq is set at the end, once the accounts are checked (a left-out append takes none).
-        let txn = self.db.begin().await.map_err(unavailable)?;
-        let backend = txn.get_database_backend();
-        let head = txn
-            .query_one_raw(Statement::from_string(
-                backend,
-                "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash",
-            ))
-            .await
-            .map_err(unavailable)?
-            .ok_or_else(|| StoreError::Corrupt("audit_head row is missing".into()))?;
-        let mut seq: i64 = head.try_get("", "seq").map_err(unavailable)?;
-        let mut prev: String = head.try_get("", "hash").map_err(unavailable)?;
-        let active = active_accounts(&txn, appends).await?;
-        let mut chained = Vec::with_capacity(appends.len());
-        let mut writes = Vec::new();
-        for a in appends {
-            if a.only_if_active.is_some_and(|id| !active.contains(&id.to_string())) {
-                chained.push(None);
-                continue;
-            }
-            seq += 1;
-            let rec = ChainedRecord::new(seq, &a.record, &prev);
-            prev = rec.hash.clone();
-            chained.push(Some(rec));
-            writes.extend(a.writes.iter());
+        match self.db.get_database_backend() {
+            sea_orm::DbBackend::Sqlite => audit_append::append_sqlite(&self.db, appends).await,
+            _ => audit_append::append(&self.db, appends).await,
         }
-        let rows: Vec<_> = chained.iter().flatten().map(audit_row).collect();
-        if rows.is_empty() {
-            txn.rollback().await.map_err(unavailable)?;
-            return Ok(chained);
-        }
-        let mut statements = vec![
-            audit_event::Entity::insert_many(rows).build(backend),
-            audit_head::Entity::update_many()
-                .col_expr(audit_head::Column::Seq, Expr::value(seq))
-                .col_expr(audit_head::Column::Hash, Expr::value(prev))
-                .filter(audit_head::Column::Id.eq(1))
-                .build(backend),
-        ];
-        let refresh_rows: Vec<_> = writes
-            .iter()
-            .filter_map(|w| match w {
-                AuditedWrite::RefreshToken(t) => Some(refresh_row(t)),
-                _ => None,
-            })
-            .collect();
-        if !refresh_rows.is_empty() {
-            statements.push(refresh_token::Entity::insert_many(refresh_rows).build(backend));
-        }
-        for w in writes {
-            if let AuditedWrite::SecurityKeyUse { key_id, credential, at } = w {
-                statements.push(security_keys::record_use_statement(backend, *key_id, credential, *at));
-            }
-        }
-        execute_all(&txn, statements).await?;
-        txn.commit().await.map_err(unavailable)?;
-        Ok(chained)
     }
 
     async fn audit_records(&self, limit: u64) -> Result<Vec<AuditRecord>, StoreError> {
@@ -864,27 +808,6 @@ async fn execute_all(db: &impl ConnectionTrait, statements: Vec<Statement>) -> R
         .await
         .map_err(unavailable)?;
     Ok(())
-}
-
-/// Of the accounts the appends require active, those that are (read in the append's
-/// transaction, after the head row is taken: a disable committed before is seen).
-async fn active_accounts(txn: &impl ConnectionTrait, appends: &[AuditAppend]) -> Result<std::collections::HashSet<String>, StoreError> {
-    let mut ids: Vec<String> = appends.iter().filter_map(|a| a.only_if_active).map(|id| id.to_string()).collect();
-    if ids.is_empty() {
-        return Ok(Default::default());
-    }
-    ids.sort_unstable();
-    ids.dedup();
-    let active: Vec<String> = account::Entity::find()
-        .select_only()
-        .column(account::Column::Id)
-        .filter(account::Column::Id.is_in(ids))
-        .filter(account::Column::Disabled.eq(false))
-        .into_tuple()
-        .all(txn)
-        .await
-        .map_err(unavailable)?;
-    Ok(active.into_iter().collect())
 }
 
 /// The row of a refresh token.
