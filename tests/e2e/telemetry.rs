@@ -375,6 +375,11 @@ async fn prometheus_scrapes_metrics() {
     }
     let logins = query("relais_logins_total{method=\"password\",outcome=\"success\"}").await.unwrap();
     assert_eq!(logins[0]["value"][1], "1", "{logins:?}");
+    // The SQLite audit commit runs without sea-orm; it is timed all the same.
+    let commits = query("relais_dependency_duration_seconds_count{dependency=\"sqlite\",operation=\"COMMIT\"}")
+        .await
+        .unwrap_or_default();
+    assert!(commits.first().is_some_and(|c| c["value"][1] != "0"), "{commits:?}");
     let _ = prom.kill();
     let _ = prom.wait();
 }

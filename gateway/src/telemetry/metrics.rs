@@ -288,8 +288,9 @@ pub fn spawn_poller(
     });
 }
 
-/// Times dependency spans: sea-orm's SQL spans (`sea_orm.*`), and the `redis` and `ldap` spans
-/// of the session-store and directory adapters. Installed only when metrics are on.
+/// Times dependency spans: sea-orm's SQL spans (`sea_orm.*`), the `sql` spans of SQL run
+/// without sea-orm (the SQLite audit commit), and the `redis` and `ldap` spans of the
+/// session-store and directory adapters. Installed only when metrics are on.
 pub struct DependencyTimer;
 
 struct Timing {
@@ -323,7 +324,7 @@ impl tracing::field::Visit for Fields {
 }
 
 fn dependency_of(meta: &tracing::Metadata<'_>, system: Option<&str>) -> Option<&'static str> {
-    if meta.target().starts_with("sea_orm") {
+    if meta.target().starts_with("sea_orm") || meta.name() == "sql" {
         return Some(match system {
             Some("postgresql") => "postgresql",
             Some("sqlite") => "sqlite",
@@ -343,7 +344,7 @@ where
 {
     fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
         let meta = attrs.metadata();
-        if !(meta.target().starts_with("sea_orm") || matches!(meta.name(), "redis" | "ldap")) {
+        if !(meta.target().starts_with("sea_orm") || matches!(meta.name(), "sql" | "redis" | "ldap")) {
             return;
         }
         let mut f = Fields::default();

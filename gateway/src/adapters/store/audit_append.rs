@@ -22,6 +22,7 @@ use sea_orm::{
 };
 use sea_query_sqlx::SqlxValues;
 use std::collections::HashSet;
+use tracing::Instrument;
 
 const TAKE_HEAD: &str = "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash";
 
@@ -86,6 +87,7 @@ async fn append_on(conn: &mut sqlx::SqliteConnection, appends: &[AuditAppend]) -
     };
     let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql), SqlxValues(sea_orm::sea_query::Values(values)))
         .fetch_all(&mut *conn)
+        .instrument(sql_span("BEGIN"))
         .await
         .map_err(sqlx_error)?;
     // The head's row has two columns (seq, hash), the accounts' one (id).
@@ -112,6 +114,7 @@ async fn append_on(conn: &mut sqlx::SqliteConnection, appends: &[AuditAppend]) -
     sql.push_str(end);
     sqlx::query_with(sqlx::AssertSqlSafe(sql), SqlxValues(sea_orm::sea_query::Values(values)))
         .execute(&mut *conn)
+        .instrument(sql_span(end))
         .await
         .map_err(sqlx_error)?;
     Ok(chained)
@@ -184,6 +187,12 @@ fn chain(
         }
     }
     (chained, statements)
+}
+
+/// A dependency span as sea-orm's (timed by the metrics layer as `sqlite`), named by the
+/// statement that opens or ends the call; never the SQL or its values.
+fn sql_span(operation: &'static str) -> tracing::Span {
+    tracing::info_span!("sql", db.system = "sqlite", db.operation = operation, otel.kind = "client")
 }
 
 fn missing_head() -> StoreError {
