@@ -206,3 +206,39 @@ pub struct StoredSigningKey {
     pub rotated_at: Option<DateTime<Utc>>,
     pub retire_at: Option<DateTime<Utc>>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What versions before 2026-11-27 stored (in Redis, during a rolling upgrade) still reads:
+    /// a session and a code without claims, a key stage with only a username and display name.
+    #[test]
+    fn state_stored_before_the_claims_still_reads() {
+        let session: SsoSession = serde_json::from_str(
+            r#"{"id":"s","account_id":"6f1c5b1e-2d7a-4c1e-9a57-1b1f0f7d2c11","auth_time":1,"amr":["pwd"],"acr":"loa1","expires_at":2}"#,
+        )
+        .unwrap();
+        assert_eq!(session.claims, None);
+        let stage: SecondFactorStage = serde_json::from_str(
+            r#"{"account_id":"6f1c5b1e-2d7a-4c1e-9a57-1b1f0f7d2c11","username":"alice","display_name":"Alice Martin","step_up_of":null}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (stage.claims.username.as_str(), stage.claims.display_name.as_str()),
+            ("alice", "Alice Martin")
+        );
+        assert_eq!(stage.claims.email, None);
+        let grant: CodeGrant = serde_json::from_str(
+            r#"{"client_id":"web","redirect_uri":"https://app.example/cb","scopes":["openid"],"nonce":null,"code_challenge":null,
+                "account_id":"6f1c5b1e-2d7a-4c1e-9a57-1b1f0f7d2c11","session_id":"s","auth_time":1,"amr":["pwd"],"acr":"loa1","expires_at":2}"#,
+        )
+        .unwrap();
+        assert_eq!(grant.claims, None);
+        // And the new form round-trips, flattened in the stage as before.
+        let json = serde_json::to_value(&stage).unwrap();
+        assert_eq!(json["username"], "alice");
+        let back: SecondFactorStage = serde_json::from_value(json).unwrap();
+        assert_eq!(back.claims, stage.claims);
+    }
+}

@@ -10,7 +10,7 @@
 //! transaction it was four or five (BEGIN, head, accounts, rows, COMMIT), and each call is two
 //! thread wake-ups, the main cost of a code exchange at low concurrency (docs/performance.md).
 use super::entities::{account, audit_event, audit_head, refresh_token};
-use super::{audit_row, execute_all, refresh_row, security_keys, unavailable};
+use super::{audit_row, execute_all, joined, refresh_row, security_keys, unavailable};
 use crate::domain::audit_chain::ChainedRecord;
 use crate::domain::ports::StoreError;
 use crate::domain::records::{AuditAppend, AuditedWrite};
@@ -104,13 +104,7 @@ async fn append_on(conn: &mut sqlx::SqliteConnection, appends: &[AuditAppend]) -
     let (chained, statements) = chain(DbBackend::Sqlite, head, &active, appends);
     // Nothing to write (every append left out): the transaction ends all the same.
     let end = if statements.is_empty() { "ROLLBACK" } else { "COMMIT" };
-    let mut sql = String::new();
-    let mut values = Vec::new();
-    for st in statements {
-        sql.push_str(&st.sql);
-        sql.push_str(";\n");
-        values.extend(st.values.map(|v| v.0).unwrap_or_default());
-    }
+    let (mut sql, values) = joined(statements);
     sql.push_str(end);
     sqlx::query_with(sqlx::AssertSqlSafe(sql), SqlxValues(sea_orm::sea_query::Values(values)))
         .execute(&mut *conn)

@@ -797,6 +797,15 @@ async fn execute_all(db: &impl ConnectionTrait, statements: Vec<Statement>) -> R
         }
         return Ok(());
     }
+    let (sql, values) = joined(statements);
+    db.execute_raw(Statement::from_sql_and_values(sea_orm::DbBackend::Sqlite, sql, values))
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+/// SQLite statements as one text, `;`-separated, and their values in order.
+fn joined(statements: Vec<Statement>) -> (String, Vec<sea_orm::Value>) {
     let mut sql = String::new();
     let mut values = Vec::new();
     for st in statements {
@@ -804,10 +813,7 @@ async fn execute_all(db: &impl ConnectionTrait, statements: Vec<Statement>) -> R
         sql.push_str(";\n");
         values.extend(st.values.map(|v| v.0).unwrap_or_default());
     }
-    db.execute_raw(Statement::from_sql_and_values(sea_orm::DbBackend::Sqlite, sql, values))
-        .await
-        .map_err(unavailable)?;
-    Ok(())
+    (sql, values)
 }
 
 /// The row of a refresh token.
