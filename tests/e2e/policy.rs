@@ -142,9 +142,10 @@ async fn userinfo_without_a_token_is_a_bearer_challenge() {
 
 /// A code issued before the account was disabled yields no tokens. The code exchange reads no
 /// account (the login's claims travel with the code); whether the account is still active is
-/// checked in the issuance's own commit. The refusal is recorded, the issuance is not, no
-/// refresh token is kept. Enabled again, the browser's session gets a code that works, with the
-/// claims read at login.
+/// checked in the issuance's own commit. The refusal is recorded, the issuance is not (the
+/// storage suite checks that its refresh token is left out too). Enabled again, the browser's
+/// session gets a code that works, with the claims read at login even after a rename; userinfo
+/// and a refresh read the account as it is now.
 async fn a_code_issued_before_the_account_was_disabled_yields_no_tokens(db: Db, sessions: Sessions) {
     let s = harness::start(db, sessions).await;
     let authorize = url(&s, "web").replace("scope=openid&", "scope=openid%20profile%20email&");
@@ -175,6 +176,15 @@ async fn a_code_issued_before_the_account_was_disabled_yields_no_tokens(db: Db, 
     assert!(s.audit_events("token_issued").await.is_empty(), "no issuance recorded");
 
     m.set_disabled("alice", false).await.unwrap();
+    use sea_orm::ConnectionTrait;
+    s.components()
+        .store
+        .connection()
+        .execute_unprepared(
+            "UPDATE accounts SET display_name = 'Alice Renamed', email = 'alice.renamed@chu.example' WHERE username = 'alice'",
+        )
+        .await
+        .unwrap();
     let Step::Callback(cb) = b.start(&authorize).await else {
         panic!("single sign-on")
     };
@@ -196,9 +206,22 @@ async fn a_code_issued_before_the_account_was_disabled_yields_no_tokens(db: Db, 
             &"Martin".into(),
             &"alice@chu.example".into()
         ),
-        "{id}"
+        "the claims of the login, not of the rename: {id}"
     );
     assert_eq!(s.audit_events("token_issued").await.len(), 1);
+    let info: serde_json::Value = http
+        .get(s.url("/userinfo"))
+        .bearer_auth(body["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&info["name"], &info["email"]),
+        (&"Alice Renamed".into(), &"alice.renamed@chu.example".into())
+    );
     let r = http
         .post(s.url("/token"))
         .basic_auth("web", Some(&s.web_secret))
@@ -210,6 +233,9 @@ async fn a_code_issued_before_the_account_was_disabled_yields_no_tokens(db: Db, 
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK, "the refresh token of the working exchange is kept");
+    let refreshed: serde_json::Value = r.json().await.unwrap();
+    let id = crate::rp::payload(refreshed["id_token"].as_str().unwrap());
+    assert_eq!(id["name"], "Alice Renamed", "a refresh reads the account: {id}");
     s.stop().await;
 }
 

@@ -27,7 +27,7 @@ pub struct SsoSession {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_ip: Option<String>,
     /// The person's claims as read at login; `None` in sessions stored by versions before
-    /// 2026-11-27 (the account is then read when a code is issued).
+    /// 2026-11-27 (their codes carry none, and the account is read at the code exchange).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claims: Option<AccountClaims>,
 }

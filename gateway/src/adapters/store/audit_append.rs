@@ -15,7 +15,7 @@ use crate::domain::audit_chain::ChainedRecord;
 use crate::domain::ports::StoreError;
 use crate::domain::records::{AuditAppend, AuditedWrite};
 use sea_orm::sea_query::Expr;
-use sea_orm::sqlx::{self, Row};
+use sea_orm::sqlx::{self, Column, Row};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter, QuerySelect, QueryTrait, Statement,
     TransactionTrait,
@@ -59,19 +59,43 @@ pub(super) async fn append(db: &DatabaseConnection, appends: &[AuditAppend]) -> 
 /// Appends on SQLite's one writing connection, held for the whole transaction (so nothing else
 /// runs inside it), in two calls.
 pub(super) async fn append_sqlite(writer: &DatabaseConnection, appends: &[AuditAppend]) -> Result<Vec<Option<ChainedRecord>>, StoreError> {
-    let mut conn = writer
+    let conn = writer
         .get_sqlite_connection_pool()
         .acquire()
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-    let result = append_on(&mut conn, appends).await;
+    let mut held = Held(Some(conn));
+    let conn = held.0.as_mut().expect("held until released");
+    let result = append_on(conn, appends).await;
     // Whatever failed, the transaction must not outlive this call: it is rolled back, or, if
     // even that fails (it was never begun, or the connection is broken), the connection is
-    // closed rather than handed back (SQLite rolls back what a closed connection left open).
-    if result.is_err() && sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await.is_err() {
-        conn.close_on_drop();
+    // closed rather than handed back (`Held`).
+    if result.is_err() && sqlx::raw_sql("ROLLBACK").execute(&mut **conn).await.is_err() {
+        return result;
     }
+    held.release();
     result
+}
+
+/// The writing connection while a transaction may be open on it. Dropped without `release`
+/// (an error that could not be rolled back, or the future cancelled between the two calls),
+/// it is closed instead of going back to the pool, where the next write would run inside the
+/// open transaction; SQLite rolls back what a closed connection left open.
+struct Held(Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>);
+
+impl Held {
+    /// The transaction is over: the connection goes back to the pool.
+    fn release(mut self) {
+        self.0.take();
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.0.take() {
+            conn.close_on_drop();
+        }
+    }
 }
 
 async fn append_on(conn: &mut sqlx::SqliteConnection, appends: &[AuditAppend]) -> Result<Vec<Option<ChainedRecord>>, StoreError> {
@@ -85,16 +109,17 @@ async fn append_on(conn: &mut sqlx::SqliteConnection, appends: &[AuditAppend]) -
         ),
         None => (format!("BEGIN IMMEDIATE; {TAKE_HEAD}"), Vec::new()),
     };
+    let span = sql_span("BEGIN");
     let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql), SqlxValues(sea_orm::sea_query::Values(values)))
         .fetch_all(&mut *conn)
-        .instrument(sql_span("BEGIN"))
+        .instrument(span.clone())
         .await
-        .map_err(sqlx_error)?;
-    // The head's row has two columns (seq, hash), the accounts' one (id).
+        .map_err(|e| failed(&span, e))?;
+    // The head's row starts with `seq`, the accounts' rows are `id`s.
     let mut head = None;
     let mut active = HashSet::new();
     for row in rows {
-        if row.len() == 2 {
+        if row.columns().first().is_some_and(|c| c.name() == "seq") {
             head = Some((row.try_get("seq").map_err(sqlx_error)?, row.try_get("hash").map_err(sqlx_error)?));
         } else {
             active.insert(row.try_get::<String, _>("id").map_err(sqlx_error)?);
@@ -106,11 +131,12 @@ async fn append_on(conn: &mut sqlx::SqliteConnection, appends: &[AuditAppend]) -
     let end = if statements.is_empty() { "ROLLBACK" } else { "COMMIT" };
     let (mut sql, values) = joined(statements);
     sql.push_str(end);
+    let span = sql_span(end);
     sqlx::query_with(sqlx::AssertSqlSafe(sql), SqlxValues(sea_orm::sea_query::Values(values)))
         .execute(&mut *conn)
-        .instrument(sql_span(end))
+        .instrument(span.clone())
         .await
-        .map_err(sqlx_error)?;
+        .map_err(|e| failed(&span, e))?;
     Ok(chained)
 }
 
@@ -186,7 +212,19 @@ fn chain(
 /// A dependency span as sea-orm's (timed by the metrics layer as `sqlite`), named by the
 /// statement that opens or ends the call; never the SQL or its values.
 fn sql_span(operation: &'static str) -> tracing::Span {
-    tracing::info_span!("sql", db.system = "sqlite", db.operation = operation, otel.kind = "client")
+    tracing::info_span!(
+        "sql",
+        db.system = "sqlite",
+        db.operation = operation,
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty
+    )
+}
+
+/// Marks the call's span failed (counted as a dependency error) and maps the error.
+fn failed(span: &tracing::Span, e: sqlx::Error) -> StoreError {
+    span.record("otel.status_code", "ERROR");
+    sqlx_error(e)
 }
 
 fn missing_head() -> StoreError {
