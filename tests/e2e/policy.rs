@@ -5,6 +5,17 @@ use crate::harness::{self, ALICE, CALLBACK, Db, Server, Sessions};
 fn url(s: &Server, client: &str) -> String {
     harness::authorize_url(s, client, CALLBACK, "")
 }
+
+/// A refresh-token grant by the `web` client.
+async fn refresh_as_web(s: &Server, refresh_token: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(s.url("/token"))
+        .basic_auth("web", Some(&s.web_secret))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token)])
+        .send()
+        .await
+        .unwrap()
+}
 use relais::domain::management::NewClient;
 use relais::protocol::{ClientId, RedirectUri};
 use reqwest::StatusCode;
@@ -222,16 +233,7 @@ async fn a_code_issued_before_the_account_was_disabled_yields_no_tokens(db: Db, 
         (&info["name"], &info["email"]),
         (&"Alice Renamed".into(), &"alice.renamed@chu.example".into())
     );
-    let r = http
-        .post(s.url("/token"))
-        .basic_auth("web", Some(&s.web_secret))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", body["refresh_token"].as_str().unwrap()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let r = refresh_as_web(&s, body["refresh_token"].as_str().unwrap()).await;
     assert_eq!(r.status(), StatusCode::OK, "the refresh token of the working exchange is kept");
     let refreshed: serde_json::Value = r.json().await.unwrap();
     let id = crate::rp::payload(refreshed["id_token"].as_str().unwrap());
@@ -273,16 +275,7 @@ async fn a_disabled_account_cannot_log_in_or_refresh_and_a_new_password_works() 
         .unwrap();
     let m = s.components().management("admin-test");
     m.set_disabled("alice", true).await.unwrap();
-    let r = http
-        .post(s.url("/token"))
-        .basic_auth("web", Some(&s.web_secret))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", t["refresh_token"].as_str().unwrap()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let r = refresh_as_web(&s, t["refresh_token"].as_str().unwrap()).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST, "no refresh for a disabled account");
     let fresh = Browser::new();
     let Step::LoginForm(login) = fresh.start(&url(&s, "web")).await else {
