@@ -10,7 +10,7 @@
 //! transaction it was four or five (BEGIN, head, accounts, rows, COMMIT), and each call is two
 //! thread wake-ups, the main cost of a code exchange at low concurrency (docs/performance.md).
 use super::entities::{account, audit_event, audit_head, refresh_token};
-use super::{audit_row, execute_all, joined, refresh_row, security_keys, unavailable};
+use super::{audit_row, refresh_row, security_keys, unavailable};
 use crate::domain::audit_chain::ChainedRecord;
 use crate::domain::ports::StoreError;
 use crate::domain::records::{AuditAppend, AuditedWrite};
@@ -51,7 +51,10 @@ pub(super) async fn append(db: &DatabaseConnection, appends: &[AuditAppend]) -> 
         txn.rollback().await.map_err(unavailable)?;
         return Ok(chained);
     }
-    execute_all(&txn, statements).await?;
+    // PostgreSQL's protocol takes one statement per bound call.
+    for st in statements {
+        txn.execute_raw(st).await.map_err(unavailable)?;
+    }
     txn.commit().await.map_err(unavailable)?;
     Ok(chained)
 }
@@ -138,6 +141,19 @@ async fn append_on(conn: &mut sqlx::SqliteConnection, appends: &[AuditAppend]) -
         .await
         .map_err(|e| failed(&span, e))?;
     Ok(chained)
+}
+
+/// SQLite statements as one text, `;`-separated, and their values in order: sqlx runs them in
+/// one call to the connection's thread and binds the `?` placeholders across them in order.
+fn joined(statements: Vec<Statement>) -> (String, Vec<sea_orm::Value>) {
+    let mut sql = String::new();
+    let mut values = Vec::new();
+    for st in statements {
+        sql.push_str(&st.sql);
+        sql.push_str(";\n");
+        values.extend(st.values.map(|v| v.0).unwrap_or_default());
+    }
+    (sql, values)
 }
 
 /// The query for the accounts the appends require active that are; `None` if none is required.

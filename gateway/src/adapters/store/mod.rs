@@ -786,36 +786,6 @@ fn account_row(a: &Account, created_at: DateTime<Utc>, directory_id: Option<&str
     }
 }
 
-/// Runs `statements` in order. On SQLite they go to the connection as one multi-statement
-/// call: each statement otherwise costs two thread hand-offs to sqlx's connection thread, and
-/// the audit writer's group commit runs several per batch. sqlx binds the `?` placeholders
-/// across the statements in order. PostgreSQL's protocol takes one statement per bound call.
-async fn execute_all(db: &impl ConnectionTrait, statements: Vec<Statement>) -> Result<(), StoreError> {
-    if db.get_database_backend() != sea_orm::DbBackend::Sqlite {
-        for st in statements {
-            db.execute_raw(st).await.map_err(unavailable)?;
-        }
-        return Ok(());
-    }
-    let (sql, values) = joined(statements);
-    db.execute_raw(Statement::from_sql_and_values(sea_orm::DbBackend::Sqlite, sql, values))
-        .await
-        .map_err(unavailable)?;
-    Ok(())
-}
-
-/// SQLite statements as one text, `;`-separated, and their values in order.
-fn joined(statements: Vec<Statement>) -> (String, Vec<sea_orm::Value>) {
-    let mut sql = String::new();
-    let mut values = Vec::new();
-    for st in statements {
-        sql.push_str(&st.sql);
-        sql.push_str(";\n");
-        values.extend(st.values.map(|v| v.0).unwrap_or_default());
-    }
-    (sql, values)
-}
-
 /// The row of a refresh token.
 fn refresh_row(t: &RefreshTokenRecord) -> refresh_token::ActiveModel {
     refresh_token::ActiveModel {
